@@ -1,0 +1,30 @@
+package actors
+
+import (
+	"syscall"
+
+	"github.com/dutchmaster/dutchmaster/actors/core"
+	"github.com/dutchmaster/dutchmaster/fsm"
+)
+
+// Signals maps the master's signals to cluster inputs.
+type Signals struct {
+	Restart syscall.Signal // default SIGUSR2
+}
+
+// Input returns the cluster input for sig, or false for a signal the
+// master does not act on.
+func (s Signals) Input(sig syscall.Signal) (core.Input, bool) {
+	restart := s.Restart
+	if restart == 0 {
+		restart = syscall.SIGUSR2
+	}
+	source := fsm.SignalName(sig)
+	switch sig {
+	case restart:
+		return core.RestartRequested{Source: source}, true
+	case syscall.SIGTERM, syscall.SIGINT:
+		return core.StopRequested{Source: source}, true
+	}
+	return nil, false
+}

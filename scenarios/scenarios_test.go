@@ -1,0 +1,5 @@
+package scenarios
+
+import "testing"
+
+func TestScenarios(t *testing.T) { RunDir(t, "testdata") }
