@@ -139,12 +139,9 @@ func (a *clusterActor) Receive(ctx actor.Context) {
 // and the cluster treats the worker as exited.
 func (a *clusterActor) workerGone(ctx actor.Context, id core.WorkerID) {
 	delete(a.workers, id)
-	for _, w := range a.core.View().Workers {
-		if w.ID == id {
-			a.opts.Runtime.Kill(id)
-			a.step(ctx, core.WorkerExited{Worker: id, Reason: fsm.ExitReason{Kind: fsm.ExitHardKill, Detail: "worker actor failed"}})
-			return
-		}
+	if _, ok := a.core.Worker(id); ok {
+		a.opts.Runtime.Kill(id)
+		a.step(ctx, core.WorkerExited{Worker: id, Reason: fsm.ExitReason{Kind: fsm.ExitHardKill, Detail: "worker actor failed"}})
 	}
 }
 
@@ -176,9 +173,9 @@ func (a *clusterActor) execute(ctx actor.Context, d core.Decision) {
 			Bool("replacement", d.Replacement).Msg("fork")
 		a.spawnWorker(ctx, d)
 	case core.Drain:
-		a.order(ctx, d.Worker, "drain", d.Reason, drainOrder{d.Reason})
+		a.order(ctx, d.Worker, "drain", d.Reason, DrainOrder{d.Reason})
 	case core.Kill:
-		a.order(ctx, d.Worker, "kill", d.Reason, killOrder{d.Reason})
+		a.order(ctx, d.Worker, "kill", d.Reason, KillOrder{d.Reason})
 	case core.SetTimer:
 		self, system, t := ctx.Self(), ctx.ActorSystem(), d.Timer
 		a.opts.Clock.AfterFunc(d.After, func() { system.Root.Send(self, core.TimerFired{Timer: t}) })
@@ -189,10 +186,8 @@ func (a *clusterActor) execute(ctx actor.Context, d core.Decision) {
 
 func (a *clusterActor) order(ctx actor.Context, id core.WorkerID, what, reason string, msg any) {
 	e := a.opts.Logger.Info()
-	for _, w := range a.core.View().Workers {
-		if w.ID == id {
-			e = withWorker(e, w)
-		}
+	if w, ok := a.core.Worker(id); ok {
+		e = withWorker(e, w)
 	}
 	e.Str(FieldReason, reason).Msg(what)
 	if pid, ok := a.workers[id]; ok {
@@ -202,10 +197,10 @@ func (a *clusterActor) order(ctx actor.Context, id core.WorkerID, what, reason s
 
 func (a *clusterActor) spawnWorker(ctx actor.Context, d core.Fork) {
 	spec := WorkerSpec{ID: d.Worker, Slot: d.Slot, Generation: d.Generation}
+	log := a.opts.Logger.With().Int(FieldWorker, int(d.Worker)).Int(FieldSlot, d.Slot).Int(FieldGeneration, d.Generation).Logger()
 	w := &workerActor{
-		spec: spec, cluster: ctx.Self(), runtime: a.opts.Runtime, clock: a.opts.Clock,
-		log:   a.opts.Logger.With().Int(FieldWorker, int(d.Worker)).Int(FieldSlot, d.Slot).Int(FieldGeneration, d.Generation).Logger(),
-		ready: a.opts.Ready, drain: a.opts.Drain, life: fsm.New(),
+		machine: NewWorkerMachine(spec, a.opts.Ready, a.opts.Drain, log),
+		cluster: ctx.Self(), runtime: a.opts.Runtime, clock: a.opts.Clock,
 	}
 	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return w }, actor.WithSupervisor(stopOnPanic())))
 	a.workers[d.Worker] = pid

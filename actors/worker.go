@@ -2,6 +2,7 @@ package actors
 
 import (
 	"syscall"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
@@ -10,117 +11,167 @@ import (
 	"github.com/dutchmaster/dutchmaster/fsm"
 )
 
-// Orders from the cluster actor to a worker actor.
+// Orders from the cluster actor to a worker.
 type (
-	drainOrder struct{ reason string }
-	killOrder  struct{ reason string }
-	// readyTimer fires in timer ready mode once the worker has lived long enough.
-	readyTimer struct{}
+	// DrainOrder asks the worker to stop gracefully.
+	DrainOrder struct{ Reason string }
+	// KillOrder ends the worker at once.
+	KillOrder struct{ Reason string }
+	// ReadyTimerFired arrives in timer ready mode once the worker has
+	// lived long enough.
+	ReadyTimerFired struct{}
 )
 
-// workerActor owns one worker process and its lifecycle.
-type workerActor struct {
-	spec     WorkerSpec
-	cluster  *actor.PID
-	runtime  Runtime
-	clock    Clock
+// Effects of one message to a worker, for its host to carry out in order.
+type (
+	// RuntimeDrain: call Runtime.Drain with the method.
+	RuntimeDrain struct{ How DrainMethod }
+	// RuntimeKill: call Runtime.Kill.
+	RuntimeKill struct{}
+	// StartReadyTimer: deliver ReadyTimerFired after the duration.
+	StartReadyTimer struct{ After time.Duration }
+	// Finished: the worker is killed; its host may stop.
+	Finished struct{}
+)
+
+// WorkerMachine is a worker actor's logic without the actor: it turns
+// runtime events and cluster orders into lifecycle events, and returns
+// what follows as data (reports for the cluster, which are core.Inputs,
+// and runtime calls). The worker actor hosts one; tests that need no
+// actors host it directly.
+type WorkerMachine struct {
+	Spec     WorkerSpec
+	life     *fsm.Lifecycle
 	log      zerolog.Logger
 	ready    ReadyMode
 	drain    DrainMethod
-	life     *fsm.Lifecycle
-	pid      int
 	spokeIPC bool
 	killed   bool // the master's SIGKILL was sent
 }
 
-func (w *workerActor) Receive(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
-	case *actor.Started:
-		self, system := ctx.Self(), ctx.ActorSystem()
-		w.runtime.Fork(w.spec, func(m any) { system.Root.Send(self, m) })
+// NewWorkerMachine returns the machine of a worker about to be forked.
+func NewWorkerMachine(spec WorkerSpec, ready ReadyMode, drain DrainMethod, log zerolog.Logger) *WorkerMachine {
+	return &WorkerMachine{Spec: spec, life: fsm.New(), ready: ready, drain: drain, log: log}
+}
+
+// State is the worker's lifecycle state.
+func (m *WorkerMachine) State() fsm.State { return m.life.State() }
+
+// Handle applies one runtime event or order and returns its effects.
+func (m *WorkerMachine) Handle(msg any) []any {
+	id := m.Spec.ID
+	switch msg := msg.(type) {
 	case Spawned:
-		w.pid = msg.PID
-		w.log = w.log.With().Int(FieldPID, msg.PID).Logger()
-		w.report(ctx, core.WorkerSpawned{Worker: w.spec.ID, PID: msg.PID})
-		if w.ready.Source == ReadyTimer {
-			self, system := ctx.Self(), ctx.ActorSystem()
-			w.clock.AfterFunc(w.ready.After, func() { system.Root.Send(self, readyTimer{}) })
+		m.log = m.log.With().Int(FieldPID, msg.PID).Logger()
+		out := []any{core.WorkerSpawned{Worker: id, PID: msg.PID}}
+		if m.ready.Source == ReadyTimer {
+			out = append(out, StartReadyTimer{After: m.ready.After})
 		}
+		return out
 	case ForkFailed:
-		w.exit(ctx, fsm.ExitReason{Kind: fsm.ExitForkFailed, Detail: msg.Err})
+		return m.exit(fsm.ExitReason{Kind: fsm.ExitForkFailed, Detail: msg.Err})
 	case IPC:
-		w.spokeIPC = true
-		w.onIPC(ctx, msg)
+		m.spokeIPC = true
+		return m.onIPC(msg)
 	case Notify:
 		if NotifyReady(msg.Payload) {
-			w.becameReady(ctx, ReadyNotify)
+			return m.becameReady(ReadyNotify)
 		}
-	case readyTimer:
-		w.becameReady(ctx, ReadyTimer)
+	case ReadyTimerFired:
+		return m.becameReady(ReadyTimer)
 	case Exited:
-		if w.killed && msg.Signal == syscall.SIGKILL {
+		if m.killed && msg.Signal == syscall.SIGKILL {
 			msg.Killed = true
 		}
-		w.exit(ctx, msg.Reason())
-	case drainOrder:
-		if _, err := w.life.Drain(); err != nil {
-			w.log.Debug().Err(err).Msg("drain order ignored")
-			return
+		return m.exit(msg.Reason())
+	case DrainOrder:
+		if _, err := m.life.Drain(); err != nil {
+			m.log.Debug().Err(err).Msg("drain order ignored")
+			return nil
 		}
-		w.runtime.Drain(w.spec.ID, w.drain.resolve(w.spokeIPC))
-		w.report(ctx, core.WorkerDraining{Worker: w.spec.ID})
-	case killOrder:
-		if w.life.State() == fsm.Killed {
-			return
+		return []any{RuntimeDrain{How: m.drain.resolve(m.spokeIPC)}, core.WorkerDraining{Worker: id}}
+	case KillOrder:
+		if m.life.State() == fsm.Killed {
+			return nil
 		}
-		if w.life.Can(fsm.Drain) {
-			_, _ = w.life.Drain()
-			w.report(ctx, core.WorkerDraining{Worker: w.spec.ID})
+		var out []any
+		if m.life.Can(fsm.Drain) {
+			_, _ = m.life.Drain()
+			out = append(out, core.WorkerDraining{Worker: id})
 		}
-		w.killed = true
-		w.runtime.Kill(w.spec.ID)
+		m.killed = true
+		return append(out, RuntimeKill{})
 	}
+	return nil
 }
 
-func (w *workerActor) onIPC(ctx actor.Context, msg IPC) {
+func (m *WorkerMachine) onIPC(msg IPC) []any {
 	if msg.Err != "" {
-		w.log.Warn().Str(FieldReason, msg.Err).Msg("unreadable IPC message ignored")
-		return
+		m.log.Warn().Str(FieldReason, msg.Err).Msg("unreadable IPC message ignored")
+		return nil
 	}
-	m := ClassifyIPC(msg.Line)
-	switch m.Kind {
+	wm := ClassifyIPC(msg.Line)
+	switch wm.Kind {
 	case MsgReady:
-		w.becameReady(ctx, ReadyIPC)
+		return m.becameReady(ReadyIPC)
 	case MsgRequestRestart:
-		w.report(ctx, core.WorkerRestartRequested{Worker: w.spec.ID})
+		return []any{core.WorkerRestartRequested{Worker: m.Spec.ID}}
 	case MsgMalformed:
-		w.log.Warn().Int("bytes", len(msg.Line)).Msg("malformed IPC message ignored")
+		m.log.Warn().Int("bytes", len(msg.Line)).Msg("malformed IPC message ignored")
 	default:
-		w.log.Info().Str("event", m.Event).Msg("unknown IPC message ignored")
+		m.log.Info().Str("event", wm.Event).Msg("unknown IPC message ignored")
 	}
+	return nil
 }
 
-func (w *workerActor) becameReady(ctx actor.Context, source string) {
-	if !w.ready.Accepts(source) {
-		w.log.Debug().Str("source", source).Str("ready", w.ready.String()).Msg("readiness from a source the ready mode ignores")
-		return
+func (m *WorkerMachine) becameReady(source string) []any {
+	if !m.ready.Accepts(source) {
+		m.log.Debug().Str("source", source).Str("ready", m.ready.String()).Msg("readiness from a source the ready mode ignores")
+		return nil
 	}
-	if _, err := w.life.Ready(); err != nil {
-		w.log.Debug().Err(err).Msg("ready ignored")
-		return
+	if _, err := m.life.Ready(); err != nil {
+		m.log.Debug().Err(err).Msg("ready ignored")
+		return nil
 	}
-	w.report(ctx, core.WorkerListening{Worker: w.spec.ID})
+	return []any{core.WorkerListening{Worker: m.Spec.ID}}
 }
 
-func (w *workerActor) exit(ctx actor.Context, r fsm.ExitReason) {
-	if _, err := w.life.Exit(r); err != nil {
-		w.log.Debug().Err(err).Msg("exit ignored")
-		return
+func (m *WorkerMachine) exit(r fsm.ExitReason) []any {
+	if _, err := m.life.Exit(r); err != nil {
+		m.log.Debug().Err(err).Msg("exit ignored")
+		return nil
 	}
-	w.report(ctx, core.WorkerExited{Worker: w.spec.ID, Reason: r})
-	ctx.Stop(ctx.Self())
+	return []any{core.WorkerExited{Worker: m.Spec.ID, Reason: r}, Finished{}}
 }
 
-func (w *workerActor) report(ctx actor.Context, in core.Input) {
-	ctx.Send(w.cluster, in)
+// workerActor hosts a WorkerMachine and carries out its effects.
+type workerActor struct {
+	machine *WorkerMachine
+	cluster *actor.PID
+	runtime Runtime
+	clock   Clock
+}
+
+func (w *workerActor) Receive(ctx actor.Context) {
+	msg := ctx.Message()
+	if _, ok := msg.(*actor.Started); ok {
+		self, system := ctx.Self(), ctx.ActorSystem()
+		w.runtime.Fork(w.machine.Spec, func(m any) { system.Root.Send(self, m) })
+		return
+	}
+	for _, effect := range w.machine.Handle(msg) {
+		switch e := effect.(type) {
+		case core.Input:
+			ctx.Send(w.cluster, e)
+		case RuntimeDrain:
+			w.runtime.Drain(w.machine.Spec.ID, e.How)
+		case RuntimeKill:
+			w.runtime.Kill(w.machine.Spec.ID)
+		case StartReadyTimer:
+			self, system := ctx.Self(), ctx.ActorSystem()
+			w.clock.AfterFunc(e.After, func() { system.Root.Send(self, ReadyTimerFired{}) })
+		case Finished:
+			ctx.Stop(ctx.Self())
+		}
+	}
 }

@@ -2,7 +2,6 @@ package scenarios
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -39,32 +38,28 @@ func RunFile(t *testing.T, path string) {
 	})
 }
 
-// Harness drives one cluster actor through scenario directives. It must be
+// Harness turns scenario directives into Driver calls on an actor host and
+// prints what the cluster logged and asked of the runtime. It must be
 // created and used inside a synctest bubble.
 type Harness struct {
+	*Driver
 	System  *actor.ActorSystem
-	Runtime *ScriptedRuntime
-	Clock   *ManualClock
-	Cluster *actors.Cluster
-
 	logs    lockedBuffer
 	log     zerolog.Logger
-	opts    actors.Options
-	signals actors.Signals
-	guard   *Guard
+	started bool
 }
 
 // NewHarness returns a harness with no cluster started.
 func NewHarness() *Harness {
-	h := &Harness{Runtime: NewScriptedRuntime(), Clock: NewManualClock()}
+	h := &Harness{Driver: NewDriver()}
 	h.log = zerolog.New(zerolog.ConsoleWriter{Out: &h.logs, NoColor: true, PartsExclude: []string{zerolog.TimestampFieldName}}).Level(zerolog.InfoLevel)
 	h.System = actors.NewSystem(zerolog.Nop())
-	h.guard = NewGuard(h.Runtime)
 	return h
 }
 
 // Close stops the actor system; every actor goroutine ends.
 func (h *Harness) Close() {
+	h.Driver.Close()
 	h.System.Shutdown()
 	synctest.Wait()
 }
@@ -75,16 +70,18 @@ func (h *Harness) Handle(t *testing.T, td *datadriven.TestData) string {
 	if err := h.run(td); err != nil {
 		fmt.Fprintf(&out, "error: %v\n", err)
 	}
-	h.settle()
-	if td.Cmd == "status" {
-		out.WriteString(h.status())
+	if h.started {
+		h.Settle()
+		if td.Cmd == "status" {
+			out.WriteString(status(h.Host.View()))
+		}
 	}
 	out.WriteString(h.logs.take())
 	for _, c := range h.Runtime.takeCalls() {
 		fmt.Fprintf(&out, "runtime: %s\n", c)
 	}
-	if h.Cluster != nil {
-		for _, v := range h.guard.Check(h.view(), h.opts.Core.WithDefaults().MaxSurge) {
+	if h.started {
+		for _, v := range h.Check() {
 			t.Errorf("%s: %s: invariant violated: %s", td.Pos, td.Cmd, v)
 			fmt.Fprintf(&out, "INVARIANT VIOLATED: %s\n", v)
 		}
@@ -93,7 +90,7 @@ func (h *Harness) Handle(t *testing.T, td *datadriven.TestData) string {
 }
 
 func (h *Harness) run(td *datadriven.TestData) error {
-	if td.Cmd != "start" && h.Cluster == nil {
+	if td.Cmd != "start" && !h.started {
 		return fmt.Errorf("%s before start", td.Cmd)
 	}
 	switch td.Cmd {
@@ -101,7 +98,11 @@ func (h *Harness) run(td *datadriven.TestData) error {
 		return h.start(td)
 	case "signal":
 		for _, a := range td.CmdArgs {
-			if err := h.signal(a.Key); err != nil {
+			sig, err := fsm.ParseSignal(a.Key)
+			if err != nil {
+				return err
+			}
+			if err := h.Signal(sig); err != nil {
 				return err
 			}
 		}
@@ -112,24 +113,7 @@ func (h *Harness) run(td *datadriven.TestData) error {
 	case "exit":
 		return h.exit(td)
 	case "fail-forks":
-		n, reason := 1, "exec failed"
-		for _, a := range td.CmdArgs {
-			switch a.Key {
-			case "n":
-				v, err := strconv.Atoi(first(a.Vals))
-				if err != nil {
-					return fmt.Errorf("fail-forks n=%q: %v", first(a.Vals), err)
-				}
-				n = v
-			case "reason":
-				reason = strings.Join(a.Vals, ", ")
-			}
-		}
-		h.Runtime.mu.Lock()
-		for range n {
-			h.Runtime.failForks = append(h.Runtime.failForks, reason)
-		}
-		h.Runtime.mu.Unlock()
+		return h.failForks(td)
 	case "advance":
 		if len(td.CmdArgs) != 1 {
 			return fmt.Errorf("advance takes one duration")
@@ -138,9 +122,9 @@ func (h *Harness) run(td *datadriven.TestData) error {
 		if err != nil {
 			return err
 		}
-		h.Clock.Advance(d, h.settle)
+		h.Advance(d)
 	case "settle":
-		return h.settleWorkers()
+		return h.SettleWorkers()
 	case "status":
 	default:
 		return fmt.Errorf("unknown directive %q", td.Cmd)
@@ -156,10 +140,10 @@ func first(v []string) string {
 }
 
 func (h *Harness) start(td *datadriven.TestData) error {
-	if h.Cluster != nil {
+	if h.started {
 		return fmt.Errorf("already started")
 	}
-	opts := actors.Options{Runtime: h.Runtime, Clock: h.Clock, Logger: h.log}
+	opts := actors.Options{Logger: h.log}
 	workers := 2
 	for _, a := range td.CmdArgs {
 		v := first(a.Vals)
@@ -184,7 +168,7 @@ func (h *Harness) start(td *datadriven.TestData) error {
 		case "drain":
 			opts.Drain, err = actors.ParseDrainMethod(v)
 		case "restart-signal":
-			h.signals.Restart, err = fsm.ParseSignal(v)
+			h.Signals.Restart, err = fsm.ParseSignal(v)
 		default:
 			err = fmt.Errorf("unknown argument")
 		}
@@ -193,24 +177,8 @@ func (h *Harness) start(td *datadriven.TestData) error {
 		}
 	}
 	opts.Workers = func() int { return workers }
-	h.opts = opts
-	h.guard.SetTarget(workers)
-	h.Cluster = actors.Start(h.System, opts)
-	return nil
-}
-
-func (h *Harness) signal(name string) error {
-	sig, err := fsm.ParseSignal(name)
-	if err != nil {
-		return err
-	}
-	in, ok := h.signals.Input(sig)
-	if !ok {
-		return fmt.Errorf("%s: not a signal the master acts on", name)
-	}
-	h.guard.Before(in)
-	h.Cluster.Send(in)
-	h.settle()
+	h.started = true
+	h.Start(opts, func(o actors.Options) Host { return NewActorHost(h.System, o) })
 	return nil
 }
 
@@ -219,17 +187,17 @@ func (h *Harness) ready(td *datadriven.TestData) error {
 	for _, a := range td.CmdArgs {
 		if a.Key == "via" {
 			via = first(a.Vals)
+		}
+	}
+	for _, a := range td.CmdArgs {
+		if a.Key == "via" {
 			continue
 		}
 		id, err := parseWorker(a.Key)
 		if err != nil {
 			return err
 		}
-		var msg any = actors.IPC{Line: []byte(`{"event":"listening"}`)}
-		if via == actors.ReadyNotify {
-			msg = actors.Notify{Payload: "READY=1"}
-		}
-		if err := h.deliver(id, msg); err != nil {
+		if err := h.Deliver(id, ReadyMessage(via)); err != nil {
 			return err
 		}
 	}
@@ -251,10 +219,7 @@ func (h *Harness) message(td *datadriven.TestData) error {
 		} else {
 			msg.Line = []byte(line)
 		}
-		if actors.ClassifyIPC(msg.Line).Kind == actors.MsgRequestRestart {
-			h.guard.Before(core.WorkerRestartRequested{Worker: id})
-		}
-		if err := h.deliver(id, msg); err != nil {
+		if err := h.Deliver(id, msg); err != nil {
 			return err
 		}
 	}
@@ -283,10 +248,28 @@ func (h *Harness) exit(td *datadriven.TestData) error {
 		}
 	}
 	for _, id := range ids {
-		if err := h.deliver(id, e); err != nil {
+		if err := h.Deliver(id, e); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+func (h *Harness) failForks(td *datadriven.TestData) error {
+	n, reason := 1, "exec failed"
+	for _, a := range td.CmdArgs {
+		switch a.Key {
+		case "n":
+			v, err := strconv.Atoi(first(a.Vals))
+			if err != nil {
+				return fmt.Errorf("fail-forks n=%q: %v", first(a.Vals), err)
+			}
+			n = v
+		case "reason":
+			reason = strings.Join(a.Vals, ", ")
+		}
+	}
+	h.FailForks(n, reason)
 	return nil
 }
 
@@ -298,81 +281,8 @@ func parseWorker(s string) (core.WorkerID, error) {
 	return core.WorkerID(n), nil
 }
 
-func (h *Harness) deliver(id core.WorkerID, msg any) error {
-	if err := h.Runtime.deliver(id, msg, h.opts.Ready); err != nil {
-		return err
-	}
-	h.settle()
-	return nil
-}
-
-// settle waits until every actor is idle, then delivers what the runtime
-// owes (spawns, exits after kills) one at a time, until nothing is owed.
-func (h *Harness) settle() {
-	for {
-		synctest.Wait()
-		pending := h.Runtime.takePending()
-		if len(pending) == 0 {
-			break
-		}
-		for _, p := range pending {
-			// An owed exit is dropped if the process already exited on its own.
-			_ = h.Runtime.deliver(p.id, p.msg, h.opts.Ready)
-			synctest.Wait()
-		}
-	}
-	if h.opts.Ready.Source == actors.ReadyTimer && h.Cluster != nil {
-		for _, w := range h.view().Workers {
-			if w.State == fsm.Listening {
-				h.Runtime.markReady(w.ID)
-			}
-		}
-	}
-}
-
-// settleWorkers plays well-behaved workers: each forking worker says
-// ready, each draining worker exits cleanly, until nothing changes.
-func (h *Harness) settleWorkers() error {
-	for range 10000 {
-		v := h.view()
-		progressed := false
-		for _, w := range v.Workers {
-			var msg any
-			switch w.State {
-			case fsm.Forking:
-				if w.PID == 0 {
-					continue
-				}
-				msg = actors.IPC{Line: []byte(`{"event":"listening"}`)}
-			case fsm.Draining:
-				msg = actors.Exited{}
-			default:
-				continue
-			}
-			if err := h.deliver(w.ID, msg); err != nil {
-				return err
-			}
-			progressed = true
-			break
-		}
-		if !progressed {
-			return nil
-		}
-	}
-	return fmt.Errorf("settle: no end in sight")
-}
-
-func (h *Harness) view() core.View {
-	v, err := h.Cluster.View(context.Background())
-	if err != nil {
-		panic(err)
-	}
-	return v
-}
-
-func (h *Harness) status() string {
+func status(v core.View) string {
 	var b strings.Builder
-	v := h.view()
 	fmt.Fprintf(&b, "target=%d generation=%d ready=%t stopping=%t\n", v.Target, v.Generation, v.Ready, v.Stopping)
 	for _, w := range v.Workers {
 		fmt.Fprintf(&b, "%s slot=%d generation=%d %s", w.ID, w.Slot, w.Generation, w.State)

@@ -77,6 +77,14 @@ func (c *Cluster) Step(now time.Time, in Input) []Decision {
 	return c.out
 }
 
+// Worker returns a copy of one worker's view.
+func (c *Cluster) Worker(id WorkerID) (Worker, bool) {
+	if w := c.worker(id); w != nil {
+		return *w, true
+	}
+	return Worker{}, false
+}
+
 // View returns a copy of the cluster's state.
 func (c *Cluster) View() View {
 	v := View{Target: c.target, Generation: c.generation, Ready: c.ready, Stopping: c.stopping, Stopped: c.stopped}
@@ -311,8 +319,9 @@ func (c *Cluster) reconcile() {
 	if !c.started || c.stopping {
 		return
 	}
-	c.drainSurplus()
-	c.forkWhereNeeded()
+	members := c.liveBySlot()
+	c.drainSurplus(members)
+	c.forkWhereNeeded(members)
 	c.finishRollout()
 	if !c.ready && c.listeningCount() >= c.target {
 		c.ready = true
@@ -322,9 +331,8 @@ func (c *Cluster) reconcile() {
 
 // drainSurplus drains, in each slot, every worker older than the slot's
 // newest listening worker, and every worker of a slot beyond the target.
-func (c *Cluster) drainSurplus() {
-	for i := range c.slots {
-		members := c.liveIn(i)
+func (c *Cluster) drainSurplus(bySlot [][]*Worker) {
+	for i, members := range bySlot {
 		if i >= c.target {
 			for _, w := range members {
 				c.drainIfSafe(w, "scale down")
@@ -362,7 +370,7 @@ func (c *Cluster) required() int {
 	return c.target
 }
 
-func (c *Cluster) forkWhereNeeded() {
+func (c *Cluster) forkWhereNeeded(bySlot [][]*Worker) {
 	starting := 0
 	for _, w := range c.workers {
 		if w.State == fsm.Forking && w.Replacement {
@@ -373,7 +381,7 @@ func (c *Cluster) forkWhereNeeded() {
 		if c.now.Before(c.slots[i].notBefore) {
 			continue
 		}
-		members := c.liveIn(i)
+		members := slices.DeleteFunc(bySlot[i], func(w *Worker) bool { return !w.State.Live() })
 		if len(members) == 0 {
 			c.fork(i, false)
 			continue
@@ -423,11 +431,12 @@ func (c *Cluster) kill(w *Worker, why string) {
 	c.emit(Kill{Worker: w.ID, Reason: why})
 }
 
-func (c *Cluster) liveIn(slot int) []*Worker {
-	var out []*Worker
+// liveBySlot lists each slot's live workers, oldest first.
+func (c *Cluster) liveBySlot() [][]*Worker {
+	out := make([][]*Worker, len(c.slots))
 	for _, w := range c.workers {
-		if w.Slot == slot && w.State.Live() {
-			out = append(out, w)
+		if w.State.Live() && w.Slot < len(out) {
+			out[w.Slot] = append(out[w.Slot], w)
 		}
 	}
 	return out

@@ -1,0 +1,227 @@
+package scenarios
+
+import (
+	"flag"
+	"fmt"
+	"strconv"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"pgregory.net/rapid"
+
+	"github.com/dutchmaster/dutchmaster/actors"
+	"github.com/dutchmaster/dutchmaster/actors/core"
+	"github.com/dutchmaster/dutchmaster/fsm"
+)
+
+// withChecks runs f with rapid's -rapid.checks set to n, unless the
+// command line set it.
+func withChecks(t *testing.T, n int, f func()) {
+	fl := flag.Lookup("rapid.checks")
+	if fl == nil {
+		t.Fatal("rapid.checks flag not registered")
+	}
+	if fl.Value.String() != fl.DefValue {
+		f()
+		return
+	}
+	old := fl.Value.String()
+	if err := fl.Value.Set(strconv.Itoa(n)); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = fl.Value.Set(old) }()
+	f()
+}
+
+// TestGeneratedSequencesCore throws random interleavings at the core and
+// the worker machines on a SyncHost: 9,000 sequences.
+func TestGeneratedSequencesCore(t *testing.T) {
+	withChecks(t, 9000, func() {
+		rapid.Check(t, func(rt *rapid.T) {
+			d := NewDriver()
+			defer d.Close()
+			runSequence(rt, d, func(o actors.Options) Host { return NewSyncHost(o) })
+		})
+	})
+}
+
+// TestGeneratedSequencesActors does the same through the real actors,
+// reusing one actor system for all 1,000 sequences.
+func TestGeneratedSequencesActors(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		system := actors.NewSystem(discard)
+		defer func() { system.Shutdown(); synctest.Wait() }()
+		withChecks(t, 1000, func() {
+			// rapid asks a *testing.T for its deadline, which a bubble forbids.
+			rapid.Check(noDeadline{t}, func(rt *rapid.T) {
+				d := NewDriver()
+				defer d.Close()
+				runSequence(rt, d, func(o actors.Options) Host { return NewActorHost(system, o) })
+			})
+		})
+	})
+}
+
+// noDeadline hides testing.T's Deadline method from rapid.
+type noDeadline struct{ rapid.TB }
+
+func runSequence(t *rapid.T, d *Driver, newHost func(actors.Options) Host) {
+	workers := rapid.IntRange(1, 5).Draw(t, "workers")
+	opts := actors.Options{Logger: discard, Workers: func() int { return workers }}
+	opts.Core.MaxSurge = rapid.IntRange(1, 3).Draw(t, "max-surge")
+	opts.Core.KillTimeout = time.Duration(rapid.IntRange(1, 30).Draw(t, "kill-timeout-s")) * time.Second
+	opts.Core.ReadyTimeout = time.Duration(rapid.IntRange(1, 60).Draw(t, "ready-timeout-s")) * time.Second
+	opts.Drain = rapid.SampledFrom([]actors.DrainMethod{actors.DrainAuto, actors.DrainIPC, actors.DrainSignal, actors.DrainBoth}).Draw(t, "drain")
+	d.Start(opts, newHost)
+	stopped := false
+	check := func(what string) {
+		if v := d.Check(); len(v) > 0 {
+			t.Fatalf("after %s: %v", what, v)
+		}
+	}
+	check("start")
+	steps := rapid.IntRange(1, 50).Draw(t, "steps")
+	for range steps {
+		what := step(t, d, &stopped)
+		check(what)
+	}
+	converge(t, d, stopped, workers)
+}
+
+// step plays one random event and says what it was.
+func step(t *rapid.T, d *Driver, stopped *bool) string {
+	procs := d.Runtime.Processes()
+	pick := func(label string, keep func(Process, core.Worker, bool) bool) (core.WorkerID, bool) {
+		view := map[core.WorkerID]core.Worker{}
+		for _, w := range d.Host.View().Workers {
+			view[w.ID] = w
+		}
+		var ids []core.WorkerID
+		for _, p := range procs {
+			w, ok := view[p.Spec.ID]
+			if !p.Exited && keep(p, w, ok) {
+				ids = append(ids, p.Spec.ID)
+			}
+		}
+		if len(ids) == 0 {
+			return 0, false
+		}
+		return ids[rapid.IntRange(0, len(ids)-1).Draw(t, label)], true
+	}
+	action := rapid.IntRange(0, 99).Draw(t, "action")
+	switch {
+	case action < 10:
+		d.Send(core.RestartRequested{Source: "SIGUSR2"})
+		return "restart"
+	case action < 12:
+		*stopped = true
+		d.Send(core.StopRequested{Source: "SIGTERM"})
+		return "stop"
+	case action < 40:
+		if id, ok := pick("ready", func(p Process, w core.Worker, ok bool) bool { return ok && w.State == fsm.Forking && p.PID != 0 }); ok {
+			via := rapid.SampledFrom([]string{actors.ReadyIPC, actors.ReadyNotify}).Draw(t, "via")
+			_ = d.Deliver(id, ReadyMessage(via))
+			return "ready " + id.String()
+		}
+	case action < 55:
+		if id, ok := pick("crash", func(p Process, _ core.Worker, _ bool) bool { return p.PID != 0 }); ok {
+			e := actors.Exited{Code: rapid.IntRange(0, 2).Draw(t, "code")}
+			if rapid.Bool().Draw(t, "by-signal") {
+				e = actors.Exited{Signal: syscall.SIGSEGV}
+			}
+			_ = d.Deliver(id, e)
+			return "exit " + id.String()
+		}
+	case action < 60:
+		if id, ok := pick("requester", func(p Process, _ core.Worker, _ bool) bool { return p.PID != 0 }); ok {
+			_ = d.Deliver(id, actors.IPC{Line: []byte(`{"event":"request-restart"}`)})
+			return "request-restart " + id.String()
+		}
+	case action < 63:
+		if id, ok := pick("talker", func(p Process, _ core.Worker, _ bool) bool { return p.PID != 0 }); ok {
+			line := rapid.SampledFrom([]string{`{"event":"nope"}`, `garbage`, `"ready"`, `{"event":"ready"}`, `[1,2]`}).Draw(t, "line")
+			_ = d.Deliver(id, actors.IPC{Line: []byte(line)})
+			return "message " + id.String()
+		}
+	case action < 66:
+		d.FailForks(1, "exec failed")
+		return "fail-forks"
+	case action < 80:
+		dur := time.Duration(rapid.IntRange(0, 40000).Draw(t, "advance-ms")) * time.Millisecond
+		d.Advance(dur)
+		return "advance " + dur.String()
+	case action < 90:
+		if id, ok := pick("drained", func(p Process, w core.Worker, ok bool) bool { return ok && w.State == fsm.Draining && p.PID != 0 }); ok {
+			_ = d.Deliver(id, actors.Exited{})
+			return "drained exit " + id.String()
+		}
+	default:
+		if next, ok := d.Clock.NextDue(); ok {
+			d.Advance(next)
+			return "advance to next timer"
+		}
+	}
+	return "nothing"
+}
+
+// converge checks liveness: once the inputs stop and the workers behave,
+// the cluster reaches the target count of listening workers of the newest
+// generation (an operator resends the restart after an aborted rollout),
+// or, after a stop, stops with no process left.
+func converge(t *rapid.T, d *Driver, stopped bool, workers int) {
+	d.Runtime.mu.Lock()
+	d.Runtime.failForks = nil
+	d.Runtime.mu.Unlock()
+	for range 200 {
+		if err := d.SettleWorkers(); err != nil {
+			t.Fatal(err)
+		}
+		if v := d.Check(); len(v) > 0 {
+			t.Fatalf("while converging: %v", v)
+		}
+		v := d.Host.View()
+		if stopped {
+			if v.Stopped {
+				for _, p := range d.Runtime.Processes() {
+					if !p.Exited {
+						t.Fatalf("stopped with %s still running", p.Spec.ID)
+					}
+				}
+				return
+			}
+		} else if done, why := converged(v, workers); done {
+			return
+		} else if v.Rollout == nil && why == "old generation" {
+			d.Send(core.RestartRequested{Source: "retry"})
+			continue
+		}
+		next, ok := d.Clock.NextDue()
+		if !ok {
+			t.Fatalf("stuck with no timer pending: %s", status(d.Host.View()))
+		}
+		d.Advance(next)
+	}
+	t.Fatalf("did not converge: %s", status(d.Host.View()))
+}
+
+func converged(v core.View, workers int) (bool, string) {
+	if v.Rollout != nil {
+		return false, "rollout running"
+	}
+	if len(v.Workers) != workers {
+		return false, fmt.Sprintf("%d workers", len(v.Workers))
+	}
+	for _, w := range v.Workers {
+		if w.State != fsm.Listening {
+			return false, "not all listening"
+		}
+	}
+	for _, w := range v.Workers {
+		if w.Generation != v.Generation {
+			return false, "old generation"
+		}
+	}
+	return true, ""
+}
