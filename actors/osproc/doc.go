@@ -1,0 +1,16 @@
+// Package osproc is the real actors.Runtime: worker processes on the OS,
+// with the listeners, IPC channel and notify socket of package sockets.
+//
+// Each worker is started through a trampoline: a re-exec of the current
+// binary that sets LISTEN_PID to its own pid and then execs the worker
+// command (os/exec fixes the environment before the child's pid exists,
+// and socket-activation receivers insist on it). Importing this package
+// installs the trampoline, so any binary that can start workers can also
+// be the trampoline.
+//
+// A worker gets its own process group (a terminal's Ctrl-C reaches only
+// the master) and dies with the master (parent-death signal SIGKILL).
+// Drain sends {"event":"disconnect"} and closes the IPC channel, or the
+// stop signal to the worker's process, or both; Kill sends SIGKILL to the
+// worker's whole process group, so children it spawned go too.
+package osproc

@@ -1,0 +1,178 @@
+package osproc
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/dutchmaster/dutchmaster/actors"
+	"github.com/dutchmaster/dutchmaster/sockets"
+)
+
+// process is one running worker.
+type process struct {
+	spec    actors.WorkerSpec
+	events  func(any)
+	cmd     *exec.Cmd
+	pid     int
+	channel *sockets.Channel
+	output  *output
+	runtime *Runtime
+
+	mu     sync.Mutex
+	reaped bool // Wait returned: the pid and its group may belong to others now
+}
+
+// start forks the worker: before-fork hook, IPC channel, trampoline.
+func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, error) {
+	dir, err := r.resolveDir()
+	if err != nil {
+		return nil, err
+	}
+	env := r.environ(spec)
+	if r.cfg.BeforeFork != nil {
+		if err := r.cfg.BeforeFork(dir, env); err != nil {
+			return nil, fmt.Errorf("before-fork: %w", err)
+		}
+	}
+	channel, childEnd, err := sockets.NewChannel()
+	if err != nil {
+		return nil, err
+	}
+	// The child end belongs to the worker; the master's copy goes once the
+	// worker has it (or failed to start), so EOF means the worker is gone.
+	defer childEnd.Close()
+	files := sockets.PlanWorkerFiles(r.cfg.Listeners, childEnd, r.notify.Path())
+
+	cmd := exec.Command(r.cfg.Executable, r.cfg.Command...)
+	cmd.Args[0] = r.cfg.Command[0]
+	cmd.Dir = dir
+	cmd.Env = append(files.Environ(env), trampolineEnv+"=1")
+	cmd.ExtraFiles = files.ExtraFiles
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid: true,
+		// The parent-death signal is tied to the OS thread that forks, not
+		// to the process: it fires when that thread exits. Go ends threads
+		// only when a goroutine exits while locked to one, and this
+		// goroutine never locks, so the signal fires when the master dies.
+		Pdeathsig: syscall.SIGKILL,
+	}
+	out := newOutput(r.cfg, spec)
+	cmd.Stdout, cmd.Stderr = out.stdout, out.stderr
+	// A grandchild that keeps the worker's output pipes open must not hold
+	// up the report of the worker's exit.
+	cmd.WaitDelay = 2 * time.Second
+	if err := cmd.Start(); err != nil {
+		channel.Close()
+		out.close()
+		return nil, fmt.Errorf("starting %s: %w", r.cfg.Command[0], err)
+	}
+	p := &process{spec: spec, events: events, cmd: cmd, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r}
+	r.register(p)
+	return p, nil
+}
+
+// resolveDir follows Dir's symlinks now, so each fork sees the release
+// the link points at at that moment.
+func (r *Runtime) resolveDir() (string, error) {
+	if r.cfg.Dir == "" {
+		return "", nil
+	}
+	dir, err := filepath.EvalSymlinks(r.cfg.Dir)
+	if err != nil {
+		return "", fmt.Errorf("--dir %s: %w", r.cfg.Dir, err)
+	}
+	return dir, nil
+}
+
+// environ is the worker's environment before the protocol variables: the
+// master's, then Config.Env, then the worker's identity.
+func (r *Runtime) environ(spec actors.WorkerSpec) []string {
+	env := append(os.Environ(), r.cfg.Env...)
+	return append(env,
+		"DUTCHMASTER_WORKER_ID="+strconv.Itoa(int(spec.ID)),
+		"DUTCHMASTER_SLOT="+strconv.Itoa(spec.Slot),
+		"DUTCHMASTER_GENERATION="+strconv.Itoa(spec.Generation),
+	)
+}
+
+// run reads the worker's IPC channel until the process exits, then
+// reports the exit. Every IPC line is delivered before Exited.
+func (p *process) run() {
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		for {
+			line, err := p.channel.ReadLine()
+			var tooLong *sockets.LineTooLongError
+			switch {
+			case errors.As(err, &tooLong):
+				p.events(actors.IPC{Err: err.Error()})
+			case err != nil:
+				return
+			default:
+				p.events(actors.IPC{Line: line})
+			}
+		}
+	}()
+	err := p.cmd.Wait()
+	p.mu.Lock()
+	p.reaped = true
+	// Whatever the worker left in its group goes with it. The group's id
+	// cannot have been reused while members remain, so this hits only them.
+	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	p.mu.Unlock()
+	// A grandchild may hold the worker's end of the channel open; closing
+	// ours ends the reader either way.
+	p.channel.Close()
+	<-read
+	p.output.close()
+	p.runtime.forget(p)
+	p.events(exitOf(p.cmd.ProcessState, err, p.output.tail()))
+}
+
+func exitOf(ps *os.ProcessState, err error, tail string) actors.Exited {
+	e := actors.Exited{Detail: tail}
+	if ps == nil {
+		e.Code = -1
+		e.Detail = err.Error()
+		return e
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		e.Signal = ws.Signal()
+		return e
+	}
+	e.Code = ps.ExitCode()
+	return e
+}
+
+func (p *process) drain(how actors.DrainMethod, stop syscall.Signal) {
+	if how == actors.DrainIPC || how == actors.DrainBoth {
+		if err := p.channel.Disconnect(); err != nil {
+			p.runtime.cfg.Logger.Debug().Err(err).Int("worker", int(p.spec.ID)).Msg("disconnect over IPC failed")
+		}
+	}
+	if how == actors.DrainSignal || how == actors.DrainBoth {
+		// os.Process signals through a pidfd, so a reused pid is never hit.
+		if err := p.cmd.Process.Signal(stop); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			p.runtime.cfg.Logger.Debug().Err(err).Int("worker", int(p.spec.ID)).Msg("stop signal failed")
+		}
+	}
+}
+
+// kill sends SIGKILL to the worker's process group, then to the worker
+// itself (in case it left its group).
+func (p *process) kill() {
+	p.mu.Lock()
+	if !p.reaped {
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	}
+	p.mu.Unlock()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+}

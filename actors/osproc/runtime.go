@@ -1,0 +1,187 @@
+package osproc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dutchmaster/dutchmaster/actors"
+	"github.com/dutchmaster/dutchmaster/actors/core"
+	"github.com/dutchmaster/dutchmaster/sockets"
+)
+
+// Config says how to start workers.
+type Config struct {
+	// Command is the worker program and its arguments; Command[0] is
+	// looked up in PATH (relative to Dir when it contains a slash).
+	Command []string
+	// Dir is the working directory, resolved through symlinks at every
+	// fork, so a deploy that moves a `current` link is picked up by the
+	// next worker. Default: the master's working directory.
+	Dir string
+	// Env is added to the master's environment (KEY=VALUE).
+	Env []string
+	// Listeners are passed to every worker as fds 3.. in this order.
+	Listeners []*sockets.Listener
+	// NotifyDir is where the notify socket is made; default os.TempDir().
+	NotifyDir string
+	// StopSignal drains a worker that does not speak IPC. Default SIGTERM.
+	StopSignal syscall.Signal
+	// BeforeFork runs before every fork, in the resolved Dir; an error
+	// fails that fork.
+	BeforeFork func(dir string, env []string) error
+	// LogOutput turns each line of a worker's stdout and stderr into a log
+	// event with the worker's fields; otherwise output passes through to
+	// Stdout and Stderr.
+	LogOutput bool
+	Stdout    io.Writer // default os.Stdout
+	Stderr    io.Writer // default os.Stderr
+	Logger    zerolog.Logger
+	// Executable is the trampoline binary; default os.Executable().
+	Executable string
+}
+
+// Runtime starts and stops worker processes. It is safe for concurrent use.
+type Runtime struct {
+	cfg    Config
+	notify *sockets.NotifySocket
+
+	mu    sync.Mutex
+	procs map[core.WorkerID]*process
+	byPID map[int]*process
+	wg    sync.WaitGroup
+}
+
+var _ actors.Runtime = (*Runtime)(nil)
+
+// New prepares a runtime; Close releases it once every worker is gone.
+func New(cfg Config) (*Runtime, error) {
+	if len(cfg.Command) == 0 {
+		return nil, errors.New("no worker command")
+	}
+	if cfg.StopSignal == 0 {
+		cfg.StopSignal = syscall.SIGTERM
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = os.Stdout
+	}
+	if cfg.Stderr == nil {
+		cfg.Stderr = os.Stderr
+	}
+	if cfg.NotifyDir == "" {
+		cfg.NotifyDir = os.TempDir()
+	}
+	if cfg.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("finding the dutchmaster binary for the worker trampoline: %w", err)
+		}
+		cfg.Executable = exe
+	}
+	ns, err := sockets.NewNotifySocket(cfg.NotifyDir)
+	if err != nil {
+		return nil, err
+	}
+	r := &Runtime{cfg: cfg, notify: ns, procs: map[core.WorkerID]*process{}, byPID: map[int]*process{}}
+	r.wg.Add(1)
+	go r.readNotify()
+	return r, nil
+}
+
+// Close stops the notify reader and waits for every goroutine of the
+// runtime. Workers still running are killed first.
+func (r *Runtime) Close() error {
+	r.mu.Lock()
+	for _, p := range r.procs {
+		p.kill()
+	}
+	r.mu.Unlock()
+	err := r.notify.Close()
+	r.wg.Wait()
+	return err
+}
+
+// NotifySocket is the path workers get in NOTIFY_SOCKET.
+func (r *Runtime) NotifySocket() string { return r.notify.Path() }
+
+// Fork starts a worker on a goroutine of its own (the before-fork hook
+// may take time) and reports through events.
+func (r *Runtime) Fork(spec actors.WorkerSpec, events func(any)) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		p, err := r.start(spec, events)
+		if err != nil {
+			r.cfg.Logger.Warn().Int("worker", int(spec.ID)).Err(err).Msg("fork failed")
+			events(actors.ForkFailed{Err: err.Error()})
+			return
+		}
+		events(actors.Spawned{PID: p.pid})
+		p.run()
+	}()
+}
+
+// Drain asks a worker to stop gracefully.
+func (r *Runtime) Drain(id core.WorkerID, how actors.DrainMethod) {
+	if p := r.process(id); p != nil {
+		p.drain(how, r.cfg.StopSignal)
+	}
+}
+
+// Kill ends a worker and its process group at once.
+func (r *Runtime) Kill(id core.WorkerID) {
+	if p := r.process(id); p != nil {
+		p.kill()
+	}
+}
+
+func (r *Runtime) process(id core.WorkerID) *process {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.procs[id]
+}
+
+func (r *Runtime) register(p *process) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.procs[p.spec.ID] = p
+	r.byPID[p.pid] = p
+}
+
+func (r *Runtime) forget(p *process) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.procs, p.spec.ID)
+	delete(r.byPID, p.pid)
+}
+
+// readNotify hands each sd_notify datagram to the worker that sent it,
+// told apart by the sender's pid from the kernel's credentials. A datagram
+// from an unknown pid (a worker's child, say) is logged and dropped.
+func (r *Runtime) readNotify() {
+	defer r.wg.Done()
+	for {
+		n, err := r.notify.Read()
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			r.cfg.Logger.Warn().Err(err).Int("pid", n.PID).Msg("notify datagram dropped")
+			continue
+		}
+		r.mu.Lock()
+		p := r.byPID[n.PID]
+		r.mu.Unlock()
+		if p == nil {
+			r.cfg.Logger.Debug().Int("pid", n.PID).Str("payload", n.Payload).Msg("notify datagram from a process that is not a worker")
+			continue
+		}
+		p.events(actors.Notify{Payload: n.Payload})
+	}
+}

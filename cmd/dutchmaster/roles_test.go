@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/coreos/go-systemd/v22/daemon"
+	"go.uber.org/goleak"
+
+	"github.com/dutchmaster/dutchmaster/sockets/worker"
+)
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(roleEnv) {
+	case "":
+		goleak.VerifyTestMain(m)
+	case "master":
+		os.Exit(run(os.Args[1:], os.Stderr))
+	case "systemd-worker":
+		systemdWorker()
+	case "worker":
+		apiWorker()
+	default:
+		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", roleEnv, os.Getenv(roleEnv))
+		os.Exit(2)
+	}
+}
+
+// bootDelay is how long a test worker takes to become ready (DM_TEST_BOOT).
+func bootDelay() time.Duration {
+	d, _ := time.ParseDuration(os.Getenv("DM_TEST_BOOT"))
+	return d
+}
+
+// handler answers every test worker's endpoints: / gives the pid, /slow
+// takes DM_TEST_SLOW (default 1s) before answering, /crash exits 1.
+func handler(extra func(mux *http.ServeMux)) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%d", os.Getpid())
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.URL.Query().Get("d"))
+		if err != nil {
+			d = time.Second
+		}
+		fmt.Println("slow request started") // the test waits for this line in the master's log
+		time.Sleep(d)
+		fmt.Fprintf(w, "%d", os.Getpid())
+	})
+	mux.HandleFunc("/crash", func(w http.ResponseWriter, r *http.Request) {
+		os.Exit(1)
+	})
+	if extra != nil {
+		extra(mux)
+	}
+	return mux
+}
+
+// systemdWorker speaks only systemd's protocols, through go-systemd:
+// activation.Listeners (which insists that LISTEN_PID is its own pid) and
+// READY=1 on NOTIFY_SOCKET. It stops gracefully on SIGTERM.
+func systemdWorker() {
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	ls, err := activation.Listeners()
+	if err != nil || len(ls) == 0 || ls[0] == nil {
+		fmt.Fprintf(os.Stderr, "systemd worker: no listeners (LISTEN_PID=%s, pid %d): %v\n", os.Getenv("LISTEN_PID"), os.Getpid(), err)
+		os.Exit(3)
+	}
+	time.Sleep(bootDelay())
+	// Go's Server.Shutdown drops a connection whose request it reads after
+	// the shutdown began, so the worker waits, after it stops accepting,
+	// until every accepted connection has been answered.
+	var busy sync.WaitGroup
+	srv := &http.Server{Handler: handler(nil), ConnState: func(c net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			busy.Add(1)
+		case http.StateHijacked, http.StateClosed:
+			busy.Done()
+		}
+	}}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ls[0]) }()
+	if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady); !ok {
+		fmt.Fprintf(os.Stderr, "systemd worker: sd_notify failed: %v\n", err)
+		os.Exit(3)
+	}
+	select {
+	case <-term:
+	case err := <-served:
+		fmt.Fprintf(os.Stderr, "systemd worker: %v\n", err)
+		os.Exit(1)
+	}
+	// Stop accepting and let Serve return before Shutdown: a connection
+	// Serve accepted just before is then tracked, so Shutdown waits for it
+	// instead of leaving it to die with the process.
+	ls[0].Close()
+	<-served
+	busy.Wait() // bounded by the master's kill timeout
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+	os.Exit(0)
+}
+
+// apiWorker is a Go worker written with the worker API of
+// sockets/worker, as an application would use it.
+func apiWorker() {
+	l, err := worker.Listener("http")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "api worker: %v\n", err)
+		os.Exit(3)
+	}
+	time.Sleep(bootDelay())
+	srv := &http.Server{Handler: handler(func(mux *http.ServeMux) {
+		mux.HandleFunc("/restart", func(w http.ResponseWriter, r *http.Request) {
+			if err := worker.RequestRestart(); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			fmt.Fprintf(w, "%d", os.Getpid())
+		})
+	})}
+	if err := worker.ServeHTTP(srv, l); err != nil {
+		fmt.Fprintf(os.Stderr, "api worker: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}

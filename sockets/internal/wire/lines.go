@@ -1,0 +1,112 @@
+package wire
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// MaxLineBytes is the default bound of one IPC line, newline excluded: 1 MiB.
+const MaxLineBytes = 1 << 20
+
+// readChunk is the size of the read buffer under a LineReader; longer lines
+// are assembled from several chunks, up to the reader's limit.
+const readChunk = 64 << 10
+
+// ErrLineTooLong is matched (errors.Is) by every *LineTooLongError.
+var ErrLineTooLong = errors.New("line too long")
+
+// LineTooLongError reports one line that exceeded the limit. The line was
+// skipped up to and including its newline; the reader is still usable.
+type LineTooLongError struct {
+	Length int64 // bytes of the line seen before its newline (or EOF)
+	Limit  int   // the reader's limit
+}
+
+func (e *LineTooLongError) Error() string {
+	return fmt.Sprintf("line of %d bytes exceeds the %d-byte limit; skipped", e.Length, e.Limit)
+}
+
+// Is makes errors.Is(err, ErrLineTooLong) true.
+func (e *LineTooLongError) Is(target error) bool { return target == ErrLineTooLong }
+
+// LineReader splits a byte stream on '\n' with a bounded line length. Memory
+// is bounded by the limit plus a 64 KiB buffer, whatever the peer sends.
+// It is not safe for concurrent use.
+type LineReader struct {
+	br    *bufio.Reader
+	limit int
+	line  []byte
+	err   error // sticky error returned once the pending line is delivered
+}
+
+// NewLineReader reads lines of at most limit bytes (newline excluded) from r;
+// limit <= 0 means MaxLineBytes.
+func NewLineReader(r io.Reader, limit int) *LineReader {
+	if limit <= 0 {
+		limit = MaxLineBytes
+	}
+	return &LineReader{br: bufio.NewReaderSize(r, min(readChunk, limit+1)), limit: limit}
+}
+
+// ReadLine returns the next line without its newline, as a fresh slice the
+// caller owns. Bytes are not interpreted: empty lines, invalid UTF-8 and
+// invalid JSON come back as they are.
+//
+// A line longer than the limit yields a *LineTooLongError instead, after
+// which reading continues with the next line. A final line without a newline
+// is returned before the stream's error. Any other error (io.EOF, a closed or
+// broken connection) is final and returned by every later call.
+func (lr *LineReader) ReadLine() ([]byte, error) {
+	if lr.err != nil {
+		return nil, lr.err
+	}
+	lr.line = lr.line[:0]
+	var seen int64
+	tooLong := false
+	for {
+		chunk, err := lr.br.ReadSlice('\n')
+		complete := err == nil
+		if complete {
+			chunk = chunk[:len(chunk)-1]
+		}
+		seen += int64(len(chunk))
+		if !tooLong {
+			if seen > int64(lr.limit) {
+				tooLong = true
+				lr.line = lr.line[:0]
+			} else {
+				lr.line = append(lr.line, chunk...)
+			}
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if !complete {
+			lr.err = err
+			if !tooLong && seen == 0 {
+				return nil, err
+			}
+		}
+		if tooLong {
+			return nil, &LineTooLongError{Length: seen, Limit: lr.limit}
+		}
+		out := append([]byte{}, lr.line...)
+		if cap(lr.line) > readChunk {
+			lr.line = nil // do not keep a near-limit buffer for the channel's life
+		}
+		return out, nil
+	}
+}
+
+// Encode returns v as one JSON line: json.Marshal(v) + "\n". JSON never
+// contains a raw newline, so the result is exactly one frame.
+func Encode(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}

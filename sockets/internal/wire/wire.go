@@ -1,0 +1,59 @@
+// Package wire holds what both ends of the worker protocol must agree on:
+// the environment variable names, the first inherited descriptor, the IPC
+// event names and the newline-delimited JSON framing. The master side
+// (package sockets) and the worker side (package sockets/worker) both import
+// it, so the two cannot drift apart; it imports nothing but the standard
+// library, so the worker side stays small.
+package wire
+
+// Environment variables of the worker protocol (DESIGN.md section 3).
+const (
+	// EnvListenFDs is the number of inherited listeners, at FirstFD onwards.
+	EnvListenFDs = "LISTEN_FDS"
+	// EnvListenPID is the pid the listeners are meant for; receivers ignore
+	// them when it is not their own.
+	EnvListenPID = "LISTEN_PID"
+	// EnvListenFDNames is the colon-separated list of listener names.
+	EnvListenFDNames = "LISTEN_FDNAMES"
+	// EnvListenPIDFDID is set by newer systemd (the pidfd inode of the
+	// receiver); dutchmaster never sets it and strips an inherited one.
+	EnvListenPIDFDID = "LISTEN_PIDFDID"
+	// EnvNotifySocket is the path of the sd_notify datagram socket.
+	EnvNotifySocket = "NOTIFY_SOCKET"
+	// EnvChannelFD is the descriptor number of the IPC channel (Node.js's name).
+	EnvChannelFD = "NODE_CHANNEL_FD"
+	// EnvChannelSerialization is the framing of the IPC channel; always
+	// SerializationJSON.
+	EnvChannelSerialization = "NODE_CHANNEL_SERIALIZATION_MODE"
+	// EnvNodeUniqueID makes a Node.js process a cluster worker.
+	EnvNodeUniqueID = "NODE_UNIQUE_ID"
+	// EnvWatchdogPID and EnvWatchdogUSec are systemd's watchdog variables,
+	// meant for the process systemd started (the master), never a worker.
+	EnvWatchdogPID  = "WATCHDOG_PID"
+	EnvWatchdogUSec = "WATCHDOG_USEC"
+)
+
+// SerializationJSON is the only IPC serialization dutchmaster speaks:
+// JSON.stringify(msg) + "\n", as Node.js's "json" mode.
+const SerializationJSON = "json"
+
+// FirstFD is the first inherited listener descriptor (SD_LISTEN_FDS_START).
+const FirstFD = 3
+
+// IPC events, carried as {"event":"<name>"}.
+const (
+	// EventReady (worker to master): the worker accepts connections.
+	EventReady = "ready"
+	// EventListening (worker to master): same meaning as EventReady.
+	EventListening = "listening"
+	// EventRequestRestart (worker to master): replace me.
+	EventRequestRestart = "request-restart"
+	// EventDisconnect (master to worker): drain; the master closes the
+	// channel right after it.
+	EventDisconnect = "disconnect"
+)
+
+// Event is the message shape {"event":"<name>"}.
+type Event struct {
+	Event string `json:"event"`
+}
