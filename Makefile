@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: all build test vet race bench rewrite fmt demo
+.PHONY: all build test vet bench rewrite fmt demo
 
 all: build test
 
@@ -27,3 +27,16 @@ rewrite:
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+DEMO_ADDR ?= 127.0.0.1:8080
+
+# A real supervised demo: dutchmaster with the example worker on DEMO_ADDR.
+demo:
+	$(GO) build -o bin/dutchmaster ./cmd/dutchmaster
+	$(GO) build -o bin/hello ./examples/hello
+	@exec sh -c 'echo "dutchmaster (pid $$$$) runs 2 hello workers on http://$(DEMO_ADDR)/"; \
+	  echo "  curl http://$(DEMO_ADDR)/          answer from a worker"; \
+	  echo "  kill -USR2 $$$$                 rolling restart, no request dropped"; \
+	  echo "  curl http://$(DEMO_ADDR)/restart   a worker asks for its own replacement"; \
+	  echo "  Ctrl-C or kill $$$$             graceful stop"; \
+	  HELLO_BOOT_DELAY=300ms exec bin/dutchmaster --workers 2 --listen http=tcp://$(DEMO_ADDR) -- bin/hello'

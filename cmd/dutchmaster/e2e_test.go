@@ -1,7 +1,10 @@
 package main
 
 import (
+	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -227,6 +230,33 @@ func TestSlowRequestFinishesDuringStop(t *testing.T) {
 	case <-time.After(patience):
 		t.Fatal("in-flight request never answered")
 	}
+	if code := m.wait(); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+}
+
+// TestExampleHello runs the example worker of `make demo` under the
+// master: it answers, and a rolling restart replaces it.
+func TestExampleHello(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "hello")
+	build := exec.Command("go", "build", "-o", bin, "../../examples/hello")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build examples/hello: %v\n%s", err, out)
+	}
+	m := startMasterCommand(t, []string{bin}, "--workers", "2", "--env", "HELLO_BOOT_DELAY=100ms", "--listen", "http=tcp://127.0.0.1:0")
+	addr := m.address()
+	_, next := m.waitFor(0, "cluster ready", nil)
+	body, err := get(addr, "/")
+	if err != nil || !strings.Contains(body, "generation 1") {
+		t.Fatalf("GET /: %q, %v", body, err)
+	}
+	m.signal(syscall.SIGUSR2)
+	m.waitFor(next, "restart complete", nil)
+	body, err = get(addr, "/")
+	if err != nil || !strings.Contains(body, "generation 2") {
+		t.Fatalf("GET / after the restart: %q, %v", body, err)
+	}
+	m.signal(syscall.SIGTERM)
 	if code := m.wait(); code != 0 {
 		t.Fatalf("exit status %d", code)
 	}

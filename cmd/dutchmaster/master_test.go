@@ -259,3 +259,13 @@ func freeTCP(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// listenOn holds addr so that nobody else can bind it.
+func listenOn(t *testing.T, addr string) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}

@@ -68,7 +68,21 @@ func loadConfig(path string, into *settings) error {
 	return nil
 }
 
+// yamlErr makes one line of a YAML error, in the terms of this file.
 func yamlErr(err error) string {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		var parts []string
+		for _, e := range te.Errors {
+			e = strings.TrimSpace(e)
+			if where, rest, ok := strings.Cut(e, ": field "); ok {
+				key, _, _ := strings.Cut(rest, " not found")
+				e = where + ": unknown key " + key
+			}
+			parts = append(parts, e)
+		}
+		return strings.Join(parts, "; ")
+	}
 	return strings.TrimPrefix(err.Error(), "yaml: ")
 }
 
