@@ -160,14 +160,7 @@ func (a *clusterActor) execute(ctx actor.Context, d core.Decision) {
 	log := a.opts.Logger
 	switch d := d.(type) {
 	case core.Note:
-		e := log.WithLevel(d.Level)
-		if d.Worker != nil {
-			e = withWorker(e, *d.Worker)
-		}
-		for _, f := range d.Fields {
-			e = addField(e, f)
-		}
-		e.Msg(d.Message)
+		LogNote(log, d)
 	case core.Fork:
 		log.Info().Int(FieldWorker, int(d.Worker)).Int(FieldSlot, d.Slot).Int(FieldGeneration, d.Generation).
 			Bool("replacement", d.Replacement).Msg("fork")
@@ -208,6 +201,18 @@ func (a *clusterActor) spawnWorker(ctx actor.Context, d core.Fork) {
 		a.ids = map[string]core.WorkerID{}
 	}
 	a.ids[pid.Id] = d.Worker
+}
+
+// LogNote writes a note of the core as one log line.
+func LogNote(log zerolog.Logger, n core.Note) {
+	e := log.WithLevel(n.Level)
+	if n.Worker != nil {
+		e = withWorker(e, *n.Worker)
+	}
+	for _, f := range n.Fields {
+		e = addField(e, f)
+	}
+	e.Msg(n.Message)
 }
 
 // addField writes durations as text ("1.5s") rather than nanoseconds, so

@@ -7,7 +7,9 @@ import (
 	"github.com/dutchmaster/dutchmaster/fsm"
 )
 
-// Signals maps the master's signals to cluster inputs.
+// Signals maps the master's signals to cluster inputs: the restart signal
+// to a rolling restart, SIGTERM and SIGINT to a graceful stop, SIGTTIN and
+// SIGTTOU to one worker more or less (as unicorn and gunicorn do).
 type Signals struct {
 	Restart syscall.Signal // default SIGUSR2
 }
@@ -25,6 +27,10 @@ func (s Signals) Input(sig syscall.Signal) (core.Input, bool) {
 		return core.RestartRequested{Source: source}, true
 	case syscall.SIGTERM, syscall.SIGINT:
 		return core.StopRequested{Source: source}, true
+	case syscall.SIGTTIN:
+		return core.ScaleBy{Delta: 1, Source: source}, true
+	case syscall.SIGTTOU:
+		return core.ScaleBy{Delta: -1, Source: source}, true
 	}
 	return nil, false
 }

@@ -1,6 +1,7 @@
 package scenarios
 
 import (
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -43,6 +44,10 @@ func (c *ManualClock) AfterFunc(d time.Duration, f func()) {
 	c.timers = append(c.timers, manualTimer{due: c.now.Add(d), seq: c.seq, f: f})
 }
 
+// maxTimersPerAdvance bounds one Advance: timers that keep setting
+// timers at the same instant are a bug, reported instead of spinning.
+const maxTimersPerAdvance = 100000
+
 // Advance moves time forward by d. Each timer due by then fires at its own
 // instant, and settle runs after each one so that whatever it set off is
 // finished before the next fires (and timers it sets may fire too).
@@ -50,7 +55,10 @@ func (c *ManualClock) Advance(d time.Duration, settle func()) {
 	c.mu.Lock()
 	target := c.now.Add(d)
 	c.mu.Unlock()
-	for {
+	for n := 0; ; n++ {
+		if n == maxTimersPerAdvance {
+			panic(fmt.Sprintf("ManualClock: more than %d timers fired within one advance of %s", n, d))
+		}
 		f, ok := c.popDue(target)
 		if !ok {
 			break

@@ -34,6 +34,14 @@ func NewDriver() *Driver {
 // on the host that newHost returns.
 func (d *Driver) Start(opts actors.Options, newHost func(actors.Options) Host) {
 	opts.Runtime, opts.Clock = d.Runtime, d.Clock
+	if observe := opts.Observe; observe != nil {
+		opts.Observe = func(now time.Time, in core.Input, out []core.Decision) {
+			d.Guard.Observe(now, in, out)
+			observe(now, in, out)
+		}
+	} else {
+		opts.Observe = d.Guard.Observe
+	}
 	if opts.Workers == nil {
 		opts.Workers = func() int { return 2 }
 	}
@@ -43,9 +51,8 @@ func (d *Driver) Start(opts actors.Options, newHost func(actors.Options) Host) {
 	d.Settle()
 }
 
-// Send delivers an input from outside, telling the guard first.
+// Send delivers an input from outside.
 func (d *Driver) Send(in core.Input) {
-	d.Guard.Before(in)
 	d.Host.Send(in)
 	d.Settle()
 }
@@ -62,9 +69,6 @@ func (d *Driver) Signal(sig syscall.Signal) error {
 
 // Deliver hands a runtime event to a worker, as its process would.
 func (d *Driver) Deliver(id core.WorkerID, msg any) error {
-	if ipc, ok := msg.(actors.IPC); ok && actors.ClassifyIPC(ipc.Line).Kind == actors.MsgRequestRestart {
-		d.Guard.Before(core.WorkerRestartRequested{Worker: id})
-	}
 	if err := d.Runtime.deliver(id, msg, d.Opts.Ready); err != nil {
 		return err
 	}
@@ -145,7 +149,20 @@ func (d *Driver) SettleWorkers() error {
 
 // Check returns the invariant violations since the last call.
 func (d *Driver) Check() []string {
-	return d.Guard.Check(d.Host.View(), d.Opts.Core.WithDefaults().MaxSurge)
+	v := d.Host.View()
+	return d.Guard.Check(v, surgeLimit(v, d.Opts.Core.WithDefaults()))
+}
+
+// surgeLimit is how many replacements the policy in force may start at
+// once: its max-surge, or for other policies one per slot.
+func surgeLimit(v core.View, cfg core.Config) int {
+	switch p := cfg.Policy.(type) {
+	case core.Rolling:
+		return max(p.MaxSurge, 1)
+	case core.Canary:
+		return max(p.MaxSurge, 1)
+	}
+	return v.Target
 }
 
 // Close releases the host.

@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/dutchmaster/dutchmaster/actors/core"
 	"github.com/dutchmaster/dutchmaster/fsm"
@@ -19,15 +20,20 @@ type Guard struct {
 	target     int
 	stopping   bool
 	rollout    bool
-	baseline   int
+	baseline   int // the most processes serving at once since the rollout began
 	violations []string
+	// required holds, for each drain or kill the cluster decided, how many
+	// had to keep serving when it decided: a step's later decisions (the
+	// rollout's end) must not change the rule for its earlier ones.
+	required map[core.WorkerID]int
 }
 
 // NewGuard attaches a guard to the runtime's drain and kill calls.
 func NewGuard(rt *ScriptedRuntime) *Guard {
-	g := &Guard{rt: rt}
+	g := &Guard{rt: rt, required: map[core.WorkerID]int{}}
 	rt.mu.Lock()
 	rt.check = g.onStopping
+	rt.onServing = g.onServing
 	rt.mu.Unlock()
 	return g
 }
@@ -39,19 +45,45 @@ func (g *Guard) SetTarget(n int) {
 	g.target = n
 }
 
-// Before must see every restart and stop input before it is delivered.
-func (g *Guard) Before(in core.Input) {
+// Observe follows the cluster's inputs and decisions (actors.Options.Observe):
+// it learns of a stop from the input, and of the rollouts the cluster
+// begins and ends from its decisions, taking the baseline from the
+// processes themselves.
+func (g *Guard) Observe(_ time.Time, in core.Input, out []core.Decision) {
 	g.rt.mu.Lock()
 	defer g.rt.mu.Unlock()
-	switch in.(type) {
-	case core.StopRequested:
+	if _, ok := in.(core.StopRequested); ok {
 		g.stopping = true
-	case core.RestartRequested, core.WorkerRestartRequested:
-		if !g.rollout {
+	}
+	for _, d := range out {
+		switch d := d.(type) {
+		case core.TargetChanged:
+			g.target = d.Target
+		case core.RolloutStarted:
 			g.rollout = true
 			g.baseline = g.rt.servingLocked()
+		case core.RolloutEnded:
+			g.rollout = false
+		case core.Drain:
+			g.required[d.Worker] = g.requiredNow()
+		case core.Kill:
+			g.required[d.Worker] = g.requiredNow()
 		}
 	}
+}
+
+// onServing runs under the runtime's lock whenever a process starts serving.
+func (g *Guard) onServing() {
+	if g.rollout {
+		g.baseline = max(g.baseline, g.rt.servingLocked())
+	}
+}
+
+func (g *Guard) requiredNow() int {
+	if g.rollout {
+		return min(g.target, g.baseline)
+	}
+	return g.target
 }
 
 // onStopping runs under the runtime's lock, before p is marked stopping.
@@ -59,10 +91,11 @@ func (g *Guard) onStopping(p *Process, what string) {
 	if g.stopping || !p.Serving() {
 		return
 	}
-	required := g.target
-	if g.rollout {
-		required = min(g.target, g.baseline)
+	required, decided := g.required[p.Spec.ID]
+	if !decided {
+		required = g.requiredNow()
 	}
+	delete(g.required, p.Spec.ID)
 	if left := g.rt.servingLocked() - 1; left < required {
 		g.violations = append(g.violations, fmt.Sprintf("%s of serving %s left %d serving, %d required", what, p.Spec.ID, left, required))
 	}
@@ -75,11 +108,11 @@ func (g *Guard) Check(v core.View, maxSurge int) []string {
 	defer g.rt.mu.Unlock()
 	out := g.violations
 	g.violations = nil
-	if v.Rollout == nil {
-		g.rollout = false
+	if g.rollout != (v.Rollout != nil) && !g.stopping {
+		out = append(out, fmt.Sprintf("the cluster's rollout (%v) disagrees with its decisions (%v)", v.Rollout != nil, g.rollout))
 	}
-	if v.Target > 0 {
-		g.target = v.Target
+	if v.Target != g.target && g.target != 0 {
+		out = append(out, fmt.Sprintf("the cluster's target (%d) disagrees with its decisions (%d)", v.Target, g.target))
 	}
 	starting := 0
 	inView := map[core.WorkerID]bool{}

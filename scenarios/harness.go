@@ -19,18 +19,31 @@ import (
 	"github.com/dutchmaster/dutchmaster/fsm"
 )
 
+// Options extend the harness.
+type Options struct {
+	// Policies can be named with start policy=NAME, next to the built-in
+	// rolling, blue-green and canary: replay the scenarios against a
+	// policy of your own.
+	Policies map[string]core.Policy
+}
+
 // RunDir replays every scenario file under dir, each in a synctest bubble
 // of its own with a fresh actor system.
-func RunDir(t *testing.T, dir string) {
+func RunDir(t *testing.T, dir string, opts ...Options) {
 	datadriven.Walk(t, dir, func(t *testing.T, path string) {
-		RunFile(t, path)
+		RunFile(t, path, opts...)
 	})
 }
 
 // RunFile replays one scenario file.
-func RunFile(t *testing.T, path string) {
+func RunFile(t *testing.T, path string, opts ...Options) {
 	synctest.Test(t, func(t *testing.T) {
 		h := NewHarness()
+		for _, o := range opts {
+			for name, p := range o.Policies {
+				h.Policies[name] = p
+			}
+		}
 		defer h.Close()
 		datadriven.RunTest(t, path, func(t *testing.T, td *datadriven.TestData) string {
 			return h.Handle(t, td)
@@ -43,7 +56,10 @@ func RunFile(t *testing.T, path string) {
 // created and used inside a synctest bubble.
 type Harness struct {
 	*Driver
-	System  *actor.ActorSystem
+	System *actor.ActorSystem
+	// Policies are the policies start policy=NAME may name.
+	Policies map[string]core.Policy
+
 	logs    lockedBuffer
 	log     zerolog.Logger
 	started bool
@@ -51,7 +67,7 @@ type Harness struct {
 
 // NewHarness returns a harness with no cluster started.
 func NewHarness() *Harness {
-	h := &Harness{Driver: NewDriver()}
+	h := &Harness{Driver: NewDriver(), Policies: map[string]core.Policy{}}
 	h.log = zerolog.New(zerolog.ConsoleWriter{Out: &h.logs, NoColor: true, PartsExclude: []string{zerolog.TimestampFieldName}}).Level(zerolog.InfoLevel)
 	h.System = actors.NewSystem(zerolog.Nop())
 	return h
@@ -60,7 +76,16 @@ func NewHarness() *Harness {
 // Close stops the actor system; every actor goroutine ends.
 func (h *Harness) Close() {
 	h.Driver.Close()
-	h.System.Shutdown()
+	shutdownInBubble(h.System)
+}
+
+// shutdownInBubble stops an actor system inside a synctest bubble. After
+// a dead letter, protoactor's throttle keeps a goroutine waiting on a
+// ticker for DeadLetterThrottleInterval (1 s); sleeping past it (virtual
+// time, instant) lets that goroutine end before the bubble does.
+func shutdownInBubble(system *actor.ActorSystem) {
+	system.Shutdown()
+	time.Sleep(2 * system.Config.DeadLetterThrottleInterval)
 	synctest.Wait()
 }
 
@@ -145,6 +170,7 @@ func (h *Harness) start(td *datadriven.TestData) error {
 	}
 	opts := actors.Options{Logger: h.log}
 	workers := 2
+	policy, soak := "rolling", 30*time.Second
 	for _, a := range td.CmdArgs {
 		v := first(a.Vals)
 		var err error
@@ -169,6 +195,10 @@ func (h *Harness) start(td *datadriven.TestData) error {
 			opts.Drain, err = actors.ParseDrainMethod(v)
 		case "restart-signal":
 			h.Signals.Restart, err = fsm.ParseSignal(v)
+		case "policy":
+			policy = v
+		case "canary-soak":
+			soak, err = time.ParseDuration(v)
 		default:
 			err = fmt.Errorf("unknown argument")
 		}
@@ -176,10 +206,30 @@ func (h *Harness) start(td *datadriven.TestData) error {
 			return fmt.Errorf("start %s=%s: %v", a.Key, v, err)
 		}
 	}
+	p, err := h.policy(policy, opts.Core.MaxSurge, soak)
+	if err != nil {
+		return err
+	}
+	opts.Core.Policy = p
 	opts.Workers = func() int { return workers }
 	h.started = true
 	h.Start(opts, func(o actors.Options) Host { return NewActorHost(h.System, o) })
 	return nil
+}
+
+func (h *Harness) policy(name string, maxSurge int, soak time.Duration) (core.Policy, error) {
+	if p, ok := h.Policies[name]; ok {
+		return p, nil
+	}
+	switch name {
+	case "rolling":
+		return core.Rolling{MaxSurge: maxSurge}, nil
+	case "blue-green":
+		return core.BlueGreen{}, nil
+	case "canary":
+		return core.Canary{Soak: soak, MaxSurge: maxSurge}, nil
+	}
+	return nil, fmt.Errorf("unknown policy %q", name)
 }
 
 func (h *Harness) ready(td *datadriven.TestData) error {
@@ -283,13 +333,18 @@ func parseWorker(s string) (core.WorkerID, error) {
 
 func status(v core.View) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "target=%d generation=%d ready=%t stopping=%t\n", v.Target, v.Generation, v.Ready, v.Stopping)
+	fmt.Fprintf(&b, "target=%d generation=%d policy=%s ready=%t stopping=%t\n", v.Target, v.Generation, v.Policy, v.Ready, v.Stopping)
 	for _, w := range v.Workers {
 		fmt.Fprintf(&b, "%s slot=%d generation=%d %s", w.ID, w.Slot, w.Generation, w.State)
 		if w.RestartRequested {
 			b.WriteString(" restart-requested")
 		}
 		b.WriteString("\n")
+	}
+	for _, s := range v.Slots {
+		if s.Failures > 0 {
+			fmt.Fprintf(&b, "slot %d failures=%d flapping=%t\n", s.Index, s.Failures, s.Flapping)
+		}
 	}
 	if r := v.Rollout; r != nil {
 		fmt.Fprintf(&b, "rollout generation=%d baseline=%d source=%s\n", r.Generation, r.Baseline, r.Source)

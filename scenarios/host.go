@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"context"
+	"fmt"
 	"testing/synctest"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -74,8 +75,15 @@ func (h *SyncHost) Send(in core.Input) { h.queue = append(h.queue, envelope{0, i
 func (h *SyncHost) View() core.View    { return h.core.View() }
 func (h *SyncHost) Close()             {}
 
+// maxMessages bounds one Idle: a cluster that keeps talking to itself
+// without any input is a bug, reported instead of spinning.
+const maxMessages = 100000
+
 func (h *SyncHost) Idle() {
-	for len(h.queue) > 0 {
+	for n := 0; len(h.queue) > 0; n++ {
+		if n == maxMessages {
+			panic(fmt.Sprintf("SyncHost: %d messages without an input from outside; next: %T %+v", n, h.queue[0].msg, h.queue[0].msg))
+		}
 		e := h.queue[0]
 		h.queue = h.queue[1:]
 		if e.to == 0 {
@@ -93,7 +101,18 @@ func (h *SyncHost) step(in core.Input) {
 		r.Target = h.opts.Workers()
 		in = r
 	}
-	for _, d := range h.core.Step(h.opts.Clock.Now(), in) {
+	now := h.opts.Clock.Now()
+	out := h.core.Step(now, in)
+	if h.opts.Observe != nil {
+		h.opts.Observe(now, in, out)
+	}
+	for _, d := range out {
+		switch d := d.(type) {
+		case core.Note:
+			actors.LogNote(h.opts.Logger, d)
+		case core.Drain, core.Kill, core.RolloutStarted, core.RolloutEnded:
+			h.opts.Logger.Debug().Str("decision", fmt.Sprintf("%T %+v", d, d)).Msg("decision")
+		}
 		switch d := d.(type) {
 		case core.Fork:
 			spec := actors.WorkerSpec{ID: d.Worker, Slot: d.Slot, Generation: d.Generation}

@@ -2,8 +2,13 @@ package scenarios
 
 import (
 	"flag"
+	"os"
+
 	"fmt"
+	"github.com/rs/zerolog"
+	"math/rand/v2"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -17,8 +22,12 @@ import (
 )
 
 // withChecks runs f with rapid's -rapid.checks set to n, unless the
-// command line set it.
+// command line set it. rapid's fail files are not written: they would land
+// among the scenario files in testdata.
 func withChecks(t *testing.T, n int, f func()) {
+	if nf := flag.Lookup("rapid.nofailfile"); nf != nil {
+		_ = nf.Value.Set("true")
+	}
 	fl := flag.Lookup("rapid.checks")
 	if fl == nil {
 		t.Fatal("rapid.checks flag not registered")
@@ -52,7 +61,7 @@ func TestGeneratedSequencesCore(t *testing.T) {
 func TestGeneratedSequencesActors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		system := actors.NewSystem(discard)
-		defer func() { system.Shutdown(); synctest.Wait() }()
+		defer shutdownInBubble(system)
 		withChecks(t, 1000, func() {
 			// rapid asks a *testing.T for its deadline, which a bubble forbids.
 			rapid.Check(noDeadline{t}, func(rt *rapid.T) {
@@ -69,11 +78,12 @@ type noDeadline struct{ rapid.TB }
 
 func runSequence(t *rapid.T, d *Driver, newHost func(actors.Options) Host) {
 	workers := rapid.IntRange(1, 5).Draw(t, "workers")
-	opts := actors.Options{Logger: discard, Workers: func() int { return workers }}
+	opts := actors.Options{Logger: propertyLogger(), Workers: func() int { return workers }}
 	opts.Core.MaxSurge = rapid.IntRange(1, 3).Draw(t, "max-surge")
 	opts.Core.KillTimeout = time.Duration(rapid.IntRange(1, 30).Draw(t, "kill-timeout-s")) * time.Second
 	opts.Core.ReadyTimeout = time.Duration(rapid.IntRange(1, 60).Draw(t, "ready-timeout-s")) * time.Second
 	opts.Drain = rapid.SampledFrom([]actors.DrainMethod{actors.DrainAuto, actors.DrainIPC, actors.DrainSignal, actors.DrainBoth}).Draw(t, "drain")
+	opts.Core.Policy = drawPolicy(t, opts.Core.MaxSurge)
 	d.Start(opts, newHost)
 	stopped := false
 	check := func(what string) {
@@ -87,7 +97,64 @@ func runSequence(t *rapid.T, d *Driver, newHost func(actors.Options) Host) {
 		what := step(t, d, &stopped)
 		check(what)
 	}
-	converge(t, d, stopped, workers)
+	if _, ok := opts.Core.Policy.(*chaosPolicy); ok && !stopped {
+		// Liveness is promised for the built-ins; the random policy only
+		// has to keep the invariant. An operator would change it.
+		cfg := d.Opts.Core
+		cfg.Policy = core.Rolling{MaxSurge: cfg.MaxSurge}
+		d.Opts.Core = cfg
+		d.Send(core.Reconfigure{Config: cfg})
+	}
+	converge(t, d, stopped)
+}
+
+// drawPolicy picks a built-in policy or a random one.
+func drawPolicy(t *rapid.T, maxSurge int) core.Policy {
+	switch rapid.IntRange(0, 3).Draw(t, "policy") {
+	case 0:
+		return core.Rolling{MaxSurge: maxSurge}
+	case 1:
+		return core.BlueGreen{}
+	case 2:
+		return core.Canary{Soak: time.Duration(rapid.IntRange(0, 60).Draw(t, "soak-s")) * time.Second, MaxSurge: maxSurge}
+	}
+	return &chaosPolicy{rng: rand.New(rand.NewPCG(rapid.Uint64().Draw(t, "seed"), 0))}
+}
+
+// chaosPolicy proposes anything at all: marks, forks into any slot
+// (including ones that do not exist), drains of any worker, aborts and
+// waits. The cluster must refuse whatever would break the invariant.
+type chaosPolicy struct {
+	mu  sync.Mutex
+	rng *rand.Rand
+}
+
+func (p *chaosPolicy) Name() string { return "chaos" }
+
+func (p *chaosPolicy) Next(v core.View) core.Step {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var s core.Step
+	for _, w := range v.Workers {
+		switch p.rng.IntN(6) {
+		case 0:
+			s.Drain = append(s.Drain, w.ID)
+		case 1:
+			s.Replace = append(s.Replace, w.ID)
+		case 2:
+			s.Fork = append(s.Fork, w.Slot)
+		}
+	}
+	if p.rng.IntN(4) == 0 {
+		s.Fork = append(s.Fork, p.rng.IntN(v.Target+2)-1)
+	}
+	if p.rng.IntN(20) == 0 {
+		s.Abort = "chaos"
+	}
+	if p.rng.IntN(5) == 0 {
+		s.Wait = time.Duration(p.rng.IntN(10000)) * time.Millisecond
+	}
+	return s
 }
 
 // step plays one random event and says what it was.
@@ -139,6 +206,9 @@ func step(t *rapid.T, d *Driver, stopped *bool) string {
 			_ = d.Deliver(id, actors.IPC{Line: []byte(`{"event":"request-restart"}`)})
 			return "request-restart " + id.String()
 		}
+	case action < 61:
+		d.Send(core.ScaleBy{Delta: rapid.SampledFrom([]int{-1, 1}).Draw(t, "delta"), Source: "scale"})
+		return "scale"
 	case action < 63:
 		if id, ok := pick("talker", func(p Process, _ core.Worker, _ bool) bool { return p.PID != 0 }); ok {
 			line := rapid.SampledFrom([]string{`{"event":"nope"}`, `garbage`, `"ready"`, `{"event":"ready"}`, `[1,2]`}).Draw(t, "line")
@@ -170,7 +240,7 @@ func step(t *rapid.T, d *Driver, stopped *bool) string {
 // the cluster reaches the target count of listening workers of the newest
 // generation (an operator resends the restart after an aborted rollout),
 // or, after a stop, stops with no process left.
-func converge(t *rapid.T, d *Driver, stopped bool, workers int) {
+func converge(t *rapid.T, d *Driver, stopped bool) {
 	d.Runtime.mu.Lock()
 	d.Runtime.failForks = nil
 	d.Runtime.mu.Unlock()
@@ -191,7 +261,7 @@ func converge(t *rapid.T, d *Driver, stopped bool, workers int) {
 				}
 				return
 			}
-		} else if done, why := converged(v, workers); done {
+		} else if done, why := converged(v); done {
 			return
 		} else if v.Rollout == nil && why == "old generation" {
 			d.Send(core.RestartRequested{Source: "retry"})
@@ -206,11 +276,11 @@ func converge(t *rapid.T, d *Driver, stopped bool, workers int) {
 	t.Fatalf("did not converge: %s", status(d.Host.View()))
 }
 
-func converged(v core.View, workers int) (bool, string) {
+func converged(v core.View) (bool, string) {
 	if v.Rollout != nil {
 		return false, "rollout running"
 	}
-	if len(v.Workers) != workers {
+	if len(v.Workers) != v.Target {
 		return false, fmt.Sprintf("%d workers", len(v.Workers))
 	}
 	for _, w := range v.Workers {
@@ -224,4 +294,13 @@ func converged(v core.View, workers int) (bool, string) {
 		}
 	}
 	return true, ""
+}
+
+// propertyLogger is silent unless DM_PROPERTY_LOG is set, to read what a
+// failing sequence did (with -rapid.seed).
+func propertyLogger() zerolog.Logger {
+	if os.Getenv("DM_PROPERTY_LOG") == "" {
+		return discard
+	}
+	return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, NoColor: true, PartsExclude: []string{zerolog.TimestampFieldName}}).Level(zerolog.DebugLevel)
 }

@@ -20,6 +20,7 @@ type ScriptedRuntime struct {
 	failForks []string // reasons for the next forks to fail, in order
 	pending   []pendingEvent
 	check     func(p *Process, what string) // called on every drain or kill of a process, under mu
+	onServing func()                        // called when a process starts serving, under mu
 }
 
 // Process is the scripted truth about one worker process.
@@ -137,11 +138,11 @@ func (r *ScriptedRuntime) deliver(id core.WorkerID, msg any, mode actors.ReadyMo
 		p.Exited = true
 	case actors.IPC:
 		if actors.ClassifyIPC(m.Line).Kind == actors.MsgReady && mode.Accepts(actors.ReadyIPC) {
-			p.Ready = true
+			r.markServing(p)
 		}
 	case actors.Notify:
 		if actors.NotifyReady(m.Payload) && mode.Accepts(actors.ReadyNotify) {
-			p.Ready = true
+			r.markServing(p)
 		}
 	}
 	events := p.events
@@ -155,7 +156,14 @@ func (r *ScriptedRuntime) markReady(id core.WorkerID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if p := r.procs[id]; p != nil && !p.Exited {
-		p.Ready = true
+		r.markServing(p)
+	}
+}
+
+func (r *ScriptedRuntime) markServing(p *Process) {
+	p.Ready = true
+	if r.onServing != nil {
+		r.onServing()
 	}
 }
 

@@ -10,11 +10,16 @@ import (
 	"github.com/dutchmaster/dutchmaster/fsm"
 )
 
+// MaxWorkers bounds the target count, whatever asks for more.
+const MaxWorkers = 4096
+
+// FlappingAfter is how many consecutive failures flag a slot as flapping.
+const FlappingAfter = 3
+
 // Cluster is the state the decisions are made from. It is not safe for
 // concurrent use; the cluster actor is its only user.
 type Cluster struct {
 	cfg        Config
-	target     int
 	generation int
 	workers    []*Worker // not yet killed, ordered by ID
 	slots      []slot
@@ -25,14 +30,18 @@ type Cluster struct {
 	stopping   bool
 	killing    bool
 	stopped    bool
+	wakeAt     time.Time       // the policy's pending wake-up, if any
+	wakeSeq    int             // which PolicyWake timer is the pending one
+	refused    map[string]bool // policy proposals refused at the last consultation
 
 	now time.Time
 	out []Decision
 }
 
-// slot is a position in the cluster that one serving worker fills;
-// replacements take over their predecessor's slot.
+// slot is a position that one serving worker fills. Retired slots (after
+// a scale down) keep their index so that numbers stay stable.
 type slot struct {
+	active    bool
 	failures  int       // consecutive failures of this slot's workers
 	notBefore time.Time // no fork into the slot before this (backoff)
 }
@@ -57,18 +66,32 @@ func (c *Cluster) Step(now time.Time, in Input) []Decision {
 		c.workerRestart(in)
 	case StopRequested:
 		c.stop(in)
+	case ScaleBy:
+		c.scale(c.target()+in.Delta, in.Source)
+	case ScaleTo:
+		c.scale(in.Target, in.Source)
+	case Reconfigure:
+		c.cfg = in.Config.WithDefaults()
+		c.note(zerolog.InfoLevel, "configuration changed", nil, Field{"policy", c.cfg.Policy.Name()})
 	case WorkerSpawned:
 		if w := c.worker(in.Worker); w != nil {
 			w.PID = in.PID
 			c.note(zerolog.DebugLevel, "worker started", w)
 		}
+		return c.out // a pid changes nothing to decide
+	case WorkerDraining:
+		// The order came from here, so the view already says draining;
+		// nothing to decide, and a policy is not consulted on echoes of
+		// its own steps.
+		return c.out
 	case WorkerListening:
 		c.listening(in)
-	case WorkerDraining:
-		// The order came from here, so the view already says draining.
 	case WorkerExited:
 		c.exited(in)
 	case TimerFired:
+		if in.Timer.Kind == PolicyWake && in.Timer.Seq != c.wakeSeq {
+			return c.out // superseded by an earlier wake-up
+		}
 		c.timer(in.Timer)
 	default:
 		c.note(zerolog.WarnLevel, "unknown input ignored", nil, Field{"input", fmt.Sprintf("%T", in)})
@@ -80,16 +103,26 @@ func (c *Cluster) Step(now time.Time, in Input) []Decision {
 // Worker returns a copy of one worker's view.
 func (c *Cluster) Worker(id WorkerID) (Worker, bool) {
 	if w := c.worker(id); w != nil {
-		return *w, true
+		cp := *w
+		cp.Due = c.due(w)
+		return cp, true
 	}
 	return Worker{}, false
 }
 
 // View returns a copy of the cluster's state.
 func (c *Cluster) View() View {
-	v := View{Target: c.target, Generation: c.generation, Ready: c.ready, Stopping: c.stopping, Stopped: c.stopped}
+	v := View{Now: c.now, Target: c.target(), Generation: c.generation, Policy: c.cfg.Policy.Name(),
+		Ready: c.ready, Stopping: c.stopping, Stopped: c.stopped}
 	for _, w := range c.workers {
-		v.Workers = append(v.Workers, *w)
+		cp := *w
+		cp.Due = c.due(w)
+		v.Workers = append(v.Workers, cp)
+	}
+	for i, s := range c.slots {
+		if s.active {
+			v.Slots = append(v.Slots, Slot{Index: i, Failures: s.failures, Flapping: s.failures >= FlappingAfter, NotBefore: s.notBefore})
+		}
 	}
 	if c.rollout != nil {
 		r := *c.rollout
@@ -105,15 +138,9 @@ func (c *Cluster) start(in Start) {
 	}
 	c.started = true
 	c.generation = 1
-	c.setTarget(max(in.Target, 1))
-	c.note(zerolog.InfoLevel, "cluster starting", nil, Field{"workers", c.target}, Field{"generation", c.generation})
-}
-
-func (c *Cluster) setTarget(n int) {
-	c.target = n
-	for len(c.slots) < n {
-		c.slots = append(c.slots, slot{})
-	}
+	c.setTarget(in.Target)
+	c.note(zerolog.InfoLevel, "cluster starting", nil, Field{"workers", c.target()}, Field{"generation", c.generation},
+		Field{"policy", c.cfg.Policy.Name()})
 }
 
 func (c *Cluster) restart(in RestartRequested) {
@@ -121,18 +148,20 @@ func (c *Cluster) restart(in RestartRequested) {
 		c.note(zerolog.WarnLevel, "restart ignored", nil, Field{"source", in.Source}, Field{"reason", c.notRunningReason()})
 		return
 	}
-	if in.Target > 0 && in.Target != c.target {
-		c.note(zerolog.InfoLevel, "worker count changed", nil, Field{"from", c.target}, Field{"to", in.Target})
+	if in.Target > 0 && in.Target != c.target() {
+		c.note(zerolog.InfoLevel, "worker count changed", nil, Field{"from", c.target()}, Field{"to", min(in.Target, MaxWorkers)})
 		c.setTarget(in.Target)
 	}
 	c.generation++
 	if c.rollout != nil {
 		c.rollout.Generation = c.generation
+		// The new release gets a first replacement (a canary) of its own.
+		c.rollout.First, c.rollout.FirstReadyAt, c.rollout.FirstDiedAt = 0, time.Time{}, time.Time{}
 		c.note(zerolog.InfoLevel, "restart requested during rollout: coalesced", nil,
 			Field{"generation", c.generation}, Field{"source", in.Source})
 		return
 	}
-	c.rollout = &Rollout{Generation: c.generation, Baseline: c.listeningCount(), Started: c.now, Source: in.Source}
+	c.beginRollout(c.generation, in.Source)
 	c.note(zerolog.InfoLevel, "restart requested", nil, Field{"generation", c.generation}, Field{"source", in.Source})
 }
 
@@ -155,11 +184,28 @@ func (c *Cluster) workerRestart(in WorkerRestartRequested) {
 		c.note(zerolog.InfoLevel, "worker restart request already pending", w)
 		return
 	}
+	c.markForReplacement(w, "worker "+w.ID.String())
+	c.note(zerolog.InfoLevel, "worker requested restart", w)
+}
+
+// markForReplacement makes w due, beginning a rollout if none runs. Such
+// a rollout has generation 0: only the marked workers are due.
+func (c *Cluster) markForReplacement(w *Worker, source string) {
 	w.RestartRequested = true
 	if c.rollout == nil {
-		c.rollout = &Rollout{Baseline: c.listeningCount(), Started: c.now, Source: "worker " + w.ID.String()}
+		c.beginRollout(0, source)
 	}
-	c.note(zerolog.InfoLevel, "worker requested restart", w)
+}
+
+func (c *Cluster) beginRollout(generation int, source string) {
+	c.rollout = &Rollout{Generation: generation, Baseline: c.listeningCount(), Started: c.now, Source: source}
+	c.emit(RolloutStarted{Generation: generation, Baseline: c.rollout.Baseline, Source: source})
+}
+
+// endRollout closes the running rollout with an outcome.
+func (c *Cluster) endRollout(outcome, reason string) {
+	c.rollout = nil
+	c.emit(RolloutEnded{Outcome: outcome, Reason: reason})
 }
 
 func (c *Cluster) stateOrStopping(w *Worker) string {
@@ -177,7 +223,7 @@ func (c *Cluster) stop(in StopRequested) {
 		c.stopping = true
 		if c.rollout != nil {
 			c.note(zerolog.WarnLevel, "rollout cancelled by stop", nil, Field{"generation", c.generation})
-			c.rollout = nil
+			c.endRollout(OutcomeCancelled, "stop")
 		}
 		c.note(zerolog.InfoLevel, "stopping", nil, Field{"source", in.Source}, Field{"workers", len(c.workers)})
 		for _, w := range c.workers {
@@ -213,6 +259,16 @@ func (c *Cluster) listening(in WorkerListening) {
 	w.State = fsm.Listening
 	w.ReadyAt = c.now
 	c.note(zerolog.InfoLevel, "worker listening", w, Field{"boot", c.now.Sub(w.ForkedAt)})
+	if r := c.rollout; r != nil {
+		r.Baseline = max(r.Baseline, c.listeningCount())
+	}
+	if r := c.rollout; r != nil && r.First == w.ID {
+		r.FirstReadyAt = c.now
+	}
+	if s := c.slotOf(w); s != nil && s.failures > 0 {
+		// The slot's failures are forgotten once a worker stays up.
+		c.emit(SetTimer{Timer: Timer{Kind: StableCheck, Slot: w.Slot}, After: c.cfg.Backoff.Reset})
+	}
 }
 
 func (c *Cluster) exited(in WorkerExited) {
@@ -232,12 +288,17 @@ func (c *Cluster) exited(in WorkerExited) {
 		c.maybeStopped()
 		return
 	}
+	if r := c.rollout; r != nil && r.First == w.ID && prev == fsm.Listening {
+		r.FirstDiedAt = c.now
+	}
 	switch prev {
 	case fsm.Forking:
 		c.failedBeforeReady(w, "exited before ready: "+in.Reason.String())
 	case fsm.Listening:
 		if c.now.Sub(w.ReadyAt) >= c.cfg.Backoff.Reset {
-			c.slots[w.Slot].failures = 0
+			if s := c.slotOf(w); s != nil {
+				s.failures = 0
+			}
 		}
 		c.slotFailed(w.Slot)
 	}
@@ -251,30 +312,31 @@ func (c *Cluster) failedBeforeReady(w *Worker, why string) {
 		c.abort(w, why)
 		return
 	}
-	if w.Slot < len(c.slots) {
-		c.slotFailed(w.Slot)
-	}
+	c.slotFailed(w.Slot)
 }
 
 func (c *Cluster) slotFailed(i int) {
-	if i >= len(c.slots) {
+	s := c.slotAt(i)
+	if s == nil || !s.active {
 		return
 	}
-	s := &c.slots[i]
 	s.failures++
-	d := c.cfg.Backoff.delay(s.failures)
-	if d > 0 {
+	if s.failures == FlappingAfter {
+		c.note(zerolog.ErrorLevel, "slot flapping: its workers keep failing", nil, Field{"slot", i}, Field{"failures", s.failures})
+	}
+	if d := c.cfg.Backoff.delay(s.failures); d > 0 {
 		s.notBefore = c.now.Add(d)
 		c.note(zerolog.WarnLevel, "slot backing off", nil, Field{"slot", i}, Field{"failures", s.failures}, Field{"delay", d})
 		c.emit(SetTimer{Timer: Timer{Kind: BackoffEnd, Slot: i}, After: d})
 	}
 }
 
-// abort ends the rollout after a replacement failed: starting replacements
-// are stopped, nothing old is drained, and the next request retries.
+// abort ends the rollout after a replacement failed (failed may be nil
+// when a policy aborts): starting replacements are stopped, nothing old is
+// drained, and the next request retries.
 func (c *Cluster) abort(failed *Worker, why string) {
 	c.note(zerolog.ErrorLevel, "rollout aborted", failed, Field{"reason", why}, Field{"rollout", c.rollout.Generation})
-	c.rollout = nil
+	c.endRollout(OutcomeAborted, why)
 	for _, w := range c.workers {
 		w.RestartRequested = false
 		if w.State == fsm.Forking && w.Replacement {
@@ -298,6 +360,20 @@ func (c *Cluster) timer(t Timer) {
 		c.note(zerolog.WarnLevel, "ready timeout", w, Field{"after", c.cfg.ReadyTimeout})
 		c.kill(w, "ready timeout")
 		c.failedBeforeReady(w, fmt.Sprintf("not ready after %s", c.cfg.ReadyTimeout))
+	case StableCheck:
+		s := c.slotAt(t.Slot)
+		if s == nil || s.failures == 0 {
+			return
+		}
+		for _, w := range c.workers {
+			if w.Slot == t.Slot && w.State == fsm.Listening && c.now.Sub(w.ReadyAt) >= c.cfg.Backoff.Reset {
+				s.failures = 0
+				c.note(zerolog.InfoLevel, "slot stable again", w)
+				return
+			}
+		}
+	case PolicyWake:
+		c.wakeAt = time.Time{}
 	case BackoffEnd:
 		// reconcile, which runs after every input, forks what is now allowed.
 	}
@@ -311,109 +387,13 @@ func (c *Cluster) due(w *Worker) bool {
 	return w.RestartRequested || w.Generation < c.rollout.Generation
 }
 
-// reconcile moves the cluster one step toward its goal: every slot served
-// by one listening worker that is not due. It drains surplus workers where
-// the invariant allows, forks where a slot needs a worker, and ends the
-// rollout when nothing is left to replace.
-func (c *Cluster) reconcile() {
-	if !c.started || c.stopping {
-		return
-	}
-	members := c.liveBySlot()
-	c.drainSurplus(members)
-	c.forkWhereNeeded(members)
-	c.finishRollout()
-	if !c.ready && c.listeningCount() >= c.target {
-		c.ready = true
-		c.note(zerolog.InfoLevel, "cluster ready", nil, Field{"workers", c.target}, Field{"generation", c.generation})
-	}
-}
-
-// drainSurplus drains, in each slot, every worker older than the slot's
-// newest listening worker, and every worker of a slot beyond the target.
-func (c *Cluster) drainSurplus(bySlot [][]*Worker) {
-	for i, members := range bySlot {
-		if i >= c.target {
-			for _, w := range members {
-				c.drainIfSafe(w, "scale down")
-			}
-			continue
-		}
-		var newest *Worker
-		for _, w := range members {
-			if w.State == fsm.Listening {
-				newest = w
-			}
-		}
-		for _, w := range members {
-			if newest != nil && w.ID < newest.ID {
-				c.drainIfSafe(w, fmt.Sprintf("replaced by %s", newest.ID))
-			}
-		}
-	}
-}
-
-// drainIfSafe is the replace-before-stop invariant: a listening worker is
-// drained only if enough others keep listening without it.
-func (c *Cluster) drainIfSafe(w *Worker, why string) {
-	if w.State == fsm.Listening && c.listeningCount()-1 < c.required() {
-		return
-	}
-	c.drain(w, why)
-}
-
-// required is how many workers must keep listening outside a stop.
-func (c *Cluster) required() int {
-	if c.rollout != nil {
-		return min(c.target, c.rollout.Baseline)
-	}
-	return c.target
-}
-
-func (c *Cluster) forkWhereNeeded(bySlot [][]*Worker) {
-	starting := 0
-	for _, w := range c.workers {
-		if w.State == fsm.Forking && w.Replacement {
-			starting++
-		}
-	}
-	for i := 0; i < c.target; i++ {
-		if c.now.Before(c.slots[i].notBefore) {
-			continue
-		}
-		members := slices.DeleteFunc(bySlot[i], func(w *Worker) bool { return !w.State.Live() })
-		if len(members) == 0 {
-			c.fork(i, false)
-			continue
-		}
-		newest := members[len(members)-1]
-		if newest.State == fsm.Forking || !c.due(newest) || starting >= c.cfg.MaxSurge {
-			continue
-		}
-		c.fork(i, true)
-		starting++
-	}
-}
-
-func (c *Cluster) finishRollout() {
-	r := c.rollout
-	if r == nil {
-		return
-	}
-	for _, w := range c.workers {
-		if c.due(w) || w.State == fsm.Forking {
-			return
-		}
-	}
-	c.note(zerolog.InfoLevel, "restart complete", nil, Field{"generation", c.generation},
-		Field{"duration", c.now.Sub(r.Started)}, Field{"source", r.Source})
-	c.rollout = nil
-}
-
 func (c *Cluster) fork(slot int, replacement bool) {
 	w := &Worker{ID: c.nextID, Slot: slot, Generation: c.generation, State: fsm.Forking, ForkedAt: c.now, Replacement: replacement}
 	c.nextID++
 	c.workers = append(c.workers, w)
+	if r := c.rollout; r != nil && replacement && r.First == 0 {
+		r.First = w.ID
+	}
 	c.emit(Fork{Worker: w.ID, Slot: slot, Generation: w.Generation, Replacement: replacement})
 	if c.cfg.ReadyTimeout > 0 {
 		c.emit(SetTimer{Timer: Timer{Kind: ReadyTimeout, Worker: w.ID}, After: c.cfg.ReadyTimeout})
@@ -429,17 +409,6 @@ func (c *Cluster) drain(w *Worker, why string) {
 func (c *Cluster) kill(w *Worker, why string) {
 	w.State = fsm.Draining
 	c.emit(Kill{Worker: w.ID, Reason: why})
-}
-
-// liveBySlot lists each slot's live workers, oldest first.
-func (c *Cluster) liveBySlot() [][]*Worker {
-	out := make([][]*Worker, len(c.slots))
-	for _, w := range c.workers {
-		if w.State.Live() && w.Slot < len(out) {
-			out[w.Slot] = append(out[w.Slot], w)
-		}
-	}
-	return out
 }
 
 func (c *Cluster) listeningCount() int {

@@ -37,6 +37,8 @@ const (
 	ReadyTimeout TimerKind = "ready-timeout"
 	KillTimeout  TimerKind = "kill-timeout"
 	BackoffEnd   TimerKind = "backoff"
+	StableCheck  TimerKind = "stable-check" // has a flapping slot's worker stayed up?
+	PolicyWake   TimerKind = "policy-wake"  // a policy asked to be consulted again
 )
 
 // Timer identifies one timer. Timers are never cancelled: one that fires
@@ -44,7 +46,8 @@ const (
 type Timer struct {
 	Kind   TimerKind
 	Worker WorkerID // ready and kill timeouts
-	Slot   int      // backoff
+	Slot   int      // backoff, stable check
+	Seq    int      // policy wake: only the latest one counts
 }
 
 // SetTimer asks for TimerFired{Timer} after the duration.
@@ -70,9 +73,35 @@ type Field struct {
 // Stopped: every worker is gone after a stop; the master may exit.
 type Stopped struct{}
 
-func (Fork) isDecision()     {}
-func (Drain) isDecision()    {}
-func (Kill) isDecision()     {}
-func (SetTimer) isDecision() {}
-func (Note) isDecision()     {}
-func (Stopped) isDecision()  {}
+// TargetChanged: the worker count the cluster aims at is now Target.
+type TargetChanged struct{ Target int }
+
+// RolloutStarted: a rollout began, with this many workers listening.
+type RolloutStarted struct {
+	Generation int
+	Baseline   int
+	Source     string
+}
+
+// RolloutEnded: the rollout finished, was aborted or cancelled by a stop.
+type RolloutEnded struct {
+	Outcome string // complete, aborted, cancelled
+	Reason  string
+}
+
+// Rollout outcomes.
+const (
+	OutcomeComplete  = "complete"
+	OutcomeAborted   = "aborted"
+	OutcomeCancelled = "cancelled"
+)
+
+func (Fork) isDecision()           {}
+func (Drain) isDecision()          {}
+func (Kill) isDecision()           {}
+func (SetTimer) isDecision()       {}
+func (Note) isDecision()           {}
+func (Stopped) isDecision()        {}
+func (TargetChanged) isDecision()  {}
+func (RolloutStarted) isDecision() {}
+func (RolloutEnded) isDecision()   {}

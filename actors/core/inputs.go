@@ -23,6 +23,23 @@ type WorkerRestartRequested struct{ Worker WorkerID }
 // StopRequested asks for a graceful stop; a second one kills.
 type StopRequested struct{ Source string }
 
+// ScaleBy adds (positive) or removes (negative) workers at runtime;
+// removing drains the oldest.
+type ScaleBy struct {
+	Delta  int
+	Source string
+}
+
+// ScaleTo sets the worker count at runtime.
+type ScaleTo struct {
+	Target int
+	Source string
+}
+
+// Reconfigure replaces the configuration (a re-read config file); it
+// applies from the next decision on.
+type Reconfigure struct{ Config Config }
+
 // WorkerSpawned: the worker's process exists.
 type WorkerSpawned struct {
 	Worker WorkerID
@@ -48,6 +65,9 @@ func (Start) isInput()                  {}
 func (RestartRequested) isInput()       {}
 func (WorkerRestartRequested) isInput() {}
 func (StopRequested) isInput()          {}
+func (ScaleBy) isInput()                {}
+func (ScaleTo) isInput()                {}
+func (Reconfigure) isInput()            {}
 func (WorkerSpawned) isInput()          {}
 func (WorkerListening) isInput()        {}
 func (WorkerDraining) isInput()         {}

@@ -29,6 +29,8 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Backoff spaces the re-forks of a slot whose workers keep failing.
 	Backoff Backoff
+	// Policy decides the steps of rollouts. Default Rolling{MaxSurge}.
+	Policy Policy
 }
 
 // Backoff is the crash-loop policy of a slot. The first failure is
@@ -61,6 +63,9 @@ func (c Config) WithDefaults() Config {
 	if c.Backoff.Reset <= 0 {
 		c.Backoff.Reset = 60 * time.Second
 	}
+	if c.Policy == nil {
+		c.Policy = Rolling{MaxSurge: c.MaxSurge}
+	}
 	return c
 }
 
@@ -90,8 +95,11 @@ type Worker struct {
 	// due for restart: its failure before ready aborts the rollout. A
 	// worker forked to fill an empty slot is not a replacement.
 	Replacement bool
-	// RestartRequested is set when the worker asked for its own replacement.
+	// RestartRequested is set when the worker asked for its own
+	// replacement, or a policy marked it.
 	RestartRequested bool
+	// Due: the running rollout must replace this worker.
+	Due bool
 }
 
 // Rollout is a restart in progress.
@@ -100,21 +108,41 @@ type Rollout struct {
 	// A rollout started by a worker's own request has the generation 0:
 	// only the workers that asked are due.
 	Generation int
-	// Baseline is how many workers were listening when the rollout began.
+	// Baseline is the most workers listening at once since the rollout
+	// began (at least as many as when it began). The invariant keeps
+	// min(target, Baseline) listening until the rollout ends.
 	Baseline int
 	Started  time.Time
 	Source   string
+	// First is the rollout's first replacement (the canary, for the
+	// canary policy), with when it became ready and when it died, if it
+	// did. A coalesced request starts over with a new first replacement.
+	First        WorkerID
+	FirstReadyAt time.Time
+	FirstDiedAt  time.Time
 }
 
 // View is a read-only copy of the cluster, for status, tests and policies.
 type View struct {
+	Now        time.Time
 	Target     int
 	Generation int
+	Policy     string
 	Workers    []Worker // live, draining; ordered by ID
+	Slots      []Slot   // the active slots, in order
 	Rollout    *Rollout // nil when none runs
 	Ready      bool     // the first generation has listened
 	Stopping   bool
 	Stopped    bool
+}
+
+// Slot is a position that one serving worker fills; a replacement takes
+// over its predecessor's slot. Workers see it as DUTCHMASTER_SLOT.
+type Slot struct {
+	Index     int
+	Failures  int       // consecutive failures of its workers
+	Flapping  bool      // failing again and again; forks are backing off
+	NotBefore time.Time // no fork before this (backoff)
 }
 
 // Listening counts the workers that serve: listening and not draining.

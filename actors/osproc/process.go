@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/sockets"
 )
@@ -27,6 +29,11 @@ type process struct {
 
 	mu     sync.Mutex
 	reaped bool // Wait returned: the pid and its group may belong to others now
+
+	// deliverMu orders the notify reader's deliveries before Exited: once
+	// exited is set, no Notify for this worker is delivered any more.
+	deliverMu sync.Mutex
+	exited    bool
 }
 
 // start forks the worker: before-fork hook, IPC channel, trampoline.
@@ -36,6 +43,11 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		return nil, err
 	}
 	env := r.environ(spec)
+	if dir != "" {
+		// The master's PWD names the master's directory; os/exec sets PWD
+		// for Dir only when it builds the environment itself.
+		env = append(env, "PWD="+dir)
+	}
 	if r.cfg.BeforeFork != nil {
 		if err := r.cfg.BeforeFork(dir, env); err != nil {
 			return nil, fmt.Errorf("before-fork: %w", err)
@@ -74,7 +86,11 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		return nil, fmt.Errorf("starting %s: %w", r.cfg.Command[0], err)
 	}
 	p := &process{spec: spec, events: events, cmd: cmd, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r}
-	r.register(p)
+	if !r.register(p) {
+		// Close ran while this fork was under way: the worker goes at
+		// once, or Close would wait for it forever.
+		p.kill()
+	}
 	return p, nil
 }
 
@@ -103,7 +119,7 @@ func (r *Runtime) environ(spec actors.WorkerSpec) []string {
 }
 
 // run reads the worker's IPC channel until the process exits, then
-// reports the exit. Every IPC line is delivered before Exited.
+// reports the exit. Every IPC line and Notify is delivered before Exited.
 func (p *process) run() {
 	read := make(chan struct{})
 	go func() {
@@ -121,20 +137,38 @@ func (p *process) run() {
 			}
 		}
 	}()
+	// Whatever the worker left in its group goes with it, as soon as it
+	// exits: before Wait reaps it, so that the group's id (which the
+	// unreaped worker keeps) cannot have been reused, and so that a child
+	// holding the worker's output does not hold up Wait.
+	p.awaitExit()
+	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 	err := p.cmd.Wait()
 	p.mu.Lock()
 	p.reaped = true
-	// Whatever the worker left in its group goes with it. The group's id
-	// cannot have been reused while members remain, so this hits only them.
-	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 	p.mu.Unlock()
-	// A grandchild may hold the worker's end of the channel open; closing
-	// ours ends the reader either way.
-	p.channel.Close()
+	// Lines the worker wrote before it exited may still be in the socket:
+	// read on to EOF, which comes once nothing holds the worker's end (its
+	// group was just killed). A process that left the group may keep it
+	// open; closing ours after the same delay as for output ends the
+	// reader either way.
+	linger := time.AfterFunc(p.cmd.WaitDelay, func() { p.channel.Close() })
 	<-read
+	linger.Stop()
+	p.channel.Close()
 	p.output.close()
 	p.runtime.forget(p)
+	p.deliverMu.Lock()
+	p.exited = true
+	p.deliverMu.Unlock()
 	p.events(exitOf(p.cmd.ProcessState, err, p.output.tail()))
+}
+
+// awaitExit returns once the worker has exited, leaving it unreaped.
+func (p *process) awaitExit() {
+	var info unix.Siginfo
+	for unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
+	}
 }
 
 func exitOf(ps *os.ProcessState, err error, tail string) actors.Exited {

@@ -52,10 +52,11 @@ type Runtime struct {
 	cfg    Config
 	notify *sockets.NotifySocket
 
-	mu    sync.Mutex
-	procs map[core.WorkerID]*process
-	byPID map[int]*process
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	closed bool
+	procs  map[core.WorkerID]*process
+	byPID  map[int]*process
+	wg     sync.WaitGroup
 }
 
 var _ actors.Runtime = (*Runtime)(nil)
@@ -95,9 +96,11 @@ func New(cfg Config) (*Runtime, error) {
 }
 
 // Close stops the notify reader and waits for every goroutine of the
-// runtime. Workers still running are killed first.
+// runtime. Workers still running are killed first, and so is a worker
+// whose fork was under way (or that is forked after Close).
 func (r *Runtime) Close() error {
 	r.mu.Lock()
+	r.closed = true
 	for _, p := range r.procs {
 		p.kill()
 	}
@@ -147,11 +150,14 @@ func (r *Runtime) process(id core.WorkerID) *process {
 	return r.procs[id]
 }
 
-func (r *Runtime) register(p *process) {
+// register records a started worker; false means the runtime is closed
+// and the worker must be killed.
+func (r *Runtime) register(p *process) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.procs[p.spec.ID] = p
 	r.byPID[p.pid] = p
+	return !r.closed
 }
 
 func (r *Runtime) forget(p *process) {
@@ -182,6 +188,10 @@ func (r *Runtime) readNotify() {
 			r.cfg.Logger.Debug().Int("pid", n.PID).Str("payload", n.Payload).Msg("notify datagram from a process that is not a worker")
 			continue
 		}
-		p.events(actors.Notify{Payload: n.Payload})
+		p.deliverMu.Lock()
+		if !p.exited {
+			p.events(actors.Notify{Payload: n.Payload})
+		}
+		p.deliverMu.Unlock()
 	}
 }

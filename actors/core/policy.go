@@ -1,0 +1,245 @@
+package core
+
+import (
+	"slices"
+	"time"
+
+	"github.com/dutchmaster/dutchmaster/fsm"
+)
+
+// Policy decides the steps of rollouts. The cluster asks it after every
+// input, rollout or not, with a read-only view, and checks each proposal
+// against the invariant before acting: a proposal that would break it is
+// refused and logged, so no policy can stop a worker before its
+// replacement listens. A policy must be a pure function of the view (it
+// may be asked many times for the same state) and must not block.
+type Policy interface {
+	// Name is used in logs and status.
+	Name() string
+	// Next proposes what to do now.
+	Next(v View) Step
+}
+
+// Step is a policy's proposal.
+type Step struct {
+	// Replace marks workers as due for replacement; a rollout begins if
+	// none runs. Only listening workers can be marked.
+	Replace []WorkerID
+	// Fork starts a replacement in each of these slots. Allowed only during
+	// a rollout, for a slot whose newest worker is due and listening, with
+	// nothing starting in it and no backoff pending.
+	Fork []int
+	// Drain asks these workers to stop. A listening worker is drained only
+	// if the invariant allows it.
+	Drain []WorkerID
+	// Wait asks to be consulted again after this long, even if nothing
+	// happens (a soak period, a periodic check). Zero: only on the next input.
+	Wait time.Duration
+	// Abort ends the running rollout with this reason, as a failed
+	// replacement does: old workers keep serving, the next request retries.
+	Abort string
+}
+
+// LiveBySlot lists each active slot's live workers (forking or listening),
+// oldest first.
+func (v View) LiveBySlot() map[int][]Worker {
+	out := map[int][]Worker{}
+	for _, w := range v.Workers {
+		if w.State.Live() {
+			out[w.Slot] = append(out[w.Slot], w)
+		}
+	}
+	return out
+}
+
+// Starting counts the replacements that are forking.
+func (v View) Starting() int {
+	n := 0
+	for _, w := range v.Workers {
+		if w.State == fsm.Forking && w.Replacement {
+			n++
+		}
+	}
+	return n
+}
+
+// CanDrain reports whether the invariant allows draining w now.
+func (v View) CanDrain(w Worker) bool {
+	return drainAllowed(w.State, v.Listening(), requiredListening(v.Target, v.Rollout))
+}
+
+// Surplus lists, slot by slot, the live workers older than their slot's
+// newest listening worker, and every live worker of a retired slot.
+func (v View) Surplus() []Worker {
+	var out []Worker
+	active := map[int]bool{}
+	for _, s := range v.Slots {
+		active[s.Index] = true
+	}
+	for slot, members := range v.LiveBySlot() {
+		if !active[slot] {
+			out = append(out, members...)
+			continue
+		}
+		newest := WorkerID(0)
+		for _, w := range members {
+			if w.State == fsm.Listening {
+				newest = w.ID
+			}
+		}
+		for _, w := range members {
+			if w.ID < newest {
+				out = append(out, w)
+			}
+		}
+	}
+	sortByID(out)
+	return out
+}
+
+// Replaceable lists the active slots, in order, that a replacement could
+// be forked into now: the newest worker is due and listening, nothing is
+// starting in the slot and it is not backing off.
+func (v View) Replaceable() []int {
+	if v.Rollout == nil {
+		return nil
+	}
+	live := v.LiveBySlot()
+	var out []int
+	for _, s := range v.Slots {
+		members := live[s.Index]
+		if len(members) == 0 || v.Now.Before(s.NotBefore) {
+			continue
+		}
+		newest := members[len(members)-1]
+		if newest.State == fsm.Listening && newest.Due {
+			out = append(out, s.Index)
+		}
+	}
+	return out
+}
+
+// drainable keeps the workers the invariant lets go one after the other.
+func (v View) drainable(ws []Worker) []WorkerID {
+	listening := v.Listening()
+	required := requiredListening(v.Target, v.Rollout)
+	var out []WorkerID
+	for _, w := range ws {
+		if drainAllowed(w.State, listening, required) {
+			out = append(out, w.ID)
+			if w.State == fsm.Listening {
+				listening--
+			}
+		}
+	}
+	return out
+}
+
+// Rolling replaces workers a few at a time: at most MaxSurge replacements
+// start at once, and each old worker drains as soon as its replacement
+// listens. It is the default policy.
+type Rolling struct{ MaxSurge int }
+
+func (p Rolling) Name() string { return "rolling" }
+
+func (p Rolling) Next(v View) Step {
+	s := Step{Drain: v.drainable(v.Surplus())}
+	room := max(p.MaxSurge, 1) - v.Starting()
+	for _, slot := range v.Replaceable() {
+		if room <= 0 {
+			break
+		}
+		s.Fork = append(s.Fork, slot)
+		room--
+	}
+	return s
+}
+
+// BlueGreen starts every replacement at once and drains the old
+// generation only when every one of them listens. It needs twice the
+// workers' resources for the length of a boot.
+type BlueGreen struct{}
+
+func (BlueGreen) Name() string { return "blue-green" }
+
+func (BlueGreen) Next(v View) Step {
+	s := Step{Fork: v.Replaceable()}
+	if v.Rollout == nil || newestAllReady(v) {
+		s.Drain = v.drainable(v.Surplus())
+		return s
+	}
+	// Until the new generation is complete, each slot keeps its oldest
+	// listening worker (the old generation, still serving); replacements
+	// that a coalesced request made outdated go at once.
+	var intermediate []Worker
+	for _, members := range v.LiveBySlot() {
+		var listening []Worker
+		for _, w := range members {
+			if w.State == fsm.Listening {
+				listening = append(listening, w)
+			}
+		}
+		if len(listening) > 2 {
+			intermediate = append(intermediate, listening[1:len(listening)-1]...)
+		}
+	}
+	sortByID(intermediate)
+	s.Drain = v.drainable(intermediate)
+	return s
+}
+
+// newestAllReady: every active slot's newest worker listens and is not due.
+func newestAllReady(v View) bool {
+	live := v.LiveBySlot()
+	for _, s := range v.Slots {
+		members := live[s.Index]
+		if len(members) == 0 {
+			return false
+		}
+		if n := members[len(members)-1]; n.State != fsm.Listening || n.Due {
+			return false
+		}
+	}
+	return true
+}
+
+// Canary replaces one worker first and keeps the worker it replaces
+// serving while the canary soaks: if the canary dies within Soak of
+// becoming ready, the rollout is aborted. After the soak it continues as
+// Rolling with MaxSurge.
+type Canary struct {
+	Soak     time.Duration
+	MaxSurge int
+}
+
+func (p Canary) Name() string { return "canary" }
+
+func (p Canary) Next(v View) Step {
+	r := v.Rollout
+	if r == nil {
+		return Rolling{p.MaxSurge}.Next(v)
+	}
+	switch {
+	case r.First == 0:
+		// No canary yet: start one (surplus from earlier still drains).
+		s := Step{Drain: v.drainable(v.Surplus())}
+		if slots := v.Replaceable(); len(slots) > 0 && v.Starting() == 0 {
+			s.Fork = slots[:1]
+		}
+		return s
+	case r.FirstReadyAt.IsZero():
+		return Step{} // booting; a failure before ready aborts by itself
+	}
+	soaked := r.FirstReadyAt.Add(p.Soak)
+	if !r.FirstDiedAt.IsZero() && r.FirstDiedAt.Before(soaked) {
+		return Step{Abort: "canary " + r.First.String() + " died during its soak"}
+	}
+	if v.Now.Before(soaked) {
+		return Step{Wait: soaked.Sub(v.Now)}
+	}
+	return Rolling{p.MaxSurge}.Next(v)
+}
+
+func sortByID(ws []Worker) {
+	slices.SortFunc(ws, func(a, b Worker) int { return int(a.ID - b.ID) })
+}
