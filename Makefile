@@ -17,8 +17,11 @@ vet:
 	$(GO) vet ./...
 
 # Benchmarks: speed and memory targets are measured here, never asserted in tests.
+# cmd/dmbench: rolling restarts under load, 2/4/8 workers x new connection/keep-alive
+# (~6 min); JSON lines, then a table (docs/performance.md). Exits 1 if a request fails.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./actors/... ./scenarios/...
+	$(GO) run ./cmd/dmbench
 
 # Regenerate scenario expectations (the -rewrite flag exists only in the
 # packages that import datadriven, so they are named here).

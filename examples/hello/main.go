@@ -6,6 +6,10 @@
 //	HELLO_BOOT_DELAY   time to wait before serving (default 0), to show a slow boot
 //	HELLO_WORK         time each request takes (default 0)
 //	HELLO_LISTENER     listener name (default: the first one)
+//	HELLO_REUSEPORT    ADDR: bind ADDR itself with SO_REUSEPORT instead of
+//	                   using an inherited listener (a baseline for benchmarks:
+//	                   N copies run without dutchmaster, each with its own
+//	                   accept queue)
 //
 // Run it under dutchmaster:
 //
@@ -13,14 +17,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log"
 	"net"
 	"net/http"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/dutchmaster/dutchmaster/sockets/worker"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -29,11 +36,23 @@ func main() {
 	boot := envDuration("HELLO_BOOT_DELAY")
 	work := envDuration("HELLO_WORK")
 
-	l, err := listener(os.Getenv("HELLO_LISTENER"))
+	reuseport := os.Getenv("HELLO_REUSEPORT")
+	var l net.Listener
+	var err error
+	if reuseport != "" {
+		l, err = listenReusePort(reuseport)
+	} else {
+		l, err = listener(os.Getenv("HELLO_LISTENER"))
+	}
 	if err != nil {
 		log.Fatal(err)
 	}
 	time.Sleep(boot) // a real application would load its code and data here
+	if reuseport != "" {
+		// Nobody to report readiness to: say it on stderr (dmbench waits
+		// for this line).
+		log.Printf("serving on %s with SO_REUSEPORT", l.Addr())
+	}
 
 	started := time.Now()
 	mux := http.NewServeMux()
@@ -72,6 +91,21 @@ func listener(name string) (net.Listener, error) {
 		}
 	}
 	return nil, fmt.Errorf("no stream listener among the %d inherited sockets", len(socks))
+}
+
+// listenReusePort binds addr with SO_REUSEPORT, so that several copies of
+// this program share the port, each with its own accept queue.
+func listenReusePort(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 func envDuration(key string) time.Duration {

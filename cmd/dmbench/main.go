@@ -1,0 +1,154 @@
+// Command dmbench measures dutchmaster's rolling restarts under load: it
+// starts dutchmaster with the example worker on 127.0.0.1, drives a
+// closed-loop HTTP load through it while sending rolling restarts
+// (SIGUSR2), and prints one JSON line per run, then a table.
+//
+//	dmbench [-workers 2,4,8] [-mode close,keepalive] [-duration 20s]
+//	        [-clients 16] [-restarts 5] [flags]
+//
+// A run is one worker count in one connection mode. It reports requests
+// and failures by kind (every failure listed up to 20, placed against the
+// restarts and drains); latency percentiles in steady state and inside
+// restart windows ("signal received" to "restart complete" in the
+// master's log); each restart's duration beside the ideal (workers × boot
+// delay, one replacement at a time); signal-to-first-fork latency; the
+// master's peak RSS (VmHWM) and CPU (utime+stime), and its CPU over a
+// quiet period; and throughput through the master's shared socket against
+// the same workers each binding the port with SO_REUSEPORT.
+//
+// The load is bounded in count (-max-requests) and time, and every wait on
+// a process is bounded by -patience. The exit status is 1 if a run could
+// not complete or a request failed; the timing targets are reported, never
+// turned into an exit status. docs/performance.md has the figures.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	os.Exit(mainRun(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func mainRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("dmbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	workers := fs.String("workers", "2,4,8", "worker counts, comma-separated: one run each (and each mode)")
+	modes := fs.String("mode", "close,keepalive", "connection modes: close (a new connection per request), keepalive, or both comma-separated")
+	cfg := config{Log: stderr}
+	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "load per run; the restarts are spread over it")
+	fs.IntVar(&cfg.Clients, "clients", 16, "concurrent closed-loop clients")
+	fs.IntVar(&cfg.Restarts, "restarts", 5, "rolling restarts per run")
+	fs.DurationVar(&cfg.Boot, "boot", 300*time.Millisecond, "the example worker's boot delay (HELLO_BOOT_DELAY)")
+	fs.DurationVar(&cfg.Work, "work", 5*time.Millisecond, "time each request takes in the worker (HELLO_WORK)")
+	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "requests started this early in the load are not steady state")
+	fs.Int64Var(&cfg.MaxRequests, "max-requests", 10_000_000, "bound of the requests sent per load")
+	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "per-request timeout (a failure of kind timeout)")
+	fs.DurationVar(&cfg.Patience, "patience", 60*time.Second, "bound of every wait on the master, a worker or a log event")
+	fs.DurationVar(&cfg.Idle, "idle", 5*time.Second, "quiet period over which the master's idle CPU is measured (0: skip)")
+	fs.DurationVar(&cfg.Throughput, "throughput", 3*time.Second, "length of each of the 4 shared/SO_REUSEPORT throughput segments (0: skip)")
+	dmBin := fs.String("dutchmaster", "", "dutchmaster binary (default: go build into a temporary directory)")
+	helloBin := fs.String("hello", "", "example worker binary (default: go build into a temporary directory)")
+	logDir := fs.String("logs", "", "directory to keep each run's master log in")
+	quiet := fs.Bool("q", false, "no progress notes on stderr")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *quiet {
+		cfg.Log = nil
+	}
+	counts, err := parseCounts(*workers)
+	if err == nil {
+		err = checkModes(*modes)
+	}
+	if err == nil && (cfg.Clients < 1 || cfg.Restarts < 0 || cfg.Duration <= 0) {
+		err = errors.New("-clients must be at least 1, -restarts at least 0, -duration positive")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "dmbench: %v\n", err)
+		return 2
+	}
+
+	bin := binaries{dutchmaster: *dmBin, hello: *helloBin}
+	if bin.dutchmaster == "" || bin.hello == "" {
+		dir, err := os.MkdirTemp("", "dmbench-")
+		if err != nil {
+			fmt.Fprintf(stderr, "dmbench: %v\n", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		built, err := build(dir)
+		if err != nil {
+			fmt.Fprintf(stderr, "dmbench: %v\n", err)
+			return 1
+		}
+		if bin.dutchmaster == "" {
+			bin.dutchmaster = built.dutchmaster
+		}
+		if bin.hello == "" {
+			bin.hello = built.hello
+		}
+	}
+
+	status := 0
+	var results []*result
+	enc := json.NewEncoder(stdout)
+	for _, n := range counts {
+		for _, mode := range strings.Split(*modes, ",") {
+			c := cfg
+			c.Workers, c.Mode = n, mode
+			res, masterLog, err := run(c, bin)
+			if *logDir != "" {
+				name := filepath.Join(*logDir, fmt.Sprintf("master-%d-%s.log", n, mode))
+				if werr := os.WriteFile(name, []byte(masterLog), 0o644); werr != nil {
+					fmt.Fprintf(stderr, "dmbench: %v\n", werr)
+				}
+			}
+			if err != nil {
+				fmt.Fprintf(stderr, "dmbench: %d workers, %s: %v\n", n, mode, err)
+				status = 1
+				continue
+			}
+			if res.Failed > 0 {
+				status = 1
+			}
+			enc.Encode(res)
+			results = append(results, res)
+		}
+	}
+	printTable(stdout, results)
+	return status
+}
+
+func parseCounts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-workers %q: want positive counts separated by commas", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func checkModes(s string) error {
+	for _, m := range strings.Split(s, ",") {
+		if m != modeClose && m != modeKeepAlive {
+			return fmt.Errorf("-mode %q: want %s, %s, or both separated by a comma", s, modeClose, modeKeepAlive)
+		}
+	}
+	return nil
+}
