@@ -27,6 +27,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -69,8 +70,29 @@ type Options struct {
 	// worker that has spoken IPC, StopSignal otherwise; the default), ipc,
 	// signal or both.
 	Drain string
-	// MaxSurge is how many replacements may start at once. Default 1.
+	// MaxSurge is how many replacements may start at once (rolling and
+	// canary). Default 1.
 	MaxSurge int
+	// Policy is a custom restart policy; it wins over PolicyName.
+	Policy Policy
+	// PolicyName picks a built-in policy: rolling (the default),
+	// blue-green or canary.
+	PolicyName string
+	// CanarySoak is how long the canary must stay up before the rest roll.
+	// Default 30 s.
+	CanarySoak time.Duration
+	// Backoff spaces the re-forks of a slot whose workers keep failing
+	// (defaults 500 ms, doubling up to 30 s, reset after 60 s up).
+	Backoff Backoff
+	// WorkerProtocol is how workers get their sockets: fds (LISTEN_FDS),
+	// node-cluster (Node's cluster primary protocol) or auto (the default:
+	// node-cluster when the command is node, fds otherwise).
+	WorkerProtocol string
+	// Reload, if set, is called before every rolling restart for the
+	// options to use from then on (the dutchmaster binary re-reads its
+	// --config file). An error refuses the restart; the running workers
+	// are left as they are. Listeners cannot change without a new master.
+	Reload func() (Options, error)
 	// Env is added to the master's environment for workers (KEY=VALUE).
 	Env []string
 	// Dir is the workers' working directory, resolved through symlinks at
@@ -91,6 +113,18 @@ type Options struct {
 	// NotifyDir holds the workers' sd_notify socket. Default os.TempDir().
 	NotifyDir string
 }
+
+// Policy decides the steps of rolling restarts; see docs/policies.md.
+type Policy = core.Policy
+
+// PolicyStep is what a Policy proposes.
+type PolicyStep = core.Step
+
+// ClusterView is the read-only view a Policy decides from.
+type ClusterView = core.View
+
+// Backoff is the crash-loop policy of a slot.
+type Backoff = core.Backoff
 
 // ConfigError is an error in the Options, found before any worker starts.
 type ConfigError struct{ Err error }
@@ -132,45 +166,91 @@ func Run(ctx context.Context, opts Options) error {
 	for _, l := range listeners {
 		log.Info().Str("name", l.Name()).Str("spec", l.String()).Str("address", l.Addr().String()).Msg("listening")
 	}
-	rt, err := osproc.New(osproc.Config{
-		Command: opts.Command, Dir: opts.Dir, Env: opts.Env, Listeners: listeners,
-		NotifyDir: opts.NotifyDir, StopSignal: opts.StopSignal, BeforeFork: plan.beforeFork,
-		LogOutput: opts.LogWorkerOutput, Stdout: opts.Stdout, Stderr: opts.Stderr, Logger: log,
-	})
+	rt, err := osproc.New(runtimeConfig(opts, plan, listeners))
 	if err != nil {
-		return err
+		return &ConfigError{Err: err}
 	}
 	defer rt.Close()
 
-	signals := actors.Signals{Restart: plan.restartSignal}
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, plan.restartSignal, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, plan.restartSignal, syscall.SIGTERM, syscall.SIGINT, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(sigs)
 
 	system := actors.NewSystem(log)
 	defer system.Shutdown()
-	cluster := actors.Start(system, actors.Options{
-		Runtime: rt, Logger: log, Workers: plan.workers,
-		Core:  core.Config{MaxSurge: opts.MaxSurge, KillTimeout: opts.KillTimeout, ReadyTimeout: opts.ReadyTimeout},
-		Ready: plan.ready, Drain: plan.drain,
+	m := &master{opts: opts, plan: plan, runtime: rt, listeners: listeners}
+	m.cluster = actors.Start(system, actors.Options{
+		Runtime: rt, Logger: log, Workers: plan.workers, Core: plan.core, Ready: plan.ready, Drain: plan.drain,
 	})
-	defer cluster.Shutdown()
+	defer m.cluster.Shutdown()
 
+	signals := actors.Signals{Restart: plan.restartSignal}
 	done := ctx.Done()
 	for {
 		select {
 		case sig := <-sigs:
 			s := sig.(syscall.Signal)
-			if in, ok := signals.Input(s); ok {
-				log.Info().Str("signal", fsm.SignalName(s)).Msg("signal received")
-				cluster.Send(in)
+			in, ok := signals.Input(s)
+			if !ok {
+				continue
 			}
+			log.Info().Str("signal", fsm.SignalName(s)).Msg("signal received")
+			if _, restart := in.(core.RestartRequested); restart && !m.reload() {
+				continue
+			}
+			m.cluster.Send(in)
 		case <-done:
 			done = nil
-			cluster.Stop("context done")
-		case <-cluster.Done():
+			m.cluster.Stop("context done")
+		case <-m.cluster.Done():
 			return nil
 		}
+	}
+}
+
+// master is a running Run: what a configuration reload changes.
+type master struct {
+	opts      Options
+	plan      plan
+	runtime   *osproc.Runtime
+	cluster   *actors.Cluster
+	listeners []*sockets.Listener
+}
+
+// reload applies Options.Reload before a rolling restart. It reports
+// false, leaving everything as it was, when the new options are invalid.
+func (m *master) reload() bool {
+	if m.opts.Reload == nil {
+		return true
+	}
+	log := m.opts.Logger
+	next, err := m.opts.Reload()
+	var plan plan
+	if err == nil {
+		plan, err = prepare(next)
+	}
+	if err != nil {
+		log.Error().Err(err).Msg("restart refused: the configuration does not load; the workers are left as they are")
+		return false
+	}
+	if !slices.Equal(next.Listen, m.opts.Listen) || plan.restartSignal != m.plan.restartSignal {
+		log.Warn().Msg("listeners and the restart signal change only with a new master; keeping the current ones")
+	}
+	next.Reload, next.Logger = m.opts.Reload, m.opts.Logger
+	plan.restartSignal = m.plan.restartSignal
+	m.opts, m.plan = next, plan
+	m.runtime.Reconfigure(runtimeConfig(next, plan, m.listeners))
+	m.cluster.Reconfigure(actors.Reconfigure{Workers: plan.workers, Core: plan.core, Ready: plan.ready, Drain: plan.drain})
+	log.Info().Str("policy", plan.core.Policy.Name()).Msg("configuration reloaded")
+	return true
+}
+
+func runtimeConfig(opts Options, p plan, listeners []*sockets.Listener) osproc.Config {
+	return osproc.Config{
+		Command: opts.Command, Dir: opts.Dir, Env: opts.Env, Listeners: listeners,
+		NotifyDir: opts.NotifyDir, StopSignal: opts.StopSignal, BeforeFork: p.beforeFork,
+		LogOutput: opts.LogWorkerOutput, Stdout: opts.Stdout, Stderr: opts.Stderr, Logger: opts.Logger,
+		NodeCluster: p.nodeCluster,
 	}
 }
 
@@ -178,11 +258,18 @@ func Run(ctx context.Context, opts Options) error {
 type plan struct {
 	specs         []sockets.Spec
 	workers       func() int
+	core          core.Config
 	ready         actors.ReadyMode
 	drain         actors.DrainMethod
 	restartSignal syscall.Signal
 	beforeFork    func(dir string, env []string) error
+	nodeCluster   bool
 }
+
+// restartSignals are the signals a restart may be asked with: the master
+// handles the others itself (stop, scale), the Go runtime uses some
+// (SIGURG), and some fire on their own (SIGCHLD, SIGPIPE).
+var restartSignals = []syscall.Signal{syscall.SIGUSR2, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGQUIT, syscall.SIGWINCH}
 
 func prepare(opts Options) (plan, error) {
 	var p plan
@@ -215,12 +302,23 @@ func prepare(opts Options) (plan, error) {
 	case opts.MaxSurge < 0:
 		return p, configErr("--max-surge %d: must not be negative", opts.MaxSurge)
 	}
+	p.core = core.Config{MaxSurge: opts.MaxSurge, KillTimeout: opts.KillTimeout, ReadyTimeout: opts.ReadyTimeout, Backoff: opts.Backoff}.WithDefaults()
+	if p.ready.Source == actors.ReadyTimer && p.ready.After >= p.core.ReadyTimeout {
+		return p, configErr("--ready %s: the timer must be shorter than --ready-timeout (%s), or every worker is killed as not ready", p.ready, p.core.ReadyTimeout)
+	}
+	if p.core.Policy, err = policy(opts, p.core.MaxSurge); err != nil {
+		return p, &ConfigError{Err: err}
+	}
 	p.restartSignal = opts.RestartSignal
 	if p.restartSignal == 0 {
 		p.restartSignal = syscall.SIGUSR2
 	}
-	if p.restartSignal == syscall.SIGTERM || p.restartSignal == syscall.SIGINT || p.restartSignal == syscall.SIGKILL {
-		return p, configErr("--restart-signal %s: that signal stops the master", fsm.SignalName(p.restartSignal))
+	if !slices.Contains(restartSignals, p.restartSignal) {
+		return p, configErr("--restart-signal %s: want SIGUSR2, SIGHUP, SIGUSR1, SIGQUIT or SIGWINCH", fsm.SignalName(p.restartSignal))
+	}
+	switch opts.StopSignal {
+	case syscall.SIGKILL, syscall.SIGSTOP:
+		return p, configErr("--stop-signal %s: a worker cannot drain on it", fsm.SignalName(opts.StopSignal))
 	}
 	for _, kv := range opts.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
@@ -231,11 +329,41 @@ func prepare(opts Options) (plan, error) {
 	if p.workers == nil {
 		p.workers = func() int { return 2 }
 	}
-	if n := p.workers(); n < 1 {
-		return p, configErr("--workers %d: want at least 1", n)
+	if n := p.workers(); n < 1 || n > core.MaxWorkers {
+		return p, configErr("--workers %d: want 1 to %d", n, core.MaxWorkers)
 	}
 	p.beforeFork = beforeFork(opts)
+	switch opts.WorkerProtocol {
+	case "", "auto":
+		base := filepath.Base(opts.Command[0])
+		p.nodeCluster = base == "node" || base == "nodejs"
+	case "fds":
+	case "node-cluster":
+		p.nodeCluster = true
+	default:
+		return p, configErr("--worker-protocol %q: want auto, fds or node-cluster", opts.WorkerProtocol)
+	}
 	return p, nil
+}
+
+// policy resolves the restart policy: a custom one, or a built-in by name.
+func policy(opts Options, maxSurge int) (Policy, error) {
+	if opts.Policy != nil {
+		return opts.Policy, nil
+	}
+	soak := opts.CanarySoak
+	if soak <= 0 {
+		soak = 30 * time.Second
+	}
+	switch opts.PolicyName {
+	case "", "rolling":
+		return core.Rolling{MaxSurge: maxSurge}, nil
+	case "blue-green":
+		return core.BlueGreen{}, nil
+	case "canary":
+		return core.Canary{Soak: soak, MaxSurge: maxSurge}, nil
+	}
+	return nil, fmt.Errorf("--policy %q: want rolling, blue-green or canary", opts.PolicyName)
 }
 
 // findCommand fails early for a command that does not exist or cannot be

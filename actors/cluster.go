@@ -72,6 +72,9 @@ func stopOnPanic() actor.SupervisorStrategy {
 // Send delivers an input (a signal, a control command) to the cluster actor.
 func (c *Cluster) Send(in core.Input) { c.system.Root.Send(c.pid, in) }
 
+// Reconfigure sends a new configuration; it applies to what follows.
+func (c *Cluster) Reconfigure(r Reconfigure) { c.system.Root.Send(c.pid, r) }
+
 // Restart asks for a rolling restart.
 func (c *Cluster) Restart(source string) { c.Send(core.RestartRequested{Source: source}) }
 
@@ -99,6 +102,15 @@ func (c *Cluster) Shutdown() { c.system.Root.Stop(c.pid) }
 
 type viewRequest struct{}
 
+// Reconfigure changes the cluster's configuration from the next decision
+// on (a re-read config file). Running workers are not touched.
+type Reconfigure struct {
+	Workers func() int
+	Core    core.Config
+	Ready   ReadyMode
+	Drain   DrainMethod
+}
+
 // workerGone follows a worker actor's Terminated through the mailbox, so
 // that the worker's last report, queued before it, is handled first.
 type workerGone struct{ id core.WorkerID }
@@ -120,6 +132,12 @@ func (a *clusterActor) Receive(ctx actor.Context) {
 			msg.Target = a.opts.Workers()
 		}
 		a.step(ctx, msg)
+	case Reconfigure:
+		if msg.Workers != nil {
+			a.opts.Workers = msg.Workers
+		}
+		a.opts.Ready, a.opts.Drain = msg.Ready, msg.Drain
+		a.step(ctx, core.Reconfigure{Config: msg.Core})
 	case core.Input:
 		a.step(ctx, msg)
 	case viewRequest:

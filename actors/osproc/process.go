@@ -38,18 +38,19 @@ type process struct {
 
 // start forks the worker: before-fork hook, IPC channel, trampoline.
 func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, error) {
-	dir, err := r.resolveDir()
+	cfg := r.config()
+	dir, err := cfg.resolveDir()
 	if err != nil {
 		return nil, err
 	}
-	env := r.environ(spec)
+	env := cfg.environ(spec)
 	if dir != "" {
 		// The master's PWD names the master's directory; os/exec sets PWD
 		// for Dir only when it builds the environment itself.
 		env = append(env, "PWD="+dir)
 	}
-	if r.cfg.BeforeFork != nil {
-		if err := r.cfg.BeforeFork(dir, env); err != nil {
+	if cfg.BeforeFork != nil {
+		if err := cfg.BeforeFork(dir, env); err != nil {
 			return nil, fmt.Errorf("before-fork: %w", err)
 		}
 	}
@@ -60,10 +61,10 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 	// The child end belongs to the worker; the master's copy goes once the
 	// worker has it (or failed to start), so EOF means the worker is gone.
 	defer childEnd.Close()
-	files := sockets.PlanWorkerFiles(r.cfg.Listeners, childEnd, r.notify.Path())
+	files := sockets.PlanWorkerFiles(cfg.Listeners, childEnd, r.notify.Path())
 
-	cmd := exec.Command(r.cfg.Executable, r.cfg.Command...)
-	cmd.Args[0] = r.cfg.Command[0]
+	cmd := exec.Command(cfg.Executable, cfg.Command...)
+	cmd.Args[0] = cfg.Command[0]
 	cmd.Dir = dir
 	cmd.Env = append(files.Environ(env), trampolineEnv+"=1")
 	cmd.ExtraFiles = files.ExtraFiles
@@ -75,7 +76,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		// goroutine never locks, so the signal fires when the master dies.
 		Pdeathsig: syscall.SIGKILL,
 	}
-	out := newOutput(r.cfg, spec)
+	out := newOutput(cfg, spec)
 	cmd.Stdout, cmd.Stderr = out.stdout, out.stderr
 	// A grandchild that keeps the worker's output pipes open must not hold
 	// up the report of the worker's exit.
@@ -83,7 +84,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 	if err := cmd.Start(); err != nil {
 		channel.Close()
 		out.close()
-		return nil, fmt.Errorf("starting %s: %w", r.cfg.Command[0], err)
+		return nil, fmt.Errorf("starting %s: %w", cfg.Command[0], err)
 	}
 	p := &process{spec: spec, events: events, cmd: cmd, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r}
 	if !r.register(p) {
@@ -96,21 +97,21 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 
 // resolveDir follows Dir's symlinks now, so each fork sees the release
 // the link points at at that moment.
-func (r *Runtime) resolveDir() (string, error) {
-	if r.cfg.Dir == "" {
+func (cfg Config) resolveDir() (string, error) {
+	if cfg.Dir == "" {
 		return "", nil
 	}
-	dir, err := filepath.EvalSymlinks(r.cfg.Dir)
+	dir, err := filepath.EvalSymlinks(cfg.Dir)
 	if err != nil {
-		return "", fmt.Errorf("--dir %s: %w", r.cfg.Dir, err)
+		return "", fmt.Errorf("--dir %s: %w", cfg.Dir, err)
 	}
 	return dir, nil
 }
 
 // environ is the worker's environment before the protocol variables: the
 // master's, then Config.Env, then the worker's identity.
-func (r *Runtime) environ(spec actors.WorkerSpec) []string {
-	env := append(os.Environ(), r.cfg.Env...)
+func (cfg Config) environ(spec actors.WorkerSpec) []string {
+	env := append(os.Environ(), cfg.Env...)
 	return append(env,
 		"DUTCHMASTER_WORKER_ID="+strconv.Itoa(int(spec.ID)),
 		"DUTCHMASTER_SLOT="+strconv.Itoa(spec.Slot),
@@ -187,15 +188,17 @@ func exitOf(ps *os.ProcessState, err error, tail string) actors.Exited {
 }
 
 func (p *process) drain(how actors.DrainMethod, stop syscall.Signal) {
+	log := p.runtime.config().Logger
 	if how == actors.DrainIPC || how == actors.DrainBoth {
 		if err := p.channel.Disconnect(); err != nil {
-			p.runtime.cfg.Logger.Debug().Err(err).Int("worker", int(p.spec.ID)).Msg("disconnect over IPC failed")
+			log.Info().Err(err).Int("worker", int(p.spec.ID)).Msg("IPC channel gone: draining with the stop signal instead")
+			how = actors.DrainSignal
 		}
 	}
 	if how == actors.DrainSignal || how == actors.DrainBoth {
 		// os.Process signals through a pidfd, so a reused pid is never hit.
 		if err := p.cmd.Process.Signal(stop); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			p.runtime.cfg.Logger.Debug().Err(err).Int("worker", int(p.spec.ID)).Msg("stop signal failed")
+			log.Debug().Err(err).Int("worker", int(p.spec.ID)).Msg("stop signal failed")
 		}
 	}
 }

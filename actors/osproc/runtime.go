@@ -45,18 +45,59 @@ type Config struct {
 	Logger    zerolog.Logger
 	// Executable is the trampoline binary; default os.Executable().
 	Executable string
+	// NodeCluster makes the master act as the Node.js cluster primary on
+	// each worker's IPC channel (NODE_UNIQUE_ID, queryServer, handles).
+	NodeCluster bool
 }
 
 // Runtime starts and stops worker processes. It is safe for concurrent use.
 type Runtime struct {
-	cfg    Config
 	notify *sockets.NotifySocket
 
 	mu     sync.Mutex
+	cfg    Config // guarded by mu: Reconfigure replaces it
 	closed bool
 	procs  map[core.WorkerID]*process
 	byPID  map[int]*process
-	wg     sync.WaitGroup
+	// starting holds the orders given to workers whose fork is under way
+	// (a slow before-fork hook): they are carried out once it exists.
+	starting map[core.WorkerID]*orders
+	wg       sync.WaitGroup
+}
+
+// orders are a drain or kill that arrived before the process existed.
+type orders struct {
+	drain *actors.DrainMethod
+	kill  bool
+}
+
+// config is the configuration in force.
+func (r *Runtime) config() Config {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cfg
+}
+
+// Reconfigure changes how the next workers start (command, environment,
+// directory, hooks, stop signal, output); running workers are not
+// touched. Listeners, the notify socket and the trampoline stay.
+func (r *Runtime) Reconfigure(next Config) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next.Listeners, next.NotifyDir, next.Executable = r.cfg.Listeners, r.cfg.NotifyDir, r.cfg.Executable
+	if next.StopSignal == 0 {
+		next.StopSignal = syscall.SIGTERM
+	}
+	if next.Stdout == nil {
+		next.Stdout = r.cfg.Stdout
+	}
+	if next.Stderr == nil {
+		next.Stderr = r.cfg.Stderr
+	}
+	if len(next.Command) == 0 {
+		next.Command = r.cfg.Command
+	}
+	r.cfg = next
 }
 
 var _ actors.Runtime = (*Runtime)(nil)
@@ -89,7 +130,7 @@ func New(cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runtime{cfg: cfg, notify: ns, procs: map[core.WorkerID]*process{}, byPID: map[int]*process{}}
+	r := &Runtime{cfg: cfg, notify: ns, procs: map[core.WorkerID]*process{}, byPID: map[int]*process{}, starting: map[core.WorkerID]*orders{}}
 	r.wg.Add(1)
 	go r.readNotify()
 	return r, nil
@@ -116,12 +157,19 @@ func (r *Runtime) NotifySocket() string { return r.notify.Path() }
 // Fork starts a worker on a goroutine of its own (the before-fork hook
 // may take time) and reports through events.
 func (r *Runtime) Fork(spec actors.WorkerSpec, events func(any)) {
+	r.mu.Lock()
+	r.starting[spec.ID] = &orders{}
+	r.mu.Unlock()
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		p, err := r.start(spec, events)
 		if err != nil {
-			r.cfg.Logger.Warn().Int("worker", int(spec.ID)).Err(err).Msg("fork failed")
+			r.mu.Lock()
+			delete(r.starting, spec.ID)
+			r.mu.Unlock()
+			log := r.config().Logger
+			log.Warn().Int("worker", int(spec.ID)).Err(err).Msg("fork failed")
 			events(actors.ForkFailed{Err: err.Error()})
 			return
 		}
@@ -132,14 +180,26 @@ func (r *Runtime) Fork(spec actors.WorkerSpec, events func(any)) {
 
 // Drain asks a worker to stop gracefully.
 func (r *Runtime) Drain(id core.WorkerID, how actors.DrainMethod) {
-	if p := r.process(id); p != nil {
-		p.drain(how, r.cfg.StopSignal)
+	r.mu.Lock()
+	p, stop := r.procs[id], r.cfg.StopSignal
+	if o := r.starting[id]; o != nil {
+		o.drain = &how
+	}
+	r.mu.Unlock()
+	if p != nil {
+		p.drain(how, stop)
 	}
 }
 
 // Kill ends a worker and its process group at once.
 func (r *Runtime) Kill(id core.WorkerID) {
-	if p := r.process(id); p != nil {
+	r.mu.Lock()
+	p := r.procs[id]
+	if o := r.starting[id]; o != nil {
+		o.kill = true
+	}
+	r.mu.Unlock()
+	if p != nil {
 		p.kill()
 	}
 }
@@ -152,12 +212,24 @@ func (r *Runtime) process(id core.WorkerID) *process {
 
 // register records a started worker; false means the runtime is closed
 // and the worker must be killed.
+// register makes a started worker reachable and carries out the orders
+// it was given while it started. It reports false once the runtime is
+// closed (the caller then kills the worker).
 func (r *Runtime) register(p *process) bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.procs[p.spec.ID] = p
 	r.byPID[p.pid] = p
-	return !r.closed
+	o, stop, open := r.starting[p.spec.ID], r.cfg.StopSignal, !r.closed
+	delete(r.starting, p.spec.ID)
+	r.mu.Unlock()
+	switch {
+	case o == nil:
+	case o.kill:
+		p.kill()
+	case o.drain != nil:
+		p.drain(*o.drain, stop)
+	}
+	return open
 }
 
 func (r *Runtime) forget(p *process) {
@@ -178,14 +250,16 @@ func (r *Runtime) readNotify() {
 			return
 		}
 		if err != nil {
-			r.cfg.Logger.Warn().Err(err).Int("pid", n.PID).Msg("notify datagram dropped")
+			log := r.config().Logger
+			log.Warn().Err(err).Int("pid", n.PID).Msg("notify datagram dropped")
 			continue
 		}
 		r.mu.Lock()
 		p := r.byPID[n.PID]
 		r.mu.Unlock()
 		if p == nil {
-			r.cfg.Logger.Debug().Int("pid", n.PID).Str("payload", n.Payload).Msg("notify datagram from a process that is not a worker")
+			log := r.config().Logger
+			log.Debug().Int("pid", n.PID).Str("payload", n.Payload).Msg("notify datagram from a process that is not a worker")
 			continue
 		}
 		p.deliverMu.Lock()

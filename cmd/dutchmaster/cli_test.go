@@ -44,7 +44,7 @@ func TestBadInput(t *testing.T) {
 		{"bad env", []string{"--env", "NOEQUALS", "--", "true"}, `--env "NOEQUALS"`},
 		{"bad log level", []string{"--log-level", "loud", "--", "true"}, `--log-level "loud"`},
 		{"bad log format", []string{"--log-format", "xml", "--", "true"}, `--log-format "xml"`},
-		{"bad bool", []string{"--log-worker-output", "yes please", "--", "true"}, `--log-worker-output "yes please"`},
+		{"bad bool", []string{"--log-worker-output=maybe", "--", "true"}, `--log-worker-output "maybe"`},
 		{"missing command", []string{"--", "no-such-command-here"}, "worker command no-such-command-here: not found in PATH"},
 		{"not executable", []string{"--", notExec}, "not an executable file"},
 		{"missing dir", []string{"--dir", filepath.Join(dir, "nope"), "--", "true"}, "--dir"},

@@ -214,7 +214,7 @@ func TestMasterKilled(t *testing.T) {
 // TestSlowRequestFinishesDuringStop: a graceful stop lets an in-flight
 // request finish.
 func TestSlowRequestFinishesDuringStop(t *testing.T) {
-	m := startMaster(t, "worker", nil, "--workers", "1", "--log-worker-output", "true", "--listen", "http=tcp://127.0.0.1:0")
+	m := startMaster(t, "worker", nil, "--workers", "1", "--log-worker-output", "--listen", "http=tcp://127.0.0.1:0")
 	addr := m.address()
 	_, next := m.waitFor(0, "cluster ready", nil)
 	res := make(chan error, 1)

@@ -56,6 +56,16 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dutchmaster: %v\n", err)
 		return exitUsage
 	}
+	if s.configFile != "" {
+		// Every rolling restart re-reads the file (and keeps the flags).
+		opts.Reload = func() (dutchmaster.Options, error) {
+			s, err := parse(args, io.Discard)
+			if err != nil {
+				return dutchmaster.Options{}, err
+			}
+			return s.resolve()
+		}
+	}
 	err = dutchmaster.Run(context.Background(), opts)
 	var cfgErr *dutchmaster.ConfigError
 	switch {
@@ -88,29 +98,37 @@ func (l listFlag) String() string {
 }
 func (l listFlag) Set(v string) error { *l.values = append(*l.values, v); return nil }
 
+// boolFlag is a text setting written as a switch: --log-worker-output
+// alone means true, --log-worker-output=false is allowed.
+type boolFlag struct{ value *string }
+
+func (b boolFlag) String() string {
+	if b.value == nil {
+		return ""
+	}
+	return *b.value
+}
+func (b boolFlag) Set(v string) error { *b.value = v; return nil }
+func (b boolFlag) IsBoolFlag() bool   { return true }
+
 // parse reads the config file (if any), then the flags, which win.
 func parse(args []string, stderr io.Writer) (settings, error) {
 	s := defaults()
-	var fromFlags settings
+	fromFlags := defaults()
 	fs := flag.NewFlagSet("dutchmaster", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { usage(fs, stderr) }
-	config := fs.String("config", "", "YAML file with the same keys as the flags; flags win")
-	fs.StringVar(&fromFlags.Workers, "workers", s.Workers, "number of workers, or auto (= max(CPUs, 2))")
-	fs.Var(listFlag{&fromFlags.Listen}, "listen", "listener `SPEC`: [NAME=]tcp://HOST:PORT, tcp6://[::1]:PORT, unix:///path.sock, udp://HOST:PORT (repeatable)")
-	fs.StringVar(&fromFlags.RestartSignal, "restart-signal", s.RestartSignal, "signal that starts a rolling restart")
-	fs.StringVar(&fromFlags.StopSignal, "stop-signal", s.StopSignal, "signal that drains a worker that does not speak IPC")
-	fs.StringVar(&fromFlags.KillTimeout, "kill-timeout", s.KillTimeout, "SIGKILL a draining worker still alive after this long")
-	fs.StringVar(&fromFlags.Ready, "ready", s.Ready, "what counts as ready: auto, ipc, notify or timer:DURATION")
-	fs.StringVar(&fromFlags.ReadyTimeout, "ready-timeout", s.ReadyTimeout, "kill a worker not ready after this long")
-	fs.StringVar(&fromFlags.Drain, "drain", s.Drain, "how to ask a worker to stop: auto, ipc, signal or both")
-	fs.StringVar(&fromFlags.MaxSurge, "max-surge", s.MaxSurge, "replacements starting at once during a rolling restart")
-	fs.Var(listFlag{&fromFlags.Env}, "env", "`KEY=VALUE` added to the workers' environment (repeatable)")
-	fs.StringVar(&fromFlags.Dir, "dir", "", "workers' working directory, symlinks resolved at every fork")
-	fs.StringVar(&fromFlags.BeforeFork, "before-fork", "", "shell `COMMAND` run before every fork; failure fails the fork")
-	fs.StringVar(&fromFlags.LogFormat, "log-format", s.LogFormat, "auto (console on a terminal, else json), json or console")
-	fs.StringVar(&fromFlags.LogLevel, "log-level", s.LogLevel, "debug, info, warn or error")
-	fs.StringVar(&fromFlags.LogWorkerOutput, "log-worker-output", s.LogWorkerOutput, "log each line of worker output with the worker's fields")
+	config := fs.String("config", "", "YAML `FILE` with the same keys as the flags; flags win; re-read at every rolling restart")
+	for _, o := range options {
+		switch {
+		case o.list != nil:
+			fs.Var(listFlag{o.list(&fromFlags)}, o.name, o.usage)
+		case o.isBool:
+			fs.Var(boolFlag{o.text(&fromFlags)}, o.name, o.usage)
+		default:
+			fs.StringVar(o.text(&fromFlags), o.name, *o.text(&fromFlags), o.usage)
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		return s, err
 	}
@@ -118,8 +136,20 @@ func parse(args []string, stderr io.Writer) (settings, error) {
 		if err := loadConfig(*config, &s); err != nil {
 			return s, err
 		}
+		s.configFile = *config
 	}
-	fs.Visit(func(f *flag.Flag) { override(&s, fromFlags, f.Name) })
+	fs.Visit(func(f *flag.Flag) {
+		for _, o := range options {
+			if o.name != f.Name {
+				continue
+			}
+			if o.list != nil {
+				*o.list(&s) = *o.list(&fromFlags)
+			} else {
+				*o.text(&s) = *o.text(&fromFlags)
+			}
+		}
+	})
 	if rest := fs.Args(); len(rest) > 0 {
 		s.Command = rest
 	}
@@ -129,49 +159,15 @@ func parse(args []string, stderr io.Writer) (settings, error) {
 	return s, nil
 }
 
-// override copies one flag the user set over the config file's value.
-func override(s *settings, f settings, name string) {
-	switch name {
-	case "workers":
-		s.Workers = f.Workers
-	case "listen":
-		s.Listen = f.Listen
-	case "restart-signal":
-		s.RestartSignal = f.RestartSignal
-	case "stop-signal":
-		s.StopSignal = f.StopSignal
-	case "kill-timeout":
-		s.KillTimeout = f.KillTimeout
-	case "ready":
-		s.Ready = f.Ready
-	case "ready-timeout":
-		s.ReadyTimeout = f.ReadyTimeout
-	case "drain":
-		s.Drain = f.Drain
-	case "max-surge":
-		s.MaxSurge = f.MaxSurge
-	case "env":
-		s.Env = f.Env
-	case "dir":
-		s.Dir = f.Dir
-	case "before-fork":
-		s.BeforeFork = f.BeforeFork
-	case "log-format":
-		s.LogFormat = f.LogFormat
-	case "log-level":
-		s.LogLevel = f.LogLevel
-	case "log-worker-output":
-		s.LogWorkerOutput = f.LogWorkerOutput
-	}
-}
-
 func usage(fs *flag.FlagSet, w io.Writer) {
 	fmt.Fprintln(w, `usage: dutchmaster [flags] -- COMMAND [ARG...]
        dutchmaster version
 
 Runs COMMAND as N workers on the listeners, replacing them without dropping
 a connection. SIGUSR2: rolling restart. SIGTERM/SIGINT: graceful stop
-(twice: kill). Exit status 0 after a graceful stop, 2 for bad input.
+(twice: kill the workers). SIGTTIN/SIGTTOU: one worker more/less.
+Exit status: 0 after a stop, 2 for bad input (no worker was started),
+1 when the supervisor itself failed.
 
 flags:`)
 	fs.PrintDefaults()

@@ -36,7 +36,48 @@ type settings struct {
 	LogFormat       string   `yaml:"log-format"`
 	LogLevel        string   `yaml:"log-level"`
 	LogWorkerOutput string   `yaml:"log-worker-output"`
+	Policy          string   `yaml:"policy"`
+	CanarySoak      string   `yaml:"canary-soak"`
+	Backoff         string   `yaml:"backoff"`
+	BackoffMax      string   `yaml:"backoff-max"`
+	BackoffReset    string   `yaml:"backoff-reset"`
+	WorkerProtocol  string   `yaml:"worker-protocol"`
 	Command         []string `yaml:"command"`
+
+	configFile string // the --config file, re-read at every rolling restart
+}
+
+// option is one flag and config key.
+type option struct {
+	name, usage string
+	text        func(*settings) *string   // a single value
+	list        func(*settings) *[]string // a repeatable value
+	isBool      bool
+}
+
+// options lists every flag but --config, in the order of the usage text.
+var options = []option{
+	{name: "workers", usage: "number of workers, or auto (= max(CPUs, 2)); re-evaluated at every rolling restart", text: func(s *settings) *string { return &s.Workers }},
+	{name: "listen", usage: "listener `SPEC`: [NAME=]tcp://HOST:PORT, tcp6://[::1]:PORT, unix:///path.sock, udp://HOST:PORT (repeatable)", list: func(s *settings) *[]string { return &s.Listen }},
+	{name: "policy", usage: "rolling restart policy: rolling, blue-green or canary", text: func(s *settings) *string { return &s.Policy }},
+	{name: "max-surge", usage: "replacements starting at once (rolling, canary)", text: func(s *settings) *string { return &s.MaxSurge }},
+	{name: "canary-soak", usage: "how long the canary must stay up before the rest roll (canary)", text: func(s *settings) *string { return &s.CanarySoak }},
+	{name: "restart-signal", usage: "signal that starts a rolling restart: SIGUSR2, SIGHUP, SIGUSR1, SIGQUIT or SIGWINCH", text: func(s *settings) *string { return &s.RestartSignal }},
+	{name: "stop-signal", usage: "signal that drains a worker that does not speak IPC", text: func(s *settings) *string { return &s.StopSignal }},
+	{name: "kill-timeout", usage: "SIGKILL a draining worker still alive after this long", text: func(s *settings) *string { return &s.KillTimeout }},
+	{name: "ready", usage: "what counts as ready: auto, ipc, notify or timer:DURATION", text: func(s *settings) *string { return &s.Ready }},
+	{name: "ready-timeout", usage: "kill a worker not ready after this long", text: func(s *settings) *string { return &s.ReadyTimeout }},
+	{name: "drain", usage: "how to ask a worker to stop: auto, ipc, signal or both", text: func(s *settings) *string { return &s.Drain }},
+	{name: "backoff", usage: "wait before re-forking a slot after its second failure in a row, doubled each time", text: func(s *settings) *string { return &s.Backoff }},
+	{name: "backoff-max", usage: "longest wait between re-forks of a failing slot", text: func(s *settings) *string { return &s.BackoffMax }},
+	{name: "backoff-reset", usage: "a worker up this long clears its slot's failures", text: func(s *settings) *string { return &s.BackoffReset }},
+	{name: "worker-protocol", usage: "auto (node-cluster for node, else fds), fds or node-cluster", text: func(s *settings) *string { return &s.WorkerProtocol }},
+	{name: "env", usage: "`KEY=VALUE` added to the workers' environment (repeatable)", list: func(s *settings) *[]string { return &s.Env }},
+	{name: "dir", usage: "workers' working directory, symlinks resolved at every fork", text: func(s *settings) *string { return &s.Dir }},
+	{name: "before-fork", usage: "shell `COMMAND` run before every fork; failure fails the fork", text: func(s *settings) *string { return &s.BeforeFork }},
+	{name: "log-format", usage: "auto (console on a terminal, else json), json or console", text: func(s *settings) *string { return &s.LogFormat }},
+	{name: "log-level", usage: "debug, info, warn or error", text: func(s *settings) *string { return &s.LogLevel }},
+	{name: "log-worker-output", usage: "log each line of worker output with the worker's fields", text: func(s *settings) *string { return &s.LogWorkerOutput }, isBool: true},
 }
 
 // defaults are the values in force when neither a flag nor the config
@@ -46,6 +87,8 @@ func defaults() settings {
 		Workers: "2", RestartSignal: "SIGUSR2", StopSignal: "SIGTERM", KillTimeout: "30s",
 		Ready: "auto", ReadyTimeout: "60s", Drain: "auto", MaxSurge: "1",
 		LogFormat: "auto", LogLevel: "info", LogWorkerOutput: "false",
+		Policy: "rolling", CanarySoak: "30s", Backoff: "500ms", BackoffMax: "30s", BackoffReset: "60s",
+		WorkerProtocol: "auto",
 	}
 }
 
@@ -122,6 +165,23 @@ func (s settings) resolve() (dutchmaster.Options, error) {
 		return fail("max-surge", s.MaxSurge, "want a whole number, 1 or more")
 	}
 	o.MaxSurge = n
+	o.PolicyName = s.Policy
+	if o.CanarySoak, err = duration("canary-soak", s.CanarySoak); err != nil {
+		return o, err
+	}
+	if o.Backoff.Initial, err = duration("backoff", s.Backoff); err != nil {
+		return o, err
+	}
+	if o.Backoff.Max, err = duration("backoff-max", s.BackoffMax); err != nil {
+		return o, err
+	}
+	if o.Backoff.Reset, err = duration("backoff-reset", s.BackoffReset); err != nil {
+		return o, err
+	}
+	if o.Backoff.Max < o.Backoff.Initial {
+		return fail("backoff-max", s.BackoffMax, "want at least --backoff ("+s.Backoff+")")
+	}
+	o.WorkerProtocol = s.WorkerProtocol
 	o.Env, o.Dir, o.BeforeForkCommand = s.Env, s.Dir, s.BeforeFork
 	if o.LogWorkerOutput, err = strconv.ParseBool(s.LogWorkerOutput); err != nil {
 		return fail("log-worker-output", s.LogWorkerOutput, "want true or false")
