@@ -126,6 +126,13 @@ type ClusterView = core.View
 // Backoff is the crash-loop policy of a slot.
 type Backoff = core.Backoff
 
+// The built-in policies, to use or to build on.
+type (
+	Rolling   = core.Rolling
+	BlueGreen = core.BlueGreen
+	Canary    = core.Canary
+)
+
 // ConfigError is an error in the Options, found before any worker starts.
 type ConfigError struct{ Err error }
 

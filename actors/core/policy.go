@@ -97,15 +97,18 @@ func (v View) Surplus() []Worker {
 	return out
 }
 
-// Replaceable lists the active slots, in order, that a replacement could
-// be forked into now: the newest worker is due and listening, nothing is
-// starting in the slot and it is not backing off.
+// Replaceable lists the active slots that a replacement could be forked
+// into now (the newest worker is due and listening, nothing is starting in
+// the slot, it is not backing off), most outdated first: when requests
+// keep coming during a rollout, a slot that was never replaced goes before
+// one replaced by an earlier request.
 func (v View) Replaceable() []int {
 	if v.Rollout == nil {
 		return nil
 	}
 	live := v.LiveBySlot()
-	var out []int
+	type candidate struct{ slot, generation int }
+	var cs []candidate
 	for _, s := range v.Slots {
 		members := live[s.Index]
 		if len(members) == 0 || v.Now.Before(s.NotBefore) {
@@ -113,8 +116,13 @@ func (v View) Replaceable() []int {
 		}
 		newest := members[len(members)-1]
 		if newest.State == fsm.Listening && newest.Due {
-			out = append(out, s.Index)
+			cs = append(cs, candidate{s.Index, newest.Generation})
 		}
+	}
+	slices.SortStableFunc(cs, func(a, b candidate) int { return a.generation - b.generation })
+	out := make([]int, len(cs))
+	for i, c := range cs {
+		out[i] = c.slot
 	}
 	return out
 }

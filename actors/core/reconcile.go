@@ -32,13 +32,15 @@ func (c *Cluster) reconcile() {
 		if w > 0 && (wait == 0 || w < wait) {
 			wait = w
 		}
+		if c.finishRollout() {
+			changed = true // a policy may start the next rollout at once
+		}
 		if !changed {
 			break
 		}
 	}
 	c.refused = refused
 	c.wakePolicy(wait)
-	c.finishRollout()
 	if !c.ready && c.listeningCount() >= c.target() {
 		c.ready = true
 		c.note(zerolog.InfoLevel, "cluster ready", nil, Field{"workers", c.target()}, Field{"generation", c.generation})
@@ -197,18 +199,20 @@ func (c *Cluster) refuse(refused map[string]bool, what string, id WorkerID, why 
 }
 
 // finishRollout ends the rollout once no worker is due and nothing is
-// starting: the old workers are gone, every replacement listens.
-func (c *Cluster) finishRollout() {
+// starting: the old workers are gone, every replacement listens. It
+// reports whether it ended one.
+func (c *Cluster) finishRollout() bool {
 	r := c.rollout
 	if r == nil {
-		return
+		return false
 	}
 	for _, w := range c.workers {
 		if c.due(w) || w.State == fsm.Forking {
-			return
+			return false
 		}
 	}
 	c.note(zerolog.InfoLevel, "restart complete", nil, Field{"generation", c.generation},
 		Field{"duration", c.now.Sub(r.Started)}, Field{"source", r.Source})
 	c.endRollout(OutcomeComplete, "")
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -26,13 +27,38 @@ func TestMain(m *testing.M) {
 	case "master":
 		os.Exit(run(os.Args[1:], os.Stderr))
 	case "systemd-worker":
-		systemdWorker()
+		systemdWorker(misbehave())
 	case "worker":
+		if misbehave() {
+			signal.Ignore(syscall.SIGTERM)
+		}
 		apiWorker()
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", roleEnv, os.Getenv(roleEnv))
 		os.Exit(2)
 	}
+}
+
+// misbehave makes a worker whose generation is at least DM_TEST_FAIL_GEN
+// fail the way DM_TEST_FAIL says: crash (exit 1 before ready),
+// never-ready (say nothing, serve nothing) or ignore-term, which it
+// reports for the worker to ignore SIGTERM.
+func misbehave() (ignoreTerm bool) {
+	from, err := strconv.Atoi(os.Getenv("DM_TEST_FAIL_GEN"))
+	if err != nil {
+		return false
+	}
+	if gen, _ := strconv.Atoi(os.Getenv("DUTCHMASTER_GENERATION")); gen < from {
+		return false
+	}
+	switch os.Getenv("DM_TEST_FAIL") {
+	case "crash":
+		fmt.Fprintln(os.Stderr, "worker: failing at start on purpose")
+		os.Exit(1)
+	case "never-ready":
+		select {}
+	}
+	return os.Getenv("DM_TEST_FAIL") == "ignore-term"
 }
 
 // bootDelay is how long a test worker takes to become ready (DM_TEST_BOOT).
@@ -69,9 +95,13 @@ func handler(extra func(mux *http.ServeMux)) http.Handler {
 // systemdWorker speaks only systemd's protocols, through go-systemd:
 // activation.Listeners (which insists that LISTEN_PID is its own pid) and
 // READY=1 on NOTIFY_SOCKET. It stops gracefully on SIGTERM.
-func systemdWorker() {
+func systemdWorker(ignoreTerm bool) {
 	term := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM)
+	if ignoreTerm {
+		signal.Ignore(syscall.SIGTERM)
+	} else {
+		signal.Notify(term, syscall.SIGTERM)
+	}
 	ls, err := activation.Listeners()
 	if err != nil || len(ls) == 0 || ls[0] == nil {
 		fmt.Fprintf(os.Stderr, "systemd worker: no listeners (LISTEN_PID=%s, pid %d): %v\n", os.Getenv("LISTEN_PID"), os.Getpid(), err)
