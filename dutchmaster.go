@@ -413,7 +413,10 @@ func beforeFork(opts Options) func(dir string, env []string) error {
 		cmd.Dir, cmd.Env = dir, env
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("%q: %w: %s", opts.BeforeForkCommand, err, lastLine(out))
+			if last := lastLine(out); last != "" {
+				return fmt.Errorf("%q: %w: %s", opts.BeforeForkCommand, err, last)
+			}
+			return fmt.Errorf("%q: %w", opts.BeforeForkCommand, err)
 		}
 		return nil
 	}
