@@ -50,10 +50,7 @@ func TestDirAndBeforeFork(t *testing.T) {
 	if string(log) != want {
 		t.Errorf("the hook ran in:\n%s\nwant:\n%s", log, want)
 	}
-	m.signal(syscall.SIGTERM)
-	if code := m.wait(); code != 0 {
-		t.Fatalf("exit status %d", code)
-	}
+	m.stop()
 }
 
 // repoint moves a symlink atomically, as deploy tools do.

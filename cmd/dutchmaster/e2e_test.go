@@ -103,10 +103,7 @@ func TestRollingRestart(t *testing.T) {
 				t.Error("no request succeeded during the restart")
 			}
 
-			m.signal(syscall.SIGTERM)
-			if code := m.wait(); code != 0 {
-				t.Fatalf("exit status %d after SIGTERM, want 0", code)
-			}
+			m.stop()
 			waitGone(t, values(fresh)...)
 		})
 	}
@@ -174,10 +171,7 @@ func TestWorkerRequestsRestart(t *testing.T) {
 	if forks := len(m.all("fork")); forks != 3 {
 		t.Errorf("%d forks, want 2 at start and 1 replacement", forks)
 	}
-	m.signal(syscall.SIGTERM)
-	if code := m.wait(); code != 0 {
-		t.Fatalf("exit status %d", code)
-	}
+	m.stop()
 }
 
 // TestCrashedWorkerIsReplaced: a worker that exits on its own is replaced
@@ -256,8 +250,5 @@ func TestExampleHello(t *testing.T) {
 	if err != nil || !strings.Contains(body, "generation 2") {
 		t.Fatalf("GET / after the restart: %q, %v", body, err)
 	}
-	m.signal(syscall.SIGTERM)
-	if code := m.wait(); code != 0 {
-		t.Fatalf("exit status %d", code)
-	}
+	m.stop()
 }

@@ -269,3 +269,12 @@ func listenOn(t *testing.T, addr string) net.Listener {
 	}
 	return l
 }
+
+// stop stops the master gracefully and expects exit status 0.
+func (m *master) stop() {
+	m.t.Helper()
+	m.signal(syscall.SIGTERM)
+	if code := m.wait(); code != 0 {
+		m.t.Fatalf("exit status %d after SIGTERM, want 0", code)
+	}
+}

@@ -41,9 +41,6 @@ func TestNodeWorker(t *testing.T) {
 			t.Errorf("worker %d exited with %q, want a clean exit after disconnect", e.num("worker"), e.str("reason"))
 		}
 	}
-	m.signal(syscall.SIGTERM)
-	if code := m.wait(); code != 0 {
-		t.Fatalf("exit status %d", code)
-	}
+	m.stop()
 	waitGone(t, values(old)...)
 }

@@ -35,10 +35,7 @@ func TestReplacementNeverReady(t *testing.T) {
 	if drains := m.all("drain"); len(drains) != 0 {
 		t.Errorf("%d drains during an aborted rollout", len(drains))
 	}
-	m.signal(syscall.SIGTERM)
-	if code := m.wait(); code != 0 {
-		t.Fatalf("exit status %d", code)
-	}
+	m.stop()
 }
 
 // TestReplacementCrashesAtStart: the rollout aborts at the first failed
@@ -65,10 +62,7 @@ func TestReplacementCrashesAtStart(t *testing.T) {
 			t.Errorf("old worker %d was stopped", pid)
 		}
 	}
-	m.signal(syscall.SIGTERM)
-	if code := m.wait(); code != 0 {
-		t.Fatalf("exit status %d", code)
-	}
+	m.stop()
 }
 
 // TestOldWorkerIgnoresStopSignal: a worker that ignores SIGTERM is killed
@@ -86,10 +80,7 @@ func TestOldWorkerIgnoresStopSignal(t *testing.T) {
 		t.Errorf("killed %s after its drain, before the 1s kill timeout", took)
 	}
 	m.waitFor(next, "restart complete", nil)
-	m.signal(syscall.SIGTERM)
-	if code := m.wait(); code != 0 {
-		t.Fatalf("exit status %d", code)
-	}
+	m.stop()
 }
 
 // TestCrashLoopBacksOff: a worker that always dies is re-forked with
@@ -107,10 +98,7 @@ func TestCrashLoopBacksOff(t *testing.T) {
 	if gap := logTime(t, e).Sub(logTime(t, first)); gap < 3*time.Second {
 		t.Errorf("6 forks within %s: the backoff does not hold", gap)
 	}
-	m.signal(syscall.SIGTERM)
-	if code := m.wait(); code != 0 {
-		t.Fatalf("exit status %d", code)
-	}
+	m.stop()
 }
 
 // TestRestartBurst: 20 restart signals sent at once coalesce: at most two
@@ -154,10 +142,7 @@ func TestRestartBurst(t *testing.T) {
 	if forks := len(m.all("fork")); forks > 2+2*2 {
 		t.Errorf("%d forks: more than one extra rollout's worth", forks)
 	}
-	m.signal(syscall.SIGTERM)
-	if code := m.wait(); code != 0 {
-		t.Fatalf("exit status %d", code)
-	}
+	m.stop()
 }
 
 // TestScaleSignals: SIGTTIN adds a worker, SIGTTOU drains the oldest.
@@ -172,10 +157,7 @@ func TestScaleSignals(t *testing.T) {
 	_, next = m.waitFor(next, "scale", map[string]any{"from": 3, "to": 2})
 	_, next = m.waitFor(next, "drain", map[string]any{"reason": "scale down", "worker": 1})
 	m.waitFor(next, "worker exited", map[string]any{"worker": 1})
-	m.signal(syscall.SIGTERM)
-	if code := m.wait(); code != 0 {
-		t.Fatalf("exit status %d", code)
-	}
+	m.stop()
 }
 
 // TestConfigReload: every rolling restart re-reads --config; an invalid
@@ -207,10 +189,7 @@ func TestConfigReload(t *testing.T) {
 	if listening != 2 {
 		t.Errorf("%d workers of the new generation, want the 2 of the new file", listening)
 	}
-	m.signal(syscall.SIGTERM)
-	if code := m.wait(); code != 0 {
-		t.Fatalf("exit status %d", code)
-	}
+	m.stop()
 }
 
 // logTime is the time of a log event.
