@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: all build test vet bench rewrite fmt demo
+.PHONY: all build test vet bench rewrite fmt demo express-demo
 
 all: build test
 
@@ -43,3 +43,17 @@ demo:
 	  echo "  curl http://$(DEMO_ADDR)/restart   a worker asks for its own replacement"; \
 	  echo "  Ctrl-C or kill $$$$             graceful stop"; \
 	  HELLO_BOOT_DELAY=300ms exec bin/dutchmaster --workers 2 --listen http=tcp://$(DEMO_ADDR) -- bin/hello'
+
+EXPRESS_PORT ?= 3000
+
+# The Express example (examples/express): an unmodified app.listen(PORT) app,
+# 2 workers on http://127.0.0.1:$(EXPRESS_PORT)/, dutchmaster as its Node.js cluster primary.
+express-demo:
+	$(GO) build -o bin/dutchmaster ./cmd/dutchmaster
+	cd examples/express && { [ -d node_modules ] || npm ci --no-audit --no-fund; }
+	@cd examples/express && exec sh -c 'echo "dutchmaster (pid $$$$) runs 2 Express workers on http://127.0.0.1:$(EXPRESS_PORT)/"; \
+	  echo "  curl http://127.0.0.1:$(EXPRESS_PORT)/        answer from a worker"; \
+	  echo "  curl http://127.0.0.1:$(EXPRESS_PORT)/boom    a crash: that worker asks for its replacement"; \
+	  echo "  kill -USR2 $$$$               rolling restart, no request dropped"; \
+	  echo "  Ctrl-C or kill $$$$           graceful stop"; \
+	  PORT=$(EXPRESS_PORT) exec ../../bin/dutchmaster --workers 2 --listen tcp://127.0.0.1:$(EXPRESS_PORT) -- node app.js'

@@ -13,8 +13,9 @@ import (
 type Runtime interface {
 	// Fork starts the worker described by spec and returns at once. What
 	// follows arrives through events, in this order: Spawned or
-	// ForkFailed; then any number of IPC and Notify messages; then Exited
-	// (never after ForkFailed). events is safe to call from any goroutine.
+	// ForkFailed; then any number of IPC, Online and Notify messages;
+	// then Exited (never after ForkFailed). events is safe to call from
+	// any goroutine.
 	Fork(spec WorkerSpec, events func(msg any))
 	// Drain asks the worker to stop gracefully, in the way given.
 	Drain(id core.WorkerID, how DrainMethod)
@@ -58,6 +59,11 @@ type (
 		Line []byte
 		Err  string
 	}
+	// Online: the worker announced itself on its IPC channel with a
+	// message that is not for the supervisor (a Node.js cluster worker's
+	// online). It speaks IPC from then on, so --drain auto drains it
+	// over IPC.
+	Online struct{}
 	// Notify is one sd_notify datagram from the worker.
 	Notify struct{ Payload string }
 	// Exited: the process is gone.

@@ -73,6 +73,8 @@ func (m *WorkerMachine) Handle(msg any) []any {
 	case IPC:
 		m.spokeIPC = true
 		return m.onIPC(msg)
+	case Online:
+		m.spokeIPC = true
 	case Notify:
 		if NotifyReady(msg.Payload) {
 			return m.becameReady(ReadyNotify)

@@ -13,4 +13,11 @@
 // Drain sends {"event":"disconnect"} and closes the IPC channel, or the
 // stop signal to the worker's process, or both; Kill sends SIGKILL to the
 // worker's whole process group, so children it spawned go too.
+//
+// With Config.NodeCluster the runtime is also the Node.js cluster primary
+// (package sockets/nodecluster): each worker's channel has a session that
+// answers Node's internal messages, the servers its listen() asks for come
+// from one registry per runtime (shared by every generation, closed by
+// Close), and the IPC drain of a worker that said online is the cluster's
+// disconnect, with the channel left open.
 package osproc

@@ -11,10 +11,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/sockets"
+	"github.com/dutchmaster/dutchmaster/sockets/nodecluster"
 )
 
 // process is one running worker.
@@ -26,6 +28,10 @@ type process struct {
 	channel *sockets.Channel
 	output  *output
 	runtime *Runtime
+	log     zerolog.Logger
+	// cluster is the Node.js cluster primary's side of the channel, for
+	// a worker started with Config.NodeCluster; nil otherwise.
+	cluster *nodecluster.Session
 
 	mu     sync.Mutex
 	reaped bool // Wait returned: the pid and its group may belong to others now
@@ -67,6 +73,9 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 	cmd.Args[0] = cfg.Command[0]
 	cmd.Dir = dir
 	cmd.Env = append(files.Environ(env), trampolineEnv+"=1")
+	if cfg.NodeCluster {
+		cmd.Env = append(cmd.Env, nodecluster.EnvUniqueID+"="+strconv.Itoa(int(spec.ID)))
+	}
 	cmd.ExtraFiles = files.ExtraFiles
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid: true,
@@ -87,6 +96,10 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		return nil, fmt.Errorf("starting %s: %w", cfg.Command[0], err)
 	}
 	p := &process{spec: spec, events: events, cmd: cmd, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r}
+	p.log = cfg.Logger.With().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldPID, p.pid).Logger()
+	if cfg.NodeCluster {
+		p.cluster = nodecluster.NewSession(channel, r.handles)
+	}
 	if !r.register(p) {
 		// Close ran while this fork was under way: the worker goes at
 		// once, or Close would wait for it forever.
@@ -133,6 +146,8 @@ func (p *process) run() {
 				p.events(actors.IPC{Err: err.Error()})
 			case err != nil:
 				return
+			case p.cluster != nil:
+				p.receiveCluster(line)
 			default:
 				p.events(actors.IPC{Line: line})
 			}
@@ -187,10 +202,20 @@ func exitOf(ps *os.ProcessState, err error, tail string) actors.Exited {
 	return e
 }
 
+// drain asks the worker to stop. Over IPC, a Node.js cluster worker (one
+// that said online) gets the cluster's disconnect and its channel stays
+// open: closing it would make Node exit at once. Any other worker gets
+// {"event":"disconnect"} and end-of-file.
 func (p *process) drain(how actors.DrainMethod, stop syscall.Signal) {
 	log := p.runtime.config().Logger
 	if how == actors.DrainIPC || how == actors.DrainBoth {
-		if err := p.channel.Disconnect(); err != nil {
+		var err error
+		if p.cluster != nil && p.cluster.Online() {
+			err = p.cluster.Disconnect()
+		} else {
+			err = p.channel.Disconnect()
+		}
+		if err != nil {
 			log.Info().Err(err).Int("worker", int(p.spec.ID)).Msg("IPC channel gone: draining with the stop signal instead")
 			how = actors.DrainSignal
 		}

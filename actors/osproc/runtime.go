@@ -14,6 +14,7 @@ import (
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/core"
 	"github.com/dutchmaster/dutchmaster/sockets"
+	"github.com/dutchmaster/dutchmaster/sockets/nodecluster"
 )
 
 // Config says how to start workers.
@@ -46,13 +47,21 @@ type Config struct {
 	// Executable is the trampoline binary; default os.Executable().
 	Executable string
 	// NodeCluster makes the master act as the Node.js cluster primary on
-	// each worker's IPC channel (NODE_UNIQUE_ID, queryServer, handles).
+	// each worker's IPC channel (docs/node.md): the worker gets
+	// NODE_UNIQUE_ID (its id), its listen() gets a socket the runtime
+	// shares between all workers for the master's life, its first
+	// listening counts as ready, and the IPC drain is the cluster's
+	// disconnect (the channel stays open). Lines that are not Node's
+	// internal messages (process.send) pass through as IPC events.
 	NodeCluster bool
 }
 
 // Runtime starts and stops worker processes. It is safe for concurrent use.
 type Runtime struct {
 	notify *sockets.NotifySocket
+	// handles are the Node.js cluster workers' servers, shared by every
+	// worker of every generation; closed by Close.
+	handles *nodecluster.Registry
 
 	mu     sync.Mutex
 	cfg    Config // guarded by mu: Reconfigure replaces it
@@ -62,7 +71,9 @@ type Runtime struct {
 	// starting holds the orders given to workers whose fork is under way
 	// (a slow before-fork hook): they are carried out once it exists.
 	starting map[core.WorkerID]*orders
-	wg       sync.WaitGroup
+	// nodeBinaries are the Node.js binaries whose version was checked.
+	nodeBinaries map[string]bool
+	wg           sync.WaitGroup
 }
 
 // orders are a drain or kill that arrived before the process existed.
@@ -130,7 +141,11 @@ func New(cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runtime{cfg: cfg, notify: ns, procs: map[core.WorkerID]*process{}, byPID: map[int]*process{}, starting: map[core.WorkerID]*orders{}}
+	r := &Runtime{
+		cfg: cfg, notify: ns, handles: nodecluster.NewRegistry(cfg.Listeners),
+		procs: map[core.WorkerID]*process{}, byPID: map[int]*process{}, starting: map[core.WorkerID]*orders{},
+		nodeBinaries: map[string]bool{},
+	}
 	r.wg.Add(1)
 	go r.readNotify()
 	return r, nil
@@ -138,7 +153,8 @@ func New(cfg Config) (*Runtime, error) {
 
 // Close stops the notify reader and waits for every goroutine of the
 // runtime. Workers still running are killed first, and so is a worker
-// whose fork was under way (or that is forked after Close).
+// whose fork was under way (or that is forked after Close). Once they are
+// gone, the sockets bound for Node.js cluster workers are closed.
 func (r *Runtime) Close() error {
 	r.mu.Lock()
 	r.closed = true
@@ -148,7 +164,7 @@ func (r *Runtime) Close() error {
 	r.mu.Unlock()
 	err := r.notify.Close()
 	r.wg.Wait()
-	return err
+	return errors.Join(err, r.handles.Close())
 }
 
 // NotifySocket is the path workers get in NOTIFY_SOCKET.

@@ -15,7 +15,7 @@ func TestNodeWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal("node is not installed; .ci/run installs it (apt-get install nodejs)")
 	}
-	m := startMasterCommand(t, []string{node, "testdata/worker.js"}, "--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
+	m := startMasterCommand(t, []string{node, "testdata/worker.js"}, "--worker-protocol", "fds", "--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
 	addr := m.address()
 	_, next := m.waitFor(0, "cluster ready", nil)
 	old, _ := listeningPIDs(m, 0, 2)

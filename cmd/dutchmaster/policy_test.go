@@ -201,4 +201,3 @@ func logTime(t *testing.T, e logEvent) time.Time {
 	}
 	return ts
 }
-
