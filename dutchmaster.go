@@ -15,6 +15,14 @@
 // Run handles the restart signal (SIGUSR2), SIGTERM and SIGINT itself,
 // and returns after a graceful stop, or when ctx is done (which stops
 // gracefully too).
+//
+// An operator reaches a running master through the options of
+// docs/operations.md: a control socket (ControlSocket, for `dutchmaster
+// ctl`), metrics and health endpoints (MetricsAddress), a journal of the
+// core's inputs and decisions (Record, for `dutchmaster replay`), a
+// pidfile, and systemd's protocols, which need no option: sd_notify when
+// NOTIFY_SOCKET is set, and listeners taken from socket activation
+// (LISTEN_FDS) when systemd passes them.
 package dutchmaster
 
 import (
@@ -112,6 +120,44 @@ type Options struct {
 	Stdout, Stderr io.Writer
 	// NotifyDir holds the workers' sd_notify socket. Default os.TempDir().
 	NotifyDir string
+
+	// The options below are how an operator reaches the master
+	// (docs/operations.md). They are fixed for the master's life: Reload
+	// cannot change them.
+
+	// Name names the master: every log line carries it as "name", its
+	// metrics as the label name, its journal in the header. Letters,
+	// digits, '.', '_' and '-', at most 64. Default: none.
+	Name string
+	// ControlSocket is the path of the control socket (package
+	// sockets/control; `dutchmaster ctl`), created mode 0600 in an
+	// existing directory. A stale socket file is replaced, a live one
+	// (another master) refuses the start. Default: none. The dutchmaster
+	// binary defaults it to control.DefaultPath(Name).
+	ControlSocket string
+	// ControlSocketOptional makes a ControlSocket that cannot be created
+	// (another master has it, the directory is not writable) a warning:
+	// the master runs without one. The binary sets it for its default
+	// path, so that a default never keeps a master from starting.
+	ControlSocketOptional bool
+	// MetricsAddress is a host:port to serve /metrics (Prometheus text),
+	// /healthz and /readyz on (package actors/metrics). Default: none.
+	MetricsAddress string
+	// Record is a file to write the journal to (package actors/journal):
+	// every input of the cluster's core and every decision, for `dutchmaster
+	// replay`. The file is created or truncated. Default: none.
+	Record string
+	// PIDFile is written with the master's pid at start, locked for its
+	// life and removed at exit. A PIDFile locked by a live master refuses
+	// the start; one left by a dead master is taken over. Default: none.
+	PIDFile string
+	// Subreaper makes the master a child subreaper (PR_SET_CHILD_SUBREAPER):
+	// orphans of its workers' children become its children, and it reaps
+	// them once they exit, as it always does when it runs as PID 1.
+	Subreaper bool
+	// Observe, if set, sees every step of the cluster (an input and the
+	// decisions it produced), on the cluster actor's goroutine.
+	Observe Observer
 }
 
 // Policy decides the steps of rolling restarts; see docs/policies.md.
@@ -147,20 +193,33 @@ func configErr(format string, args ...any) error {
 func AutoWorkers() int { return max(runtime.NumCPU(), 2) }
 
 // Run starts the workers and supervises them until a graceful stop (the
-// stop signals, or ctx done). Errors in the options, a missing command or
-// a listener that cannot be bound are returned as *ConfigError before any
-// worker starts.
+// stop signals, or ctx done). Errors in the options, a missing command, a
+// listener, control socket or metrics address that cannot be bound, a
+// journal that cannot be created, or a PIDFile held by a live master are
+// returned as *ConfigError before any worker starts.
 func Run(ctx context.Context, opts Options) error {
+	start := time.Now() // the journal's steps count from here
 	plan, err := prepare(opts)
 	if err != nil {
 		return err
+	}
+	if opts.Name != "" {
+		opts.Logger = opts.Logger.With().Str("name", opts.Name).Logger()
+	}
+	log := opts.Logger
+	if opts.PIDFile != "" {
+		pf, err := createPIDFile(opts.PIDFile)
+		if err != nil {
+			return &ConfigError{Err: err}
+		}
+		defer pf.remove()
 	}
 	// Launchers leak descriptors without close-on-exec; none of them may
 	// reach a worker. Done before binding, which sets the flag itself.
 	if err := sockets.CloseOnExecAll(); err != nil {
 		return fmt.Errorf("marking inherited descriptors close-on-exec: %w", err)
 	}
-	listeners, err := sockets.BindAll(plan.specs)
+	listeners, activated, err := openListeners(plan.specs, log)
 	if err != nil {
 		return &ConfigError{Err: err}
 	}
@@ -169,15 +228,19 @@ func Run(ctx context.Context, opts Options) error {
 			l.Close()
 		}
 	}()
-	log := opts.Logger
 	for _, l := range listeners {
-		log.Info().Str("name", l.Name()).Str("spec", l.String()).Str("address", l.Addr().String()).Msg("listening")
+		log.Info().Str("listener", l.Name()).Str("spec", l.String()).Str("address", l.Addr().String()).
+			Bool("socket_activated", activated[l]).Msg("listening")
 	}
 	rt, err := osproc.New(runtimeConfig(opts, plan, listeners))
 	if err != nil {
 		return &ConfigError{Err: err}
 	}
 	defer rt.Close()
+	ops, err := openOperations(opts, plan, log, start)
+	if err != nil {
+		return err
+	}
 
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, plan.restartSignal, syscall.SIGTERM, syscall.SIGINT, syscall.SIGTTIN, syscall.SIGTTOU)
@@ -188,8 +251,14 @@ func Run(ctx context.Context, opts Options) error {
 	m := &master{opts: opts, plan: plan, runtime: rt, listeners: listeners}
 	m.cluster = actors.Start(system, actors.Options{
 		Runtime: rt, Logger: log, Workers: plan.workers, Core: plan.core, Ready: plan.ready, Drain: plan.drain,
+		Observe: ops.observe,
 	})
 	defer m.cluster.Shutdown()
+	// Runs first: no more control requests, notifications or journal
+	// lines once the cluster is gone.
+	defer ops.close()
+	restarts := make(chan restartRequest)
+	ops.serve(m.cluster, restarts)
 
 	signals := actors.Signals{Restart: plan.restartSignal}
 	done := ctx.Done()
@@ -202,10 +271,17 @@ func Run(ctx context.Context, opts Options) error {
 				continue
 			}
 			log.Info().Str("signal", fsm.SignalName(s)).Msg("signal received")
-			if _, restart := in.(core.RestartRequested); restart && !m.reload() {
+			if _, restart := in.(core.RestartRequested); restart && m.reload() != nil {
 				continue
 			}
 			m.cluster.Send(in)
+		case req := <-restarts:
+			if err := m.reload(); err != nil {
+				req.reply <- fmt.Errorf("restart refused: the configuration does not load: %w", err)
+				continue
+			}
+			m.cluster.Send(core.RestartRequested{Source: req.source})
+			req.reply <- nil
 		case <-done:
 			done = nil
 			m.cluster.Stop("context done")
@@ -224,11 +300,11 @@ type master struct {
 	listeners []*sockets.Listener
 }
 
-// reload applies Options.Reload before a rolling restart. It reports
-// false, leaving everything as it was, when the new options are invalid.
-func (m *master) reload() bool {
+// reload applies Options.Reload before a rolling restart. It returns the
+// error, leaving everything as it was, when the new options are invalid.
+func (m *master) reload() error {
 	if m.opts.Reload == nil {
-		return true
+		return nil
 	}
 	log := m.opts.Logger
 	next, err := m.opts.Reload()
@@ -238,18 +314,25 @@ func (m *master) reload() bool {
 	}
 	if err != nil {
 		log.Error().Err(err).Msg("restart refused: the configuration does not load; the workers are left as they are")
-		return false
+		return err
 	}
 	if !slices.Equal(next.Listen, m.opts.Listen) || plan.restartSignal != m.plan.restartSignal {
 		log.Warn().Msg("listeners and the restart signal change only with a new master; keeping the current ones")
 	}
+	if next.Name != m.opts.Name || next.ControlSocket != m.opts.ControlSocket || next.MetricsAddress != m.opts.MetricsAddress ||
+		next.Record != m.opts.Record || next.PIDFile != m.opts.PIDFile || next.Subreaper != m.opts.Subreaper {
+		log.Warn().Msg("name, control socket, metrics, journal, pidfile and subreaper change only with a new master; keeping the current ones")
+	}
+	next.Name, next.ControlSocket, next.ControlSocketOptional = m.opts.Name, m.opts.ControlSocket, m.opts.ControlSocketOptional
+	next.MetricsAddress = m.opts.MetricsAddress
+	next.Record, next.PIDFile, next.Subreaper, next.Observe = m.opts.Record, m.opts.PIDFile, m.opts.Subreaper, m.opts.Observe
 	next.Reload, next.Logger = m.opts.Reload, m.opts.Logger
 	plan.restartSignal = m.plan.restartSignal
 	m.opts, m.plan = next, plan
 	m.runtime.Reconfigure(runtimeConfig(next, plan, m.listeners))
 	m.cluster.Reconfigure(actors.Reconfigure{Workers: plan.workers, Core: plan.core, Ready: plan.ready, Drain: plan.drain})
 	log.Info().Str("policy", plan.core.Policy.Name()).Msg("configuration reloaded")
-	return true
+	return nil
 }
 
 func runtimeConfig(opts Options, p plan, listeners []*sockets.Listener) osproc.Config {
@@ -282,6 +365,9 @@ func prepare(opts Options) (plan, error) {
 	var p plan
 	if len(opts.Command) == 0 || opts.Command[0] == "" {
 		return p, configErr("no worker command: give it after --, e.g. dutchmaster -- node app.js")
+	}
+	if err := checkName(opts.Name); err != nil {
+		return p, &ConfigError{Err: err}
 	}
 	if err := findCommand(opts.Command[0], opts.Dir); err != nil {
 		return p, &ConfigError{Err: err}
@@ -425,4 +511,17 @@ func beforeFork(opts Options) func(dir string, env []string) error {
 func lastLine(b []byte) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return lines[len(lines)-1]
+}
+
+// checkName: a name goes into file names, log fields and metric labels.
+func checkName(name string) error {
+	if len(name) > 64 {
+		return fmt.Errorf("--name %q: at most 64 characters", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("--name %q: use letters, digits, '.', '_' or '-'", name)
+		}
+	}
+	return nil
 }

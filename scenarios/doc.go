@@ -33,6 +33,12 @@
 // Forks are answered with Spawned (pid 1000+ID) and kills with an exit by
 // SIGKILL automatically, in worker order, once the actors are idle.
 //
+// Journals: a file ending in .jsonl is a journal recorded from a real run
+// (dutchmaster --record FILE); RunDir replays it with RunJournal, which
+// checks that the core makes the recorded decisions and keeps the
+// invariant at every step. testdata/journals holds the ones of this
+// repository (docs/operations.md says how to add one).
+//
 // Determinism: each file runs inside testing/synctest, where
 // synctest.Wait is an exact "every actor is idle" barrier; it runs after
 // every event the harness delivers, so the output of a file is the same on

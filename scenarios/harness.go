@@ -3,6 +3,7 @@ package scenarios
 import (
 	"bytes"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,9 +29,14 @@ type Options struct {
 }
 
 // RunDir replays every scenario file under dir, each in a synctest bubble
-// of its own with a fresh actor system.
+// of its own with a fresh actor system, and every journal (*.jsonl, see
+// RunJournal).
 func RunDir(t *testing.T, dir string, opts ...Options) {
 	datadriven.Walk(t, dir, func(t *testing.T, path string) {
+		if filepath.Ext(path) == JournalExt {
+			RunJournal(t, path, opts...)
+			return
+		}
 		RunFile(t, path, opts...)
 	})
 }

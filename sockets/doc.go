@@ -11,7 +11,12 @@
 //     worker, told apart by the sender pid the kernel attaches;
 //   - what a worker inherits (PlanWorkerFiles) and the LISTEN_PID trampoline
 //     (ExecWithListenPID) that makes systemd-style receivers accept it;
-//   - CloseOnExecAll, so that a worker inherits nothing it was not given.
+//   - CloseOnExecAll, so that a worker inherits nothing it was not given;
+//   - Adopt, which wraps a listening socket the master inherited (systemd's
+//     socket activation, package sockets/systemd) as a Listener.
+//
+// Package sockets/control is the master's control socket, and
+// sockets/systemd its side of systemd's protocols.
 //
 // The worker protocol itself is DESIGN.md section 3; the Go side of it for
 // applications is package sockets/worker. This package is Linux-only.

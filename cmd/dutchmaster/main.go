@@ -2,6 +2,8 @@
 // it owns, and replaces them without dropping a connection.
 //
 //	dutchmaster [flags] -- COMMAND [ARG...]
+//	dutchmaster ctl [--control PATH] [--json] status|restart|stop|scale N
+//	dutchmaster replay FILE
 //	dutchmaster version
 //
 // SIGUSR2 starts a graceful rolling restart, SIGTERM or SIGINT a graceful
@@ -34,9 +36,16 @@ func main() {
 }
 
 func run(args []string, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "version" {
-		fmt.Fprintln(os.Stdout, "dutchmaster", version())
-		return exitOK
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Fprintln(os.Stdout, "dutchmaster", version())
+			return exitOK
+		case "ctl":
+			return runCtl(args[1:], os.Stdout, stderr)
+		case "replay":
+			return runReplay(args[1:], os.Stdout, stderr)
+		}
 	}
 	s, err := parse(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -161,6 +170,8 @@ func parse(args []string, stderr io.Writer) (settings, error) {
 
 func usage(fs *flag.FlagSet, w io.Writer) {
 	fmt.Fprintln(w, `usage: dutchmaster [flags] -- COMMAND [ARG...]
+       dutchmaster ctl [--control PATH] [--json] status|restart|stop|scale N
+       dutchmaster replay FILE
        dutchmaster version
 
 Runs COMMAND as N workers on the listeners, replacing them without dropping

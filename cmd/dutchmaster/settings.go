@@ -15,6 +15,7 @@ import (
 
 	"github.com/dutchmaster/dutchmaster"
 	"github.com/dutchmaster/dutchmaster/fsm"
+	"github.com/dutchmaster/dutchmaster/sockets/control"
 )
 
 // settings are the flags and the config file's keys, with the same names.
@@ -42,6 +43,12 @@ type settings struct {
 	BackoffMax      string   `yaml:"backoff-max"`
 	BackoffReset    string   `yaml:"backoff-reset"`
 	WorkerProtocol  string   `yaml:"worker-protocol"`
+	Name            string   `yaml:"name"`
+	Control         string   `yaml:"control"`
+	Metrics         string   `yaml:"metrics"`
+	Record          string   `yaml:"record"`
+	PIDFile         string   `yaml:"pidfile"`
+	Subreaper       string   `yaml:"subreaper"`
 	Command         []string `yaml:"command"`
 
 	configFile string // the --config file, re-read at every rolling restart
@@ -78,6 +85,12 @@ var options = []option{
 	{name: "log-format", usage: "auto (console on a terminal, else json), json or console", text: func(s *settings) *string { return &s.LogFormat }},
 	{name: "log-level", usage: "debug, info, warn or error", text: func(s *settings) *string { return &s.LogLevel }},
 	{name: "log-worker-output", usage: "log each line of worker output with the worker's fields", text: func(s *settings) *string { return &s.LogWorkerOutput }, isBool: true},
+	{name: "name", usage: "`NAME` of this master, in logs, metrics, the journal and the default control socket's file name", text: func(s *settings) *string { return &s.Name }},
+	{name: "control", usage: "control socket `PATH` for `dutchmaster ctl` (mode 0600), or none; default $XDG_RUNTIME_DIR (else the working directory)/dutchmaster[-NAME].sock", text: func(s *settings) *string { return &s.Control }},
+	{name: "metrics", usage: "serve /metrics (Prometheus), /healthz and /readyz on `HOST:PORT`", text: func(s *settings) *string { return &s.Metrics }},
+	{name: "record", usage: "write every input and decision of the cluster's core to `FILE` (JSON lines), for `dutchmaster replay`", text: func(s *settings) *string { return &s.Record }},
+	{name: "pidfile", usage: "write the master's pid to `FILE` (locked while it runs, removed at exit); refuse to start if a running master holds it", text: func(s *settings) *string { return &s.PIDFile }},
+	{name: "subreaper", usage: "become a child subreaper: adopt and reap the orphans of the workers' children (always done as PID 1)", text: func(s *settings) *string { return &s.Subreaper }, isBool: true},
 }
 
 // defaults are the values in force when neither a flag nor the config
@@ -88,7 +101,7 @@ func defaults() settings {
 		Ready: "auto", ReadyTimeout: "60s", Drain: "auto", MaxSurge: "1",
 		LogFormat: "auto", LogLevel: "info", LogWorkerOutput: "false",
 		Policy: "rolling", CanarySoak: "30s", Backoff: "500ms", BackoffMax: "30s", BackoffReset: "60s",
-		WorkerProtocol: "auto",
+		WorkerProtocol: "auto", Subreaper: "false",
 	}
 }
 
@@ -185,6 +198,18 @@ func (s settings) resolve() (dutchmaster.Options, error) {
 	o.Env, o.Dir, o.BeforeForkCommand = s.Env, s.Dir, s.BeforeFork
 	if o.LogWorkerOutput, err = strconv.ParseBool(s.LogWorkerOutput); err != nil {
 		return fail("log-worker-output", s.LogWorkerOutput, "want true or false")
+	}
+	o.Name = s.Name
+	switch s.Control {
+	case "none":
+	case "":
+		o.ControlSocket, o.ControlSocketOptional = control.DefaultPath(s.Name), true
+	default:
+		o.ControlSocket = s.Control
+	}
+	o.MetricsAddress, o.Record, o.PIDFile = s.Metrics, s.Record, s.PIDFile
+	if o.Subreaper, err = strconv.ParseBool(s.Subreaper); err != nil {
+		return fail("subreaper", s.Subreaper, "want true or false")
 	}
 	o.Command = s.Command
 	return o, nil

@@ -1,0 +1,31 @@
+// Package journal records what the supervision core saw and decided, and
+// replays it: a journal is proof, checked by machine, that the core makes
+// the same decisions from the same inputs.
+//
+// A journal is a file of JSON lines. The first line is a Header: the
+// format version, the master's name and pid, when it started, and the
+// core's configuration (core.Config, with the policy by name). Every
+// other line is one step of the core, in order:
+//
+//	{"at":"1.503s","input":{"type":"WorkerListening","worker":3},
+//	 "decisions":[{"type":"Drain","worker":1,"reason":"replaced by w3"}, ...]}
+//
+// at is the step's time on the master's monotonic clock, counted from the
+// start of the recording; input and each decision carry a "type" tag (the
+// Go type's name in package core) and the type's fields. Times inside
+// decisions (a worker's ForkedAt and ReadyAt, in Notes) are offsets from
+// the same start, so a replay, which runs on a scripted clock, produces
+// the same bytes. Durations are written as Go durations ("1.5s"),
+// which parse back exactly.
+//
+// Replay reads a journal, builds core.Cluster with the header's
+// configuration, feeds it every input at its recorded time and compares
+// the decisions that come out with the recorded ones; the first
+// difference is a *Mismatch. The core is deterministic, so a journal of
+// any real run replays cleanly unless the core's behaviour changed, or
+// the journal was edited.
+//
+// The encoding is explicit, type by type (inputs.go, decisions.go): a
+// field added to a core type does not reach journals until it is added
+// here, and an unknown type tag or field is an error, never ignored.
+package journal

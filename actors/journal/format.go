@@ -1,0 +1,140 @@
+package journal
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/dutchmaster/dutchmaster/actors/core"
+)
+
+// Magic is the header's "journal" value: it tells a journal from any other
+// JSON lines.
+const Magic = "dutchmaster"
+
+// Version is the format version written; Replay reads only this one.
+const Version = 1
+
+// Epoch is where a replay's scripted clock starts: step times are offsets
+// from it. It is the scenario harness's epoch, so that replayed views read
+// like scenario output.
+var Epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Header is a journal's first line.
+type Header struct {
+	Journal string `json:"journal"` // always Magic
+	Version int    `json:"version"`
+	// Name is the master's --name, PID its process id, Started the wall
+	// clock time the recording began (steps count from it, monotonically).
+	Name    string    `json:"name,omitempty"`
+	PID     int       `json:"pid,omitempty"`
+	Started time.Time `json:"started"`
+	// Command is the worker command, for the reader; replay ignores it.
+	Command []string `json:"command,omitempty"`
+	// Ready and Drain are the worker actors' modes, for the reader: the
+	// core does not use them.
+	Ready string `json:"ready,omitempty"`
+	Drain string `json:"drain,omitempty"`
+	// Config is the core's configuration, defaults filled in.
+	Config Config `json:"config"`
+}
+
+// Config is core.Config in its journal form.
+type Config struct {
+	MaxSurge     int      `json:"max_surge"`
+	KillTimeout  Duration `json:"kill_timeout"`
+	ReadyTimeout Duration `json:"ready_timeout"`
+	Backoff      Backoff  `json:"backoff"`
+	Policy       Policy   `json:"policy"`
+}
+
+// Backoff is core.Backoff in its journal form.
+type Backoff struct {
+	Initial Duration `json:"initial"`
+	Max     Duration `json:"max"`
+	Reset   Duration `json:"reset"`
+}
+
+// Policy names a restart policy and its parameters. A custom policy (a Go
+// value registered when embedding) is recorded by name only, with Custom
+// set; replaying it needs the same policy in ReplayOptions.Policies.
+type Policy struct {
+	Name     string   `json:"name"`
+	MaxSurge int      `json:"max_surge,omitempty"`
+	Soak     Duration `json:"soak,omitempty"`
+	Custom   bool     `json:"custom,omitempty"`
+}
+
+// EncodeConfig turns a core configuration into its journal form, defaults
+// filled in.
+func EncodeConfig(c core.Config) Config {
+	c = c.WithDefaults()
+	out := Config{
+		MaxSurge: c.MaxSurge, KillTimeout: Duration(c.KillTimeout), ReadyTimeout: Duration(c.ReadyTimeout),
+		Backoff: Backoff{Initial: Duration(c.Backoff.Initial), Max: Duration(c.Backoff.Max), Reset: Duration(c.Backoff.Reset)},
+	}
+	switch p := c.Policy.(type) {
+	case core.Rolling:
+		out.Policy = Policy{Name: p.Name(), MaxSurge: p.MaxSurge}
+	case core.BlueGreen:
+		out.Policy = Policy{Name: p.Name()}
+	case core.Canary:
+		out.Policy = Policy{Name: p.Name(), MaxSurge: p.MaxSurge, Soak: Duration(p.Soak)}
+	default:
+		out.Policy = Policy{Name: p.Name(), Custom: true}
+	}
+	return out
+}
+
+// Core turns the journal form back into a core configuration. Custom
+// policies are looked up by name in policies.
+func (c Config) Core(policies map[string]core.Policy) (core.Config, error) {
+	out := core.Config{
+		MaxSurge: c.MaxSurge, KillTimeout: time.Duration(c.KillTimeout), ReadyTimeout: time.Duration(c.ReadyTimeout),
+		Backoff: core.Backoff{Initial: time.Duration(c.Backoff.Initial), Max: time.Duration(c.Backoff.Max), Reset: time.Duration(c.Backoff.Reset)},
+	}
+	p := c.Policy
+	if custom, ok := policies[p.Name]; ok {
+		out.Policy = custom
+		return out, nil
+	}
+	switch {
+	case p.Custom:
+		return out, fmt.Errorf("policy %q is a custom policy: replay it from Go with journal.ReplayOptions.Policies", p.Name)
+	case p.Name == "rolling":
+		out.Policy = core.Rolling{MaxSurge: p.MaxSurge}
+	case p.Name == "blue-green":
+		out.Policy = core.BlueGreen{}
+	case p.Name == "canary":
+		out.Policy = core.Canary{Soak: time.Duration(p.Soak), MaxSurge: p.MaxSurge}
+	default:
+		return out, fmt.Errorf("unknown policy %q (want rolling, blue-green or canary)", p.Name)
+	}
+	return out, nil
+}
+
+// Duration is a time.Duration written as Go writes it ("1.5s", "250ms");
+// time.ParseDuration reads every such text back to the same value.
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: want a string such as \"1.5s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// stepLine is every line after the header.
+type stepLine struct {
+	At        Duration          `json:"at"`
+	Input     json.RawMessage   `json:"input"`
+	Decisions []json.RawMessage `json:"decisions,omitempty"`
+}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dutchmaster/dutchmaster/sockets/control"
+)
+
+const ctlUsage = `usage: dutchmaster ctl [flags] status|restart|stop|scale N
+
+Talks to a running master over its control socket.
+
+  status     the workers: id, pid, slot, generation, state, uptime, restarts
+  restart    a rolling restart; waits for it to end, and exits 1 unless it
+             completed (an aborted rollout leaves the old workers serving)
+  stop       a graceful stop; waits until every worker is gone
+  scale N    run N workers from now on (until a restart re-reads --workers)
+
+Exit status: 0 done, 1 refused or failed (or no master), 2 bad usage.
+
+flags (before or after the command):`
+
+// runCtl is `dutchmaster ctl`.
+func runCtl(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("dutchmaster ctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("control", "", "the master's control socket `PATH` (default: the master's default for --name)")
+	name := fs.String("name", "", "the master's --name, to find its default control socket")
+	asJSON := fs.Bool("json", false, "print the master's reply as JSON")
+	timeout := fs.Duration("timeout", 0, "give up after this long (default: wait as long as it takes, e.g. a whole rollout)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, ctlUsage)
+		fs.PrintDefaults()
+	}
+	// Flags may come before and after the command.
+	var words []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitOK
+			}
+			return exitUsage
+		}
+		if rest = fs.Args(); len(rest) == 0 {
+			break
+		}
+		words, rest = append(words, rest[0]), rest[1:]
+	}
+	usage := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "dutchmaster ctl: "+format+"\n", a...)
+		fmt.Fprintln(stderr, "usage: dutchmaster ctl [--control PATH | --name NAME] [--json] status|restart|stop|scale N")
+		return exitUsage
+	}
+	if len(words) == 0 {
+		return usage("no command")
+	}
+	req := control.Request{Command: words[0]}
+	switch {
+	case req.Command == control.CommandScale && len(words) == 2:
+		n, err := strconv.Atoi(words[1])
+		if err != nil || n < 1 || n > 4096 {
+			return usage("scale %q: want a number of workers from 1 to 4096", words[1])
+		}
+		req.Workers = n
+	case req.Command == control.CommandScale:
+		return usage("scale takes one number: scale N")
+	case len(words) != 1:
+		return usage("%s takes no argument", req.Command)
+	case req.Command != control.CommandStatus && req.Command != control.CommandRestart && req.Command != control.CommandStop:
+		return usage("unknown command %q", req.Command)
+	}
+	if *path == "" {
+		*path = control.DefaultPath(*name)
+	}
+
+	dial := *timeout
+	if dial == 0 {
+		dial = 10 * time.Second
+	}
+	c, err := control.Dial(*path, dial)
+	if err != nil {
+		fmt.Fprintf(stderr, "dutchmaster ctl: %v\n", err)
+		return exitError
+	}
+	defer c.Close()
+	if *timeout > 0 {
+		c.SetDeadline(time.Now().Add(*timeout))
+	}
+	rep, err := c.Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "dutchmaster ctl: %v\n", err)
+		return exitError
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+	} else if rep.OK || rep.Rollout != nil {
+		printReply(stdout, req, rep)
+	}
+	if !rep.OK {
+		fmt.Fprintf(stderr, "dutchmaster ctl: %s\n", rep.Error)
+		return exitError
+	}
+	return exitOK
+}
+
+func printReply(w io.Writer, req control.Request, rep control.Reply) {
+	switch req.Command {
+	case control.CommandStatus:
+		printStatus(w, rep.Status)
+	case control.CommandRestart:
+		r := rep.Rollout
+		line := fmt.Sprintf("restart %s: generation %d", r.Outcome, r.Generation)
+		if r.Reason != "" {
+			line += ": " + r.Reason
+		}
+		fmt.Fprintln(w, line)
+	case control.CommandStop:
+		fmt.Fprintln(w, "stopped: every worker is gone")
+	case control.CommandScale:
+		fmt.Fprintf(w, "scaled: %d workers\n", rep.Target)
+	}
+}
+
+// printStatus writes the human table of `ctl status`.
+func printStatus(w io.Writer, s *control.Status) {
+	title := "dutchmaster"
+	if s.Name != "" {
+		title += " " + s.Name
+	}
+	state := fmt.Sprintf("%d/%d workers listening", s.Listening, s.Target)
+	switch {
+	case s.Stopping:
+		state += ", stopping"
+	case !s.Ready:
+		state += ", starting"
+	}
+	fmt.Fprintf(w, "%s (pid %d): %s, generation %d, policy %s\n", title, s.PID, state, s.Generation, s.Policy)
+	if r := s.Rollout; r != nil {
+		what := fmt.Sprintf("rolling restart to generation %d", r.Generation)
+		if r.Generation == 0 {
+			what = "replacing workers that asked for it"
+		}
+		fmt.Fprintf(w, "%s (%s), running for %s\n", what, r.Source, human(s.Now.Sub(r.Started)))
+	}
+	for _, sl := range s.Slots {
+		if sl.Flapping || !sl.BackoffUntil.IsZero() {
+			line := fmt.Sprintf("slot %d: %d failures in a row", sl.Index, sl.Failures)
+			if sl.Flapping {
+				line += ", flapping"
+			}
+			if !sl.BackoffUntil.IsZero() {
+				line += fmt.Sprintf(", next fork in %s", human(sl.BackoffUntil.Sub(s.Now)))
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKER\tPID\tSLOT\tGEN\tSTATE\tUPTIME\tRESTARTS")
+	for _, wk := range s.Workers {
+		pid := "-"
+		if wk.PID != 0 {
+			pid = strconv.Itoa(wk.PID)
+		}
+		state := wk.State
+		var marks []string
+		if wk.Due {
+			marks = append(marks, "due")
+		}
+		if wk.RestartRequested {
+			marks = append(marks, "asked")
+		}
+		if len(marks) > 0 {
+			state += " (" + strings.Join(marks, ", ") + ")"
+		}
+		fmt.Fprintf(tw, "w%d\t%s\t%d\t%d\t%s\t%s\t%d\n", wk.ID, pid, wk.Slot, wk.Generation, state,
+			human(time.Duration(wk.Uptime*float64(time.Second))), wk.Restarts)
+	}
+	tw.Flush()
+}
+
+// human rounds a duration for a table: to the millisecond under a
+// second, to the second above.
+func human(d time.Duration) string {
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/dutchmaster/dutchmaster/sockets/control"
+)
+
+// ctl runs `dutchmaster ctl --control path args...`.
+func ctl(t *testing.T, path string, args ...string) result {
+	t.Helper()
+	return runDutchmaster(t, 0, append([]string{"ctl", "--control", path}, args...)...)
+}
+
+// status is `ctl --json status`, decoded.
+func status(t *testing.T, path string) *control.Status {
+	t.Helper()
+	r := ctl(t, path, "status", "--json")
+	var rep control.Reply
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rep) != nil || rep.Status == nil {
+		t.Fatalf("ctl status --json: %s", r)
+	}
+	return rep.Status
+}
+
+// TestCtl: status shows every worker; restart waits for the rollout and
+// reports it complete, with every worker replaced; scale adds a worker;
+// stop returns once the workers are gone, and the master exits 0 and
+// removes its socket.
+func TestCtl(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	m := startMaster(t, "worker", []string{"DM_TEST_BOOT=100ms"}, "--name", "web", "--control", sock, "--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
+	m.address()
+	_, next := m.waitFor(0, "cluster ready", nil)
+	old, _ := listeningPIDs(m, 0, 2)
+
+	r := ctl(t, sock, "status")
+	head := fmt.Sprintf("dutchmaster web (pid %d): 2/2 workers listening, generation 1, policy rolling", m.cmd.Process.Pid)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, head+"\n") {
+		t.Fatalf("ctl status: want the line %q first\n%s", head, r)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 4 || strings.Join(strings.Fields(lines[1]), " ") != "WORKER PID SLOT GEN STATE UPTIME RESTARTS" {
+		t.Fatalf("ctl status table:\n%s", r.stdout)
+	}
+	for _, line := range lines[2:] {
+		f := strings.Fields(line)
+		id, _ := strconv.Atoi(strings.TrimPrefix(f[0], "w"))
+		if pid, _ := strconv.Atoi(f[1]); pid != old[id] || f[3] != "1" || f[4] != "listening" || f[6] != "0" {
+			t.Errorf("row %q: want w%d with pid %d, generation 1, listening, 0 restarts", line, id, old[id])
+		}
+	}
+
+	r = ctl(t, sock, "restart")
+	if r.code != 0 || r.stdout != "restart complete: generation 2\n" {
+		t.Fatalf("ctl restart: %s", r)
+	}
+	_, next = m.waitFor(next, "restart complete", nil)
+	s := status(t, sock)
+	if s.Generation != 2 || s.Listening != 2 || len(s.Workers) != 2 {
+		t.Fatalf("after restart: %+v", s)
+	}
+	for _, w := range s.Workers {
+		if w.Generation != 2 || w.Restarts != 1 || w.State != "listening" {
+			t.Errorf("after restart: %+v", w)
+		}
+	}
+	waitGone(t, values(old)...)
+
+	r = ctl(t, sock, "scale", "3")
+	if r.code != 0 || r.stdout != "scaled: 3 workers\n" {
+		t.Fatalf("ctl scale 3: %s", r)
+	}
+	m.waitFor(next, "worker listening", map[string]any{"slot": 2})
+	if s := status(t, sock); s.Target != 3 || len(s.Workers) != 3 {
+		t.Fatalf("after scale: %+v", s)
+	}
+
+	r = ctl(t, sock, "stop")
+	if r.code != 0 || r.stdout != "stopped: every worker is gone\n" {
+		t.Fatalf("ctl stop: %s", r)
+	}
+	if code := m.wait(); code != 0 {
+		t.Fatalf("master exit status %d after ctl stop", code)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("control socket left behind: %v", err)
+	}
+	for _, e := range m.all("control command") {
+		if e.num("uid") != 0 || e.num("peer_pid") == 0 {
+			t.Errorf("control command logged without its peer: %v", e)
+		}
+	}
+}
+
+// TestCtlRestartAborted: when the replacement fails, ctl restart says the
+// rollout aborted, exits 1, and the old workers keep serving.
+func TestCtlRestartAborted(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	m := startMaster(t, "worker", []string{"DM_TEST_FAIL=crash", "DM_TEST_FAIL_GEN=2"}, "--control", sock, "--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
+	addr := m.address()
+	m.waitFor(0, "cluster ready", nil)
+	old, _ := listeningPIDs(m, 0, 2)
+	r := ctl(t, sock, "restart")
+	if r.code != 1 || !strings.HasPrefix(r.stdout, "restart aborted: generation 2: exited before ready") ||
+		!strings.Contains(r.stderr, "rollout aborted: exited before ready: code 1") {
+		t.Fatalf("ctl restart of a failing release: %s", r)
+	}
+	for _, pid := range old {
+		if !alive(pid) {
+			t.Errorf("old worker %d stopped by an aborted rollout", pid)
+		}
+	}
+	if _, err := get(addr, "/"); err != nil {
+		t.Fatal(err)
+	}
+	r = ctl(t, sock, "--json", "restart")
+	var rep control.Reply
+	if r.code != 1 || json.Unmarshal([]byte(r.stdout), &rep) != nil || rep.Rollout == nil || rep.Rollout.Outcome != "aborted" {
+		t.Fatalf("ctl --json restart: %s", r)
+	}
+	m.stop()
+}
+
+// TestControlSocketPermissions: the socket is mode 0600, so another user
+// cannot even connect; and if its mode is widened, the master still
+// refuses that user by its credentials (SO_PEERCRED), and logs it.
+func TestControlSocketPermissions(t *testing.T) {
+	dir, bin := sharedDir(t)
+	sock := filepath.Join(dir, "ctl.sock")
+	m := startMaster(t, "worker", nil, "--control", sock, "--workers", "1", "--listen", "http=tcp://127.0.0.1:0")
+	_, next := m.waitFor(0, "cluster ready", nil)
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket mode %s, want a socket with 0600", fi.Mode())
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != uint32(os.Geteuid()) {
+		t.Fatalf("control socket owned by uid %d", st.Uid)
+	}
+
+	r := runBinary(t, bin, nobody, "ctl", "--control", sock, "status")
+	if r.code != 1 || !strings.Contains(r.stderr, "permission denied (the control socket is for the master's user and root)") {
+		t.Fatalf("ctl status as nobody, socket 0600: %s", r)
+	}
+
+	if err := os.Chmod(sock, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	r = runBinary(t, bin, nobody, "ctl", "--control", sock, "stop")
+	want := fmt.Sprintf("permission denied: uid %d may not control this master", nobody)
+	if r.code != 1 || !strings.Contains(r.stderr, want) {
+		t.Fatalf("ctl stop as nobody, socket 0666: want %q\n%s", want, r)
+	}
+	m.waitFor(next, "control connection refused: peer's uid may not control this master", map[string]any{"uid": nobody})
+	if len(m.all("stopping")) != 0 || len(m.all("control command")) != 0 {
+		t.Fatal("a refused peer's command was carried out")
+	}
+	// Root is served whatever the mode.
+	if r := runBinary(t, bin, 0, "ctl", "--control", sock, "status"); r.code != 0 {
+		t.Fatalf("ctl status as root: %s", r)
+	}
+	m.stop()
+}
+
+// TestControlSocketDefault: without --control the socket is
+// $XDG_RUNTIME_DIR/dutchmaster-NAME.sock, which ctl --name finds; a second
+// master with the same name runs without one (a default never keeps a
+// master from starting), but an explicit --control in use is refused.
+func TestControlSocketDefault(t *testing.T) {
+	runtimeDir := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", runtimeDir)
+	m := startMaster(t, "worker", nil, "--name", "api", "--workers", "1", "--listen", "http=tcp://127.0.0.1:0")
+	e, _ := m.waitFor(0, "control socket listening", nil)
+	sock := filepath.Join(runtimeDir, "dutchmaster-api.sock")
+	if e.str("path") != sock || e.str("name") != "api" {
+		t.Fatalf("control socket event %v, want path %s and name api", e, sock)
+	}
+	m.waitFor(0, "cluster ready", nil)
+	if r := runDutchmaster(t, 0, "ctl", "--name", "api", "status"); r.code != 0 || !strings.HasPrefix(r.stdout, "dutchmaster api (pid ") {
+		t.Fatalf("ctl --name api status: %s", r)
+	}
+
+	second := startMaster(t, "worker", nil, "--name", "api", "--workers", "1", "--listen", "http=tcp://127.0.0.1:0")
+	second.waitFor(0, "running without a control socket (give this master a --name or a --control path of its own)", nil)
+	second.waitFor(0, "cluster ready", nil)
+	second.stop()
+
+	third := startMaster(t, "worker", nil, "--control", sock, "--workers", "1", "--listen", "http=tcp://127.0.0.1:0")
+	if code := third.wait(); code != exitUsage || !strings.Contains(third.raw.String(), "another master runs on this control socket") {
+		t.Fatalf("explicit --control in use: exit %d\n%s", code, third.raw.String())
+	}
+	m.stop()
+	if r := runDutchmaster(t, 0, "ctl", "--name", "api", "status"); r.code != 1 || !strings.Contains(r.stderr, "no control socket") {
+		t.Fatalf("ctl after the master exited: %s", r)
+	}
+}
+
+// TestCtlUsage: bad command lines exit 2 and say why.
+func TestCtlUsage(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"ctl"}, "no command"},
+		{[]string{"ctl", "reboot"}, `unknown command "reboot"`},
+		{[]string{"ctl", "scale"}, "scale takes one number"},
+		{[]string{"ctl", "scale", "0"}, `scale "0": want a number of workers from 1 to 4096`},
+		{[]string{"ctl", "status", "now"}, "status takes no argument"},
+		{[]string{"ctl", "--bogus", "status"}, "flag provided but not defined"},
+		{[]string{"replay"}, "want one journal FILE"},
+	} {
+		r := runDutchmaster(t, 0, c.args...)
+		if r.code != exitUsage || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("%v: want exit 2 and %q\n%s", c.args, c.want, r)
+		}
+	}
+}

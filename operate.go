@@ -1,0 +1,278 @@
+package dutchmaster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/dutchmaster/dutchmaster/actors"
+	"github.com/dutchmaster/dutchmaster/actors/core"
+	"github.com/dutchmaster/dutchmaster/actors/journal"
+	"github.com/dutchmaster/dutchmaster/actors/metrics"
+	"github.com/dutchmaster/dutchmaster/sockets"
+	"github.com/dutchmaster/dutchmaster/sockets/control"
+	"github.com/dutchmaster/dutchmaster/sockets/systemd"
+)
+
+// Observer sees every step of the cluster: an input and the decisions it
+// produced, on the cluster actor's goroutine, before they are carried
+// out. It must return quickly and must not call back into the cluster.
+type Observer = func(now time.Time, in core.Input, out []core.Decision)
+
+// operations are the ways an operator reaches a running master besides
+// its signals: the control socket, metrics and health endpoints, the
+// journal, systemd's notify socket and the reaping of adopted orphans.
+// Each feeds on the cluster's steps through one Observe fan-out.
+type operations struct {
+	log      zerolog.Logger
+	control  *control.Server
+	metrics  *metrics.Collector
+	httpLn   net.Listener
+	http     *http.Server
+	journal  *journal.Recorder
+	notifier *systemd.Notifier
+	reaper   *reaper
+	workers  *workerPIDs
+	cluster  *actors.Cluster // set by serve, before anything asks for the view
+
+	observers []Observer
+	stopBg    context.CancelFunc
+	bg        sync.WaitGroup
+}
+
+// openOperations opens what can fail on bad options (sockets, files)
+// before any worker starts; errors are *ConfigError.
+func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time) (ops *operations, err error) {
+	ops = &operations{log: log, workers: newWorkerPIDs()}
+	defer func() {
+		if err != nil {
+			ops.close()
+		}
+	}()
+	if opts.ControlSocket != "" {
+		ops.control, err = control.Listen(control.Options{Path: opts.ControlSocket, Name: opts.Name, Logger: log})
+		switch {
+		case err == nil:
+			ops.observers = append(ops.observers, ops.control.Observe)
+			log.Info().Str("path", opts.ControlSocket).Msg("control socket listening")
+		case opts.ControlSocketOptional:
+			log.Warn().Err(err).Msg("running without a control socket (give this master a --name or a --control path of its own)")
+			err = nil
+		default:
+			return ops, &ConfigError{Err: err}
+		}
+	}
+	if opts.MetricsAddress != "" {
+		ops.httpLn, err = net.Listen("tcp", opts.MetricsAddress)
+		if err != nil {
+			return ops, configErr("--metrics %s: %v", opts.MetricsAddress, errors.Unwrap(err))
+		}
+		ops.metrics = metrics.New(metrics.Options{Name: opts.Name, View: ops.clusterView})
+		ops.observers = append(ops.observers, ops.metrics.Observe)
+		log.Info().Str("address", ops.httpLn.Addr().String()).Msg("metrics listening")
+	}
+	if opts.Record != "" {
+		h := journal.Header{Name: opts.Name, PID: os.Getpid(), Command: opts.Command, Ready: p.ready.String(), Drain: string(p.drain)}
+		ops.journal, err = journal.Create(opts.Record, h, p.core, start)
+		if err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return ops, configErr("--record %s: %v", opts.Record, err)
+		}
+		ops.journal.OnError = func(err error) {
+			log.Error().Err(err).Str("path", opts.Record).Msg("journal recording stopped")
+		}
+		ops.observers = append(ops.observers, ops.journal.Observe)
+		log.Info().Str("path", opts.Record).Msg("recording the journal")
+	}
+	if ops.notifier = systemd.NewNotifier(log); ops.notifier != nil {
+		ops.observers = append(ops.observers, ops.notifier.Observe)
+	}
+	if opts.Subreaper {
+		if err := setSubreaper(); err != nil {
+			return ops, fmt.Errorf("PR_SET_CHILD_SUBREAPER: %w", err)
+		}
+	}
+	if opts.Subreaper || os.Getpid() == 1 {
+		ops.reaper = startReaper(log, ops.workers)
+		ops.observers = append(ops.observers, ops.observeWorkers)
+	}
+	if opts.Observe != nil {
+		ops.observers = append(ops.observers, opts.Observe)
+	}
+	return ops, nil
+}
+
+// observe is actors.Options.Observe: every observer, in a fixed order
+// (the journal first, so it has the step even if a later one panics).
+func (ops *operations) observe(now time.Time, in core.Input, out []core.Decision) {
+	for _, o := range ops.observers {
+		o(now, in, out)
+	}
+}
+
+// observeWorkers keeps the workers' pids for the reaper, which must never
+// take a worker.
+func (ops *operations) observeWorkers(_ time.Time, in core.Input, _ []core.Decision) {
+	switch in := in.(type) {
+	case core.WorkerSpawned:
+		ops.workers.add(int(in.Worker), in.PID)
+	case core.WorkerExited:
+		ops.workers.remove(int(in.Worker))
+	}
+}
+
+// serve starts serving once the cluster runs.
+func (ops *operations) serve(c *actors.Cluster, restarts chan<- restartRequest) {
+	ops.cluster = c
+	ctx, cancel := context.WithCancel(context.Background())
+	ops.stopBg = cancel
+	if ops.control != nil {
+		ops.control.Serve(controlPort{cluster: c, restarts: restarts})
+	}
+	if ops.httpLn != nil {
+		ops.http = &http.Server{Handler: ops.metrics.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		ops.bg.Add(1)
+		go func() {
+			defer ops.bg.Done()
+			if err := ops.http.Serve(ops.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				ops.log.Error().Err(err).Msg("metrics server failed")
+			}
+		}()
+	}
+	if ops.notifier != nil {
+		ops.bg.Add(1)
+		go func() {
+			defer ops.bg.Done()
+			ops.notifier.Watchdog(ctx, func(ctx context.Context) error { _, err := c.View(ctx); return err })
+		}()
+	}
+}
+
+// clusterView is the metrics' view of the cluster: nothing serves
+// metrics before serve sets the cluster.
+func (ops *operations) clusterView(ctx context.Context) (core.View, error) {
+	if ops.cluster == nil {
+		return core.View{}, errors.New("the cluster is not running yet")
+	}
+	return ops.cluster.View(ctx)
+}
+
+// close ends everything, in an order that lets each finish its work: no
+// new requests, answers to waiting ones, the last notifications and
+// journal lines flushed.
+func (ops *operations) close() {
+	if ops.stopBg != nil {
+		ops.stopBg()
+	}
+	if ops.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if ops.http.Shutdown(ctx) != nil {
+			ops.http.Close()
+		}
+		cancel()
+	} else if ops.httpLn != nil {
+		ops.httpLn.Close()
+	}
+	ops.bg.Wait()
+	if ops.control != nil {
+		ops.control.Close()
+	}
+	if ops.notifier != nil {
+		ops.notifier.Close()
+	}
+	if ops.journal != nil {
+		if err := ops.journal.Close(); err != nil {
+			ops.log.Error().Err(err).Msg("journal incomplete")
+		}
+	}
+	if ops.reaper != nil {
+		ops.reaper.close()
+	}
+}
+
+// restartRequest is a restart asked for on the control socket, carried
+// out by Run's loop, which owns the configuration reload.
+type restartRequest struct {
+	source string
+	reply  chan error
+}
+
+// controlPort is the cluster as the control socket sees it.
+type controlPort struct {
+	cluster  *actors.Cluster
+	restarts chan<- restartRequest
+}
+
+func (p controlPort) View(ctx context.Context) (core.View, error) { return p.cluster.View(ctx) }
+func (p controlPort) Stop(source string)                          { p.cluster.Stop(source) }
+func (p controlPort) Scale(n int, source string) {
+	p.cluster.Send(core.ScaleTo{Target: n, Source: source})
+}
+
+func (p controlPort) Restart(ctx context.Context, source string) error {
+	req := restartRequest{source: source, reply: make(chan error, 1)}
+	select {
+	case p.restarts <- req:
+	case <-ctx.Done():
+		return errors.New("the master is exiting")
+	}
+	select {
+	case err := <-req.reply:
+		return err
+	case <-ctx.Done():
+		return errors.New("the master is exiting")
+	}
+}
+
+// openListeners takes the listeners systemd passed (socket activation)
+// and binds the others. With no --listen at all, every socket systemd
+// passed is used.
+func openListeners(specs []sockets.Spec, log zerolog.Logger) ([]*sockets.Listener, map[*sockets.Listener]bool, error) {
+	activated, err := systemd.ListenFDs()
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(activated) == 0 {
+		ls, err := sockets.BindAll(specs)
+		return ls, nil, err
+	}
+	ls, unused, err := systemd.Match(specs, activated)
+	if err != nil {
+		for _, s := range activated {
+			unix.Close(s.FD)
+		}
+		return nil, nil, err
+	}
+	for _, s := range unused {
+		log.Warn().Int("fd", s.FD).Str("fdname", s.Name).Msg("socket passed by systemd matches no --listen name (set FileDescriptorName=); closed")
+		unix.Close(s.FD)
+	}
+	adopted := map[*sockets.Listener]bool{}
+	for i, l := range ls {
+		if l != nil {
+			adopted[l] = true
+			continue
+		}
+		if ls[i], err = sockets.Bind(specs[i]); err != nil {
+			for _, done := range ls {
+				if done != nil {
+					done.Close()
+				}
+			}
+			return nil, nil, err
+		}
+	}
+	return ls, adopted, nil
+}

@@ -1,0 +1,97 @@
+package control
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"time"
+)
+
+// MaxReply bounds a reply line the client reads (a status of thousands of
+// workers fits many times over).
+const MaxReply = 16 << 20
+
+// Client is one connection to a master's control socket.
+type Client struct {
+	conn net.Conn
+	r    *bufio.Reader
+	path string
+}
+
+// Dial connects to the control socket at path. Errors say what is wrong
+// in the operator's terms: no master there, a stale socket, no permission.
+func Dial(path string, timeout time.Duration) (*Client, error) {
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.Dial("unix", path)
+	if err != nil {
+		switch {
+		case errors.Is(err, syscall.ENOENT):
+			return nil, fmt.Errorf("%s: no control socket (is the master running, with this --name or --control?)", path)
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return nil, fmt.Errorf("%s: no master accepts on this socket (it is stale: the master died)", path)
+		case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+			return nil, fmt.Errorf("%s: permission denied (the control socket is for the master's user and root)", path)
+		}
+		return nil, err
+	}
+	return &Client{conn: conn, r: bufio.NewReaderSize(conn, 64<<10), path: path}, nil
+}
+
+// Do sends one request and reads its reply. A reply with OK false is
+// returned as is, with a nil error: the master answered.
+func (c *Client) Do(req Request) (Reply, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return Reply{}, err
+	}
+	_, werr := c.conn.Write(append(b, '\n'))
+	// Even when the write fails, the master may have answered first (a
+	// refused peer is told why, and the connection closed): read it.
+	line, err := readLine(c.r, MaxReply)
+	if err != nil && werr != nil {
+		return Reply{}, fmt.Errorf("%s: %w", c.path, werr)
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return Reply{}, fmt.Errorf("%s: the master closed the connection without a reply", c.path)
+		}
+		return Reply{}, fmt.Errorf("%s: %w", c.path, err)
+	}
+	var rep Reply
+	if err := json.Unmarshal(line, &rep); err != nil {
+		return Reply{}, fmt.Errorf("%s: malformed reply: %w", c.path, err)
+	}
+	return rep, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// readLine reads one line of at most limit bytes.
+func readLine(r *bufio.Reader, limit int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > limit {
+			return nil, fmt.Errorf("reply longer than %d bytes", limit)
+		}
+		switch {
+		case err == nil:
+			return line, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == io.EOF && len(line) > 0:
+			return nil, io.ErrUnexpectedEOF
+		default:
+			return nil, err
+		}
+	}
+}
+
+// SetDeadline bounds the requests still to come on this connection.
+func (c *Client) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }

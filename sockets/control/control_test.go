@@ -1,0 +1,400 @@
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/dutchmaster/dutchmaster/actors"
+	"github.com/dutchmaster/dutchmaster/actors/core"
+	"github.com/dutchmaster/dutchmaster/scenarios"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const patience = 10 * time.Second
+
+// fakeCluster runs a scripted cluster on one goroutine, as the cluster
+// actor would: the server's calls and the test's worker events are
+// queued to it, and the server's Observe runs on it.
+type fakeCluster struct {
+	d     *scenarios.Driver
+	calls chan func()
+	done  chan struct{}
+	seen  chan core.Input // every input, after Observe
+	// refuse, when set, is Restart's answer (a configuration that does
+	// not load).
+	mu     sync.Mutex
+	refuse error
+}
+
+func newFakeCluster(t *testing.T, s *Server, workers int) *fakeCluster {
+	f := &fakeCluster{d: scenarios.NewDriver(), calls: make(chan func()), done: make(chan struct{}), seen: make(chan core.Input, 1000)}
+	observe := func(now time.Time, in core.Input, out []core.Decision) {
+		s.Observe(now, in, out)
+		f.seen <- in
+	}
+	f.d.Start(actors.Options{Logger: zerolog.Nop(), Observe: observe, Workers: func() int { return workers }},
+		func(o actors.Options) scenarios.Host { return scenarios.NewSyncHost(o) })
+	go func() {
+		defer close(f.done)
+		for call := range f.calls {
+			call()
+		}
+	}()
+	t.Cleanup(func() { close(f.calls); <-f.done; f.d.Close() })
+	return f
+}
+
+// do runs f on the cluster's goroutine and waits for it.
+func (f *fakeCluster) do(fn func()) {
+	done := make(chan struct{})
+	f.calls <- func() { fn(); close(done) }
+	<-done
+}
+
+func (f *fakeCluster) View(ctx context.Context) (core.View, error) {
+	var v core.View
+	f.do(func() { v = f.d.Host.View() })
+	return v, nil
+}
+func (f *fakeCluster) Restart(ctx context.Context, source string) error {
+	f.mu.Lock()
+	refuse := f.refuse
+	f.mu.Unlock()
+	if refuse != nil {
+		return refuse
+	}
+	f.calls <- func() { f.d.Send(core.RestartRequested{Source: source}) }
+	return nil
+}
+func (f *fakeCluster) Stop(source string) {
+	f.calls <- func() { f.d.Send(core.StopRequested{Source: source}) }
+}
+func (f *fakeCluster) Scale(n int, source string) {
+	f.calls <- func() { f.d.Send(core.ScaleTo{Target: n, Source: source}) }
+}
+
+// waitInput waits until the cluster has taken an input of type T.
+func waitInput[T core.Input](t *testing.T, f *fakeCluster) T {
+	t.Helper()
+	deadline := time.After(patience)
+	for {
+		select {
+		case in := <-f.seen:
+			if v, ok := in.(T); ok {
+				return v
+			}
+		case <-deadline:
+			var zero T
+			t.Fatalf("no %T within %s", zero, patience)
+			return zero
+		}
+	}
+}
+
+// lockedBuffer is a log written from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+type setup struct {
+	s    *Server
+	f    *fakeCluster
+	logs *lockedBuffer
+	path string
+}
+
+func start(t *testing.T, workers int, opts Options) setup {
+	t.Helper()
+	logs := &lockedBuffer{}
+	opts.Path = filepath.Join(t.TempDir(), "ctl.sock")
+	opts.Logger = zerolog.New(logs)
+	opts.Name = "web"
+	s, err := Listen(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	f := newFakeCluster(t, s, workers)
+	s.Serve(f)
+	f.do(func() { must(t, f.d.SettleWorkers()) })
+	return setup{s, f, logs, opts.Path}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dial(t *testing.T, path string) *Client {
+	t.Helper()
+	c, err := Dial(path, patience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// async sends a request on its own connection and returns the reply's channel.
+func async(t *testing.T, path string, req Request) chan Reply {
+	c := dial(t, path)
+	ch := make(chan Reply, 1)
+	go func() {
+		rep, err := c.Do(req)
+		if err != nil {
+			rep = Reply{Error: "client: " + err.Error()}
+		}
+		ch <- rep
+	}()
+	return ch
+}
+
+func recv(t *testing.T, ch chan Reply) Reply {
+	t.Helper()
+	select {
+	case rep := <-ch:
+		return rep
+	case <-time.After(patience):
+		t.Fatalf("no reply within %s", patience)
+		return Reply{}
+	}
+}
+
+// TestSocketMode: the socket file is 0600 and goes away at Close.
+func TestSocketMode(t *testing.T) {
+	st := start(t, 1, Options{})
+	fi, err := os.Stat(st.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %s, want a socket with 0600", fi.Mode())
+	}
+	// Another master on the same path is refused.
+	if _, err := Listen(Options{Path: st.path}); err == nil || !strings.Contains(err.Error(), "another master") {
+		t.Fatalf("second Listen: %v", err)
+	}
+	st.s.Close()
+	if _, err := os.Stat(st.path); !os.IsNotExist(err) {
+		t.Fatalf("socket file after Close: %v", err)
+	}
+}
+
+// TestStatus: status lists every worker with its slot's restarts.
+func TestStatus(t *testing.T) {
+	st := start(t, 2, Options{})
+	// A crash: slot 0 has one restart.
+	st.f.do(func() {
+		must(t, st.f.d.Deliver(1, actors.Exited{Code: 1}))
+		must(t, st.f.d.SettleWorkers())
+	})
+	rep, err := dial(t, st.path).Do(Request{Command: CommandStatus})
+	if err != nil || !rep.OK {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	s := rep.Status
+	if s.Name != "web" || s.PID != os.Getpid() || s.Target != 2 || s.Listening != 2 || !s.Ready || len(s.Workers) != 2 {
+		t.Fatalf("status %+v", s)
+	}
+	byID := map[int]WorkerStatus{}
+	for _, w := range s.Workers {
+		byID[w.ID] = w
+	}
+	if w := byID[3]; w.Slot != 0 || w.Restarts != 1 || w.State != "listening" || w.PID != scenarios.PIDBase+3 {
+		t.Fatalf("worker 3: %+v", w)
+	}
+	if w := byID[2]; w.Restarts != 0 {
+		t.Fatalf("worker 2: %+v", w)
+	}
+	if s.Slots[0].Restarts != 1 || s.Slots[0].Failures != 1 {
+		t.Fatalf("slot 0: %+v", s.Slots[0])
+	}
+}
+
+// TestRestart: a restart is answered when its rollout ends, complete or
+// aborted; one made during a rollout joins it.
+func TestRestart(t *testing.T) {
+	st := start(t, 2, Options{})
+	ch := async(t, st.path, Request{Command: CommandRestart})
+	waitInput[core.RestartRequested](t, st.f)
+	select {
+	case rep := <-ch:
+		t.Fatalf("answered before the rollout ended: %+v", rep)
+	default:
+	}
+	joined := async(t, st.path, Request{Command: CommandRestart})
+	waitInput[core.RestartRequested](t, st.f)
+	st.f.do(func() { must(t, st.f.d.SettleWorkers()) })
+	for _, c := range []chan Reply{ch, joined} {
+		rep := recv(t, c)
+		if !rep.OK || rep.Rollout == nil || rep.Rollout.Outcome != core.OutcomeComplete || rep.Rollout.Generation != 3 {
+			t.Fatalf("reply %+v %+v", rep, rep.Rollout)
+		}
+	}
+
+	ch = async(t, st.path, Request{Command: CommandRestart})
+	waitInput[core.RestartRequested](t, st.f)
+	st.f.do(func() {
+		v := st.f.d.Host.View()
+		must(t, st.f.d.Deliver(v.Workers[len(v.Workers)-1].ID, actors.Exited{Code: 1}))
+	})
+	rep := recv(t, ch)
+	if rep.OK || rep.Rollout == nil || rep.Rollout.Outcome != core.OutcomeAborted || !strings.Contains(rep.Error, "exited before ready") {
+		t.Fatalf("aborted: %+v %+v", rep, rep.Rollout)
+	}
+	if !strings.Contains(st.logs.String(), `"command":"restart"`) {
+		t.Errorf("restart not logged:\n%s", st.logs)
+	}
+}
+
+// TestRestartRefused: a restart the master refuses (its configuration
+// does not load) is answered with the reason at once.
+func TestRestartRefused(t *testing.T) {
+	st := start(t, 1, Options{})
+	refuse := errors.New("restart refused: --config x.yaml: not valid YAML")
+	st.f.mu.Lock()
+	st.f.refuse = refuse
+	st.f.mu.Unlock()
+	rep, err := dial(t, st.path).Do(Request{Command: CommandRestart})
+	if err != nil || rep.OK || rep.Error != refuse.Error() {
+		t.Fatalf("%+v %v", rep, err)
+	}
+}
+
+// TestScaleAndStop: scale answers with the new target; stop answers once
+// the cluster stopped; a restart while stopping is refused with why.
+func TestScaleAndStop(t *testing.T) {
+	st := start(t, 2, Options{})
+	c := dial(t, st.path)
+	rep, err := c.Do(Request{Command: CommandScale, Workers: 3})
+	if err != nil || !rep.OK || rep.Target != 3 {
+		t.Fatalf("scale: %+v %v", rep, err)
+	}
+	if rep, _ := c.Do(Request{Command: CommandScale, Workers: 0}); rep.OK || !strings.Contains(rep.Error, "want 1 to 4096") {
+		t.Fatalf("scale 0: %+v", rep)
+	}
+	st.f.do(func() { must(t, st.f.d.SettleWorkers()) })
+	if rep, _ := c.Do(Request{Command: CommandStatus}); rep.Status.Listening != 3 {
+		t.Fatalf("after scale: %+v", rep.Status)
+	}
+
+	stop := async(t, st.path, Request{Command: CommandStop})
+	waitInput[core.StopRequested](t, st.f)
+	if rep, _ := c.Do(Request{Command: CommandRestart}); rep.OK || rep.Error != "restart ignored: stopping" {
+		t.Fatalf("restart while stopping: %+v", rep)
+	}
+	st.f.do(func() { must(t, st.f.d.SettleWorkers()) })
+	if rep := recv(t, stop); !rep.OK {
+		t.Fatalf("stop: %+v", rep)
+	}
+	// Stopped already: answered at once.
+	if rep, _ := c.Do(Request{Command: CommandStop}); !rep.OK {
+		t.Fatalf("second stop: %+v", rep)
+	}
+}
+
+// TestBadRequests: unknown commands and malformed lines are answered
+// with an error and the connection goes on; an oversized line closes it.
+func TestBadRequests(t *testing.T) {
+	st := start(t, 1, Options{MaxLine: 1024})
+	c := dial(t, st.path)
+	if rep, _ := c.Do(Request{Command: "reboot"}); rep.OK || !strings.Contains(rep.Error, `unknown command "reboot"`) {
+		t.Fatalf("unknown: %+v", rep)
+	}
+	conn, err := net.Dial("unix", st.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw := &Client{conn: conn, r: newReader(conn), path: st.path}
+	for _, line := range []string{"not json\n", `{"command":"status","extra":1}` + "\n"} {
+		conn.Write([]byte(line))
+		l, err := readLine(raw.r, MaxReply)
+		if err != nil || !strings.Contains(string(l), "malformed request") {
+			t.Fatalf("%q: %s %v", line, l, err)
+		}
+	}
+	if rep, err := raw.Do(Request{Command: CommandStatus}); err != nil || !rep.OK {
+		t.Fatalf("after malformed lines: %+v %v", rep, err)
+	}
+	conn.Write([]byte(strings.Repeat("x", 4096) + "\n"))
+	l, err := readLine(raw.r, MaxReply)
+	if err != nil || !strings.Contains(string(l), "request longer than 1024 bytes") {
+		t.Fatalf("oversized: %s %v", l, err)
+	}
+	if _, err := readLine(raw.r, MaxReply); err == nil {
+		t.Fatal("connection still open after an oversized request")
+	}
+}
+
+// TestRefusedPeer: a peer whose uid is not allowed gets an error reply
+// and the refusal is logged with its uid and pid.
+func TestRefusedPeer(t *testing.T) {
+	st := start(t, 1, Options{Allow: func(uid uint32) bool { return false }})
+	rep, err := dial(t, st.path).Do(Request{Command: CommandStatus})
+	if err != nil || rep.OK || !strings.Contains(rep.Error, "permission denied") {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	logs := st.logs.String()
+	if !strings.Contains(logs, "control connection refused") || !strings.Contains(logs, `"peer_pid":`+itoa(os.Getpid())) {
+		t.Fatalf("refusal not logged:\n%s", logs)
+	}
+}
+
+// TestCloseAnswersWaiting: a restart still waiting when the master exits
+// is answered with an error; Close waits for the handlers.
+func TestCloseAnswersWaiting(t *testing.T) {
+	st := start(t, 2, Options{})
+	ch := async(t, st.path, Request{Command: CommandRestart})
+	waitInput[core.RestartRequested](t, st.f)
+	st.s.Close()
+	if rep := recv(t, ch); rep.OK || !strings.Contains(rep.Error, "exited before the rollout ended") {
+		t.Fatalf("%+v", rep)
+	}
+}
+
+// TestDialErrors: no socket, and a stale one, are said so.
+func TestDialErrors(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Dial(filepath.Join(dir, "none.sock"), time.Second); err == nil || !strings.Contains(err.Error(), "no control socket") {
+		t.Fatalf("missing: %v", err)
+	}
+	stale := filepath.Join(dir, "stale.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	if _, err := Dial(stale, time.Second); err == nil || !strings.Contains(err.Error(), "stale") {
+		t.Fatalf("stale: %v", err)
+	}
+}
+
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+
+func itoa(n int) string { return strconv.Itoa(n) }

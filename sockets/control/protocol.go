@@ -1,0 +1,146 @@
+// Package control is the master's control socket: a unix stream socket,
+// mode 0600, on which `dutchmaster ctl` asks for the cluster's status, a
+// rolling restart, a stop or a new worker count.
+//
+// Who may connect: the kernel checks the socket file's mode (0600: only
+// the master's user can connect), and the server checks each peer's
+// credentials (SO_PEERCRED) again: only the master's effective uid and
+// root are served; anyone else gets an error reply, and the refusal is
+// logged with the peer's uid and pid. The check matters when the file's
+// mode was widened, or the socket was passed on.
+//
+// The protocol is newline-delimited JSON, one Request per line, one Reply
+// line each, in order, any number per connection:
+//
+//	{"command":"status"}            → {"ok":true,"status":{...}}
+//	{"command":"restart"}           → when the rollout ends: {"ok":true,"rollout":{"outcome":"complete",...}}
+//	{"command":"stop"}              → once every worker is gone: {"ok":true}
+//	{"command":"scale","workers":3} → {"ok":true,"target":3}
+//	anything else                   → {"ok":false,"error":"..."}
+//
+// A request line longer than MaxLine (64 KiB by default) is answered with
+// an error and the connection is closed. Replies have no bound but the
+// client's.
+//
+// The server talks to the cluster through Supervisor, and learns the
+// outcome of what it asked from the cluster's steps (Server.Observe, fed
+// by actors.Options.Observe): a restart is answered when its rollout ends
+// (complete, aborted or cancelled), a stop when the cluster has stopped.
+package control
+
+import (
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Commands.
+const (
+	CommandStatus  = "status"
+	CommandRestart = "restart"
+	CommandStop    = "stop"
+	CommandScale   = "scale"
+)
+
+// DefaultMaxLine bounds a request line.
+const DefaultMaxLine = 64 << 10
+
+// Request is one line from the client.
+type Request struct {
+	Command string `json:"command"`
+	// Workers is the new target of a scale command, 1 to 4096.
+	Workers int `json:"workers,omitempty"`
+}
+
+// Reply is the answer to one Request.
+type Reply struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	// Status answers status.
+	Status *Status `json:"status,omitempty"`
+	// Rollout answers restart: how the rollout it started (or joined)
+	// ended. OK is true only for a complete one.
+	Rollout *RolloutResult `json:"rollout,omitempty"`
+	// Target answers scale: the worker count now aimed at.
+	Target int `json:"target,omitempty"`
+}
+
+// RolloutResult is how a rollout ended.
+type RolloutResult struct {
+	Outcome    string `json:"outcome"` // complete, aborted, cancelled
+	Reason     string `json:"reason,omitempty"`
+	Generation int    `json:"generation"` // the generation rolled to
+	Source     string `json:"source"`     // the source given to the restart
+}
+
+// Status is the cluster's state, for `dutchmaster ctl status`.
+type Status struct {
+	Name       string    `json:"name"`
+	PID        int       `json:"pid"` // the master's
+	Now        time.Time `json:"now"`
+	Target     int       `json:"target"`
+	Listening  int       `json:"listening"`
+	Generation int       `json:"generation"`
+	Policy     string    `json:"policy"`
+	// Ready: the first generation has listened.
+	Ready    bool           `json:"ready"`
+	Stopping bool           `json:"stopping"`
+	Rollout  *RolloutStatus `json:"rollout,omitempty"`
+	Workers  []WorkerStatus `json:"workers"`
+	Slots    []SlotStatus   `json:"slots"`
+}
+
+// RolloutStatus is the rollout in progress.
+type RolloutStatus struct {
+	Generation int       `json:"generation"` // 0: only workers that asked are replaced
+	Source     string    `json:"source"`
+	Started    time.Time `json:"started"`
+	Baseline   int       `json:"baseline"`
+}
+
+// WorkerStatus is one worker process.
+type WorkerStatus struct {
+	ID         int       `json:"id"`
+	PID        int       `json:"pid,omitempty"` // 0 until the process runs
+	Slot       int       `json:"slot"`
+	Generation int       `json:"generation"`
+	State      string    `json:"state"` // forking, listening, draining
+	Forked     time.Time `json:"forked"`
+	ReadyAt    time.Time `json:"ready_at,omitzero"`
+	// Uptime is the time since the fork, in seconds.
+	Uptime float64 `json:"uptime_seconds"`
+	// Restarts is its slot's count of workers forked to take over the
+	// slot (replacements by rollouts, re-forks after failures).
+	Restarts int `json:"restarts"`
+	// Due: the running rollout will replace it.
+	Due bool `json:"due,omitempty"`
+	// RestartRequested: it asked for its own replacement.
+	RestartRequested bool `json:"restart_requested,omitempty"`
+}
+
+// SlotStatus is one slot: a position that one serving worker fills.
+type SlotStatus struct {
+	Index    int  `json:"index"`
+	Restarts int  `json:"restarts"`
+	Failures int  `json:"failures"` // consecutive failures of its workers
+	Flapping bool `json:"flapping"`
+	// BackoffUntil: no fork into the slot before this.
+	BackoffUntil time.Time `json:"backoff_until,omitzero"`
+}
+
+// DefaultPath is where a master named name puts its control socket when
+// not told: $XDG_RUNTIME_DIR, else the working directory, and the file
+// dutchmaster.sock, or dutchmaster-NAME.sock for a named master.
+func DefaultPath(name string) string {
+	file := "dutchmaster.sock"
+	if name != "" {
+		file = "dutchmaster-" + name + ".sock"
+	}
+	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		if wd, err := os.Getwd(); err == nil {
+			dir = wd
+		}
+	}
+	return filepath.Join(dir, file)
+}
