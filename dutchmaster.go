@@ -33,9 +33,11 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -103,6 +105,14 @@ type Options struct {
 	Reload func() (Options, error)
 	// Env is added to the master's environment for workers (KEY=VALUE).
 	Env []string
+	// EnvClear withholds the master's environment from workers, but for
+	// the keys in EnvAllow: secrets the master needs stay with it.
+	EnvClear bool
+	EnvAllow []string
+	// User and Group run the workers as another user (a name or a number;
+	// Group defaults to the user's primary group). The master keeps the
+	// sockets, so a root master can bind :80 for unprivileged workers.
+	User, Group string
 	// Dir is the workers' working directory, resolved through symlinks at
 	// every fork. Default: the master's.
 	Dir string
@@ -340,7 +350,7 @@ func runtimeConfig(opts Options, p plan, listeners []*sockets.Listener) osproc.C
 		Command: opts.Command, Dir: opts.Dir, Env: opts.Env, Listeners: listeners,
 		NotifyDir: opts.NotifyDir, StopSignal: opts.StopSignal, BeforeFork: p.beforeFork,
 		LogOutput: opts.LogWorkerOutput, Stdout: opts.Stdout, Stderr: opts.Stderr, Logger: opts.Logger,
-		NodeCluster: p.nodeCluster,
+		NodeCluster: p.nodeCluster, EnvClear: opts.EnvClear, EnvAllow: opts.EnvAllow, Credential: p.credential,
 	}
 }
 
@@ -354,6 +364,7 @@ type plan struct {
 	restartSignal syscall.Signal
 	beforeFork    func(dir string, env []string) error
 	nodeCluster   bool
+	credential    *syscall.Credential
 }
 
 // restartSignals are the signals a restart may be asked with: the master
@@ -426,6 +437,9 @@ func prepare(opts Options) (plan, error) {
 		return p, configErr("--workers %d: want 1 to %d", n, core.MaxWorkers)
 	}
 	p.beforeFork = beforeFork(opts)
+	if p.credential, err = credential(opts.User, opts.Group); err != nil {
+		return p, &ConfigError{Err: err}
+	}
 	switch opts.WorkerProtocol {
 	case "", "auto":
 		base := filepath.Base(opts.Command[0])
@@ -524,4 +538,37 @@ func checkName(name string) error {
 		}
 	}
 	return nil
+}
+
+// credential resolves --user and --group. Changing user needs root.
+func credential(name, group string) (*syscall.Credential, error) {
+	if name == "" && group == "" {
+		return nil, nil
+	}
+	cred := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), NoSetGroups: true}
+	if name != "" {
+		u, err := user.Lookup(name)
+		if err != nil {
+			if u, err = user.LookupId(name); err != nil {
+				return nil, fmt.Errorf("--user %s: no such user", name)
+			}
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred.Uid, cred.Gid = uint32(uid), uint32(gid)
+	}
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			if g, err = user.LookupGroupId(group); err != nil {
+				return nil, fmt.Errorf("--group %s: no such group", group)
+			}
+		}
+		gid, _ := strconv.Atoi(g.Gid)
+		cred.Gid = uint32(gid)
+	}
+	if os.Geteuid() != 0 && (int(cred.Uid) != os.Getuid() || int(cred.Gid) != os.Getgid()) {
+		return nil, fmt.Errorf("--user/--group: running workers as another user needs a master started as root")
+	}
+	return cred, nil
 }

@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -83,7 +85,8 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		// to the process: it fires when that thread exits. Go ends threads
 		// only when a goroutine exits while locked to one, and this
 		// goroutine never locks, so the signal fires when the master dies.
-		Pdeathsig: syscall.SIGKILL,
+		Pdeathsig:  syscall.SIGKILL,
+		Credential: cfg.Credential,
 	}
 	out := newOutput(cfg, spec)
 	cmd.Stdout, cmd.Stderr = out.stdout, out.stderr
@@ -124,7 +127,14 @@ func (cfg Config) resolveDir() (string, error) {
 // environ is the worker's environment before the protocol variables: the
 // master's, then Config.Env, then the worker's identity.
 func (cfg Config) environ(spec actors.WorkerSpec) []string {
-	env := append(os.Environ(), cfg.Env...)
+	env := os.Environ()
+	if cfg.EnvClear {
+		env = slices.DeleteFunc(env, func(kv string) bool {
+			k, _, _ := strings.Cut(kv, "=")
+			return !slices.Contains(cfg.EnvAllow, k)
+		})
+	}
+	env = append(env, cfg.Env...)
 	return append(env,
 		"DUTCHMASTER_WORKER_ID="+strconv.Itoa(int(spec.ID)),
 		"DUTCHMASTER_SLOT="+strconv.Itoa(spec.Slot),

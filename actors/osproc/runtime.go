@@ -46,6 +46,14 @@ type Config struct {
 	Logger    zerolog.Logger
 	// Executable is the trampoline binary; default os.Executable().
 	Executable string
+	// EnvClear starts the workers' environment empty but for EnvAllow's
+	// keys of the master's, so its secrets stay with it; Env, the
+	// identity and the protocol variables are added as always.
+	EnvClear bool
+	EnvAllow []string
+	// Credential runs workers (and the trampoline) as another user and
+	// group; the master keeps its sockets. Nil: the master's own.
+	Credential *syscall.Credential
 	// NodeCluster makes the master act as the Node.js cluster primary on
 	// each worker's IPC channel (docs/node.md): the worker gets
 	// NODE_UNIQUE_ID (its id), its listen() gets a socket the runtime

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -85,6 +86,12 @@ func handler(extra func(mux *http.ServeMux)) http.Handler {
 	})
 	mux.HandleFunc("/crash", func(w http.ResponseWriter, r *http.Request) {
 		os.Exit(1)
+	})
+	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "uid=%d gid=%d", os.Getuid(), os.Getgid())
+	})
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, strings.Join(os.Environ(), "\n"))
 	})
 	if extra != nil {
 		extra(mux)

@@ -49,6 +49,10 @@ type settings struct {
 	Record          string   `yaml:"record"`
 	PIDFile         string   `yaml:"pidfile"`
 	Subreaper       string   `yaml:"subreaper"`
+	EnvClear        string   `yaml:"env-clear"`
+	EnvAllow        []string `yaml:"env-allow"`
+	User            string   `yaml:"user"`
+	Group           string   `yaml:"group"`
 	Command         []string `yaml:"command"`
 
 	configFile string // the --config file, re-read at every rolling restart
@@ -80,6 +84,10 @@ var options = []option{
 	{name: "backoff-reset", usage: "a worker up this long clears its slot's failures", text: func(s *settings) *string { return &s.BackoffReset }},
 	{name: "worker-protocol", usage: "auto (node-cluster for node, else fds), fds or node-cluster", text: func(s *settings) *string { return &s.WorkerProtocol }},
 	{name: "env", usage: "`KEY=VALUE` added to the workers' environment (repeatable)", list: func(s *settings) *[]string { return &s.Env }},
+	{name: "env-clear", usage: "withhold the master's environment from workers (but --env-allow keys)", text: func(s *settings) *string { return &s.EnvClear }, isBool: true},
+	{name: "env-allow", usage: "`KEY` of the master's environment that workers keep under --env-clear (repeatable)", list: func(s *settings) *[]string { return &s.EnvAllow }},
+	{name: "user", usage: "run workers as this user (name or uid); the master keeps the sockets", text: func(s *settings) *string { return &s.User }},
+	{name: "group", usage: "run workers with this group (name or gid); default the user's", text: func(s *settings) *string { return &s.Group }},
 	{name: "dir", usage: "workers' working directory, symlinks resolved at every fork", text: func(s *settings) *string { return &s.Dir }},
 	{name: "before-fork", usage: "shell `COMMAND` run before every fork; failure fails the fork", text: func(s *settings) *string { return &s.BeforeFork }},
 	{name: "log-format", usage: "auto (console on a terminal, else json), json or console", text: func(s *settings) *string { return &s.LogFormat }},
@@ -101,7 +109,7 @@ func defaults() settings {
 		Ready: "auto", ReadyTimeout: "60s", Drain: "auto", MaxSurge: "1",
 		LogFormat: "auto", LogLevel: "info", LogWorkerOutput: "false",
 		Policy: "rolling", CanarySoak: "30s", Backoff: "500ms", BackoffMax: "30s", BackoffReset: "60s",
-		WorkerProtocol: "auto", Subreaper: "false",
+		WorkerProtocol: "auto", EnvClear: "false", Subreaper: "false",
 	}
 }
 
@@ -195,6 +203,10 @@ func (s settings) resolve() (dutchmaster.Options, error) {
 		return fail("backoff-max", s.BackoffMax, "want at least --backoff ("+s.Backoff+")")
 	}
 	o.WorkerProtocol = s.WorkerProtocol
+	if o.EnvClear, err = strconv.ParseBool(s.EnvClear); err != nil {
+		return fail("env-clear", s.EnvClear, "want true or false")
+	}
+	o.EnvAllow, o.User, o.Group = s.EnvAllow, s.User, s.Group
 	o.Env, o.Dir, o.BeforeForkCommand = s.Env, s.Dir, s.BeforeFork
 	if o.LogWorkerOutput, err = strconv.ParseBool(s.LogWorkerOutput); err != nil {
 		return fail("log-worker-output", s.LogWorkerOutput, "want true or false")
