@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: all build test vet bench rewrite fmt demo express-demo
+.PHONY: all build test vet bench soak rewrite fmt demo express-demo
 
 all: build test
 
@@ -22,6 +22,14 @@ vet:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./actors/... ./scenarios/...
 	$(GO) run ./cmd/dmbench
+
+# cmd/dmsoak: 200 rolling restarts of 4 workers under keep-alive and
+# new-connection load with random worker SIGKILLs (~1 min), then 64/128/256
+# workers started, rolled and stopped, 3 times each (~30 s); docs/reliability.md.
+# Exits 1 on an unexcused failed request, a leak or a worker left behind.
+soak:
+	$(GO) run ./cmd/dmsoak
+	$(GO) run ./cmd/dmsoak -scale
 
 # Regenerate scenario expectations (the -rewrite flag exists only in the
 # packages that import datadriven, so they are named here).

@@ -213,6 +213,13 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	// Signals are taken before anything is created, so that a stop during
+	// start-up is a graceful stop, not a default death that leaves the pid
+	// file and sockets behind; they queue until the loop below reads them.
+	// Stopped last, once everything is cleaned up.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, handledSignals(plan.restartSignal)...)
+	defer signal.Stop(sigs)
 	if opts.Name != "" {
 		opts.Logger = opts.Logger.With().Str("name", opts.Name).Logger()
 	}
@@ -252,10 +259,6 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, plan.restartSignal, syscall.SIGTERM, syscall.SIGINT, syscall.SIGTTIN, syscall.SIGTTOU)
-	defer signal.Stop(sigs)
-
 	system := actors.NewSystem(log)
 	defer system.Shutdown()
 	m := &master{opts: opts, plan: plan, runtime: rt, listeners: listeners}
@@ -278,6 +281,7 @@ func Run(ctx context.Context, opts Options) error {
 			s := sig.(syscall.Signal)
 			in, ok := signals.Input(s)
 			if !ok {
+				log.Warn().Str("signal", fsm.SignalName(s)).Msg("signal ignored")
 				continue
 			}
 			log.Info().Str("signal", fsm.SignalName(s)).Msg("signal received")
@@ -352,6 +356,18 @@ func runtimeConfig(opts Options, p plan, listeners []*sockets.Listener) osproc.C
 		LogOutput: opts.LogWorkerOutput, Stdout: opts.Stdout, Stderr: opts.Stderr, Logger: opts.Logger,
 		NodeCluster: p.nodeCluster, EnvClear: opts.EnvClear, EnvAllow: opts.EnvAllow, Credential: p.credential,
 	}
+}
+
+// handledSignals are the signals Run takes: the restart signal, the stop
+// and scale signals, and the other would-be restart signals, which would
+// otherwise end the master by default (SIGHUP from a closed terminal, a
+// unit's `kill -HUP`): they are logged and ignored.
+func handledSignals(restart syscall.Signal) []os.Signal {
+	out := []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP, syscall.SIGUSR1}
+	if !slices.Contains(out, os.Signal(restart)) {
+		out = append(out, restart)
+	}
+	return out
 }
 
 // plan is Options checked and resolved.

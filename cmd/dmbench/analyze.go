@@ -2,8 +2,9 @@ package main
 
 import (
 	"math"
-	"slices"
 	"time"
+
+	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
 )
 
 // result is one run's JSON line.
@@ -16,11 +17,11 @@ type result struct {
 	WorkMs   float64 `json:"work_ms"`
 	Requests int64   `json:"requests"`
 	Failed   int64   `json:"failed"`
-	// Failures counts failed requests by kind (failKinds).
+	// Failures counts failed requests by kind (loadtest.FailKinds).
 	Failures map[string]int64 `json:"failures"`
 	// FailureDetail lists the first failures, each placed relative to the
 	// restarts and the latest drain.
-	FailureDetail []failure `json:"failure_detail,omitempty"`
+	FailureDetail []loadtest.Failure `json:"failure_detail,omitempty"`
 	Latency       struct {
 		Steady  latencyStats `json:"steady"`
 		Restart latencyStats `json:"restart"` // requests overlapping a restart window
@@ -35,12 +36,7 @@ type result struct {
 	Targets map[string]target `json:"targets"`
 }
 
-type latencyStats struct {
-	N   int     `json:"n"`
-	P50 float64 `json:"p50"`
-	P99 float64 `json:"p99"`
-	Max float64 `json:"max"`
-}
+type latencyStats = loadtest.LatencyStats
 
 // restartStats is one rolling restart, timed from the master's log.
 type restartStats struct {
@@ -90,15 +86,15 @@ func (r *raw) analyze() *result {
 	l := r.load
 	res := &result{
 		Workers: cfg.Workers, Mode: cfg.Mode, Clients: cfg.Clients,
-		LoadS:  l.ended.Sub(l.began).Seconds(),
+		LoadS:  l.Ended.Sub(l.Began).Seconds(),
 		BootMs: ms(cfg.Boot), WorkMs: ms(cfg.Work),
-		Requests: int64(len(l.samples) + len(l.failures)),
-		Failed:   int64(len(l.failures)),
+		Requests: int64(len(l.Samples) + len(l.Failures)),
+		Failed:   int64(len(l.Failures)),
 		Failures: map[string]int64{},
 		Targets:  map[string]target{},
 	}
-	for _, k := range failKinds {
-		res.Failures[k] = l.byKind[k]
+	for _, k := range loadtest.FailKinds {
+		res.Failures[k] = l.ByKind[k]
 	}
 
 	var windows []window
@@ -111,27 +107,27 @@ func (r *raw) analyze() *result {
 	}
 	res.SignalToFirstFork = stats(forks)
 
-	warm := l.began.Add(cfg.Warmup).UnixNano()
+	warm := l.Began.Add(cfg.Warmup).UnixNano()
 	var steady, restart []float64
-	for _, s := range l.samples {
+	for _, s := range l.Samples {
 		in := false
 		for i, w := range windows {
-			if s.start < w.end && s.start+s.latency > w.start {
+			if s.Start < w.end && s.Start+s.Latency > w.start {
 				in = true
 				res.Restarts[i].Requests++
 			}
 		}
 		switch {
 		case in:
-			restart = append(restart, float64(s.latency)/1e6)
-		case s.start >= warm:
-			steady = append(steady, float64(s.latency)/1e6)
+			restart = append(restart, float64(s.Latency)/1e6)
+		case s.Start >= warm:
+			steady = append(steady, float64(s.Latency)/1e6)
 		}
 	}
 	res.Latency.Steady, res.Latency.Restart = stats(steady), stats(restart)
 
 	drains := r.eventsNamed("drain")
-	for i, f := range l.failures {
+	for i, f := range l.Failures {
 		if i == maxDetail {
 			break
 		}
@@ -145,7 +141,7 @@ func (r *raw) analyze() *result {
 		for _, d := range drains {
 			if d.Time.UnixNano() <= t {
 				f.AfterMs = ms(time.Duration(t - d.Time.UnixNano()))
-				f.Worker = d.num("worker")
+				f.Worker = d.Num("worker")
 			}
 		}
 		res.FailureDetail = append(res.FailureDetail, f)
@@ -181,7 +177,7 @@ func (r *raw) restart(sp restartSpan) (restartStats, window) {
 	for _, e := range r.events[sp.from:sp.to] {
 		switch e.Message {
 		case "signal received":
-			if signal.IsZero() && e.str("signal") == "SIGUSR2" {
+			if signal.IsZero() && e.Str("signal") == "SIGUSR2" {
 				signal = e.Time
 			}
 		case "fork":
@@ -189,15 +185,15 @@ func (r *raw) restart(sp restartSpan) (restartStats, window) {
 				fork = e.Time
 			}
 		case "worker listening":
-			if e.num("generation") == sp.generation {
-				rs.BootsMs += ms(e.dur("boot"))
+			if e.Num("generation") == sp.generation {
+				rs.BootsMs += ms(e.Dur("boot"))
 			}
 		case "drain":
-			if e.str("reason") != "stop" {
-				drained[e.num("worker")] = e.Time
+			if e.Str("reason") != "stop" {
+				drained[e.Num("worker")] = e.Time
 			}
 		case "worker exited":
-			if at, ok := drained[e.num("worker")]; ok {
+			if at, ok := drained[e.Num("worker")]; ok {
 				d := ms(e.Time.Sub(at))
 				rs.SlowestDrainMs = max(rs.SlowestDrainMs, d)
 				if e.Time.After(lastExit) {
@@ -206,7 +202,7 @@ func (r *raw) restart(sp restartSpan) (restartStats, window) {
 			}
 		case "restart complete":
 			done = e.Time
-			rs.MasterMs = ms(e.dur("duration"))
+			rs.MasterMs = ms(e.Dur("duration"))
 		}
 	}
 	if signal.IsZero() { // cannot happen with a master that logs signals; fall back to our clock
@@ -221,8 +217,8 @@ func (r *raw) restart(sp restartSpan) (restartStats, window) {
 	return rs, window{signal.UnixNano(), done.UnixNano()}
 }
 
-func (r *raw) eventsNamed(message string) []event {
-	var out []event
+func (r *raw) eventsNamed(message string) []loadtest.Event {
+	var out []loadtest.Event
 	for _, e := range r.events {
 		if e.Message == message {
 			out = append(out, e)
@@ -267,23 +263,8 @@ func (res *result) judge() {
 	}
 }
 
-// stats returns the count, nearest-rank p50 and p99, and the maximum.
-func stats(v []float64) latencyStats {
-	if len(v) == 0 {
-		return latencyStats{}
-	}
-	v = slices.Clone(v)
-	slices.Sort(v)
-	rank := func(p float64) float64 {
-		i := int(math.Ceil(p*float64(len(v)))) - 1
-		return round(v[max(i, 0)], 3)
-	}
-	return latencyStats{N: len(v), P50: rank(0.50), P99: rank(0.99), Max: round(v[len(v)-1], 3)}
-}
-
-func ms(d time.Duration) float64 { return round(float64(d)/1e6, 3) }
-
-func round(x float64, digits int) float64 {
-	p := math.Pow(10, float64(digits))
-	return math.Round(x*p) / p
-}
+var (
+	stats = loadtest.Stats
+	ms    = loadtest.Ms
+	round = loadtest.Round
+)

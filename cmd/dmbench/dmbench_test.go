@@ -2,12 +2,10 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
 )
 
 // TestRollingRestartsLoseNothing is `make bench`'s scenario at a small
@@ -17,11 +15,11 @@ import (
 // and log events only (each restart after 300 more requests, the next one
 // once "restart complete" is logged), never by timing.
 func TestRollingRestartsLoseNothing(t *testing.T) {
-	bin, err := build(t.TempDir())
+	bin, err := loadtest.Build(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range []string{modeClose, modeKeepAlive} {
+	for _, mode := range []string{loadtest.ModeClose, loadtest.ModeKeepAlive} {
 		t.Run(mode, func(t *testing.T) {
 			cfg := config{
 				Workers: 2, Mode: mode, Clients: 4, Restarts: 2,
@@ -50,45 +48,5 @@ func TestRollingRestartsLoseNothing(t *testing.T) {
 				t.Errorf("%d requests, want at least %d", res.Requests, least)
 			}
 		})
-	}
-}
-
-func TestClassify(t *testing.T) {
-	for _, c := range []struct {
-		err  error
-		want string
-	}{
-		{fmt.Errorf("dial: %w", syscall.ECONNREFUSED), failRefused},
-		{fmt.Errorf("read: %w", syscall.ECONNRESET), failReset},
-		{fmt.Errorf("write: %w", syscall.EPIPE), failReset},
-		{io.EOF, failEOF},
-		{io.ErrUnexpectedEOF, failEOF},
-		{fmt.Errorf("read: %w", errTimeout{}), failTimeout},
-		{errors.New("something else"), failOther},
-	} {
-		if got := classify(c.err); got != c.want {
-			t.Errorf("classify(%v) = %s, want %s", c.err, got, c.want)
-		}
-	}
-}
-
-type errTimeout struct{}
-
-func (errTimeout) Error() string   { return "i/o timeout" }
-func (errTimeout) Timeout() bool   { return true }
-func (errTimeout) Temporary() bool { return true }
-
-func TestStats(t *testing.T) {
-	v := make([]float64, 200)
-	for i := range v {
-		v[i] = float64(200 - i) // 200 .. 1
-	}
-	got := stats(v)
-	want := latencyStats{N: 200, P50: 100, P99: 198, Max: 200}
-	if got != want {
-		t.Errorf("stats = %+v, want %+v", got, want)
-	}
-	if got := stats(nil); got != (latencyStats{}) {
-		t.Errorf("stats(nil) = %+v", got)
 	}
 }

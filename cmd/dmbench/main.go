@@ -33,6 +33,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
 )
 
 func main() {
@@ -81,24 +83,24 @@ func mainRun(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	bin := binaries{dutchmaster: *dmBin, hello: *helloBin}
-	if bin.dutchmaster == "" || bin.hello == "" {
+	bin := loadtest.Binaries{Dutchmaster: *dmBin, Hello: *helloBin}
+	if bin.Dutchmaster == "" || bin.Hello == "" {
 		dir, err := os.MkdirTemp("", "dmbench-")
 		if err != nil {
 			fmt.Fprintf(stderr, "dmbench: %v\n", err)
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		built, err := build(dir)
+		built, err := loadtest.Build(dir)
 		if err != nil {
 			fmt.Fprintf(stderr, "dmbench: %v\n", err)
 			return 1
 		}
-		if bin.dutchmaster == "" {
-			bin.dutchmaster = built.dutchmaster
+		if bin.Dutchmaster == "" {
+			bin.Dutchmaster = built.Dutchmaster
 		}
-		if bin.hello == "" {
-			bin.hello = built.hello
+		if bin.Hello == "" {
+			bin.Hello = built.Hello
 		}
 	}
 
@@ -146,8 +148,8 @@ func parseCounts(s string) ([]int, error) {
 
 func checkModes(s string) error {
 	for _, m := range strings.Split(s, ",") {
-		if m != modeClose && m != modeKeepAlive {
-			return fmt.Errorf("-mode %q: want %s, %s, or both separated by a comma", s, modeClose, modeKeepAlive)
+		if m != loadtest.ModeClose && m != loadtest.ModeKeepAlive {
+			return fmt.Errorf("-mode %q: want %s, %s, or both separated by a comma", s, loadtest.ModeClose, loadtest.ModeKeepAlive)
 		}
 	}
 	return nil

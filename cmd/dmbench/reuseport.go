@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
 )
 
 // reusePortWorkers are N copies of the example worker started directly,
@@ -32,7 +34,7 @@ type reusePortWorkers struct {
 // startReusePort starts n workers on one 127.0.0.1 port and waits until
 // each says it serves. The port is held by a SO_REUSEPORT socket of our own
 // until they all bound it, then released.
-func startReusePort(bin binaries, n int, boot, work, patience time.Duration) (*reusePortWorkers, error) {
+func startReusePort(bin loadtest.Binaries, n int, boot, work, patience time.Duration) (*reusePortWorkers, error) {
 	hold, err := reusePortListen("127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -41,7 +43,7 @@ func startReusePort(bin binaries, n int, boot, work, patience time.Duration) (*r
 	w := &reusePortWorkers{addr: hold.Addr().String()}
 	serving := make(chan error, n)
 	for range n {
-		cmd := exec.Command(bin.hello)
+		cmd := exec.Command(bin.Hello)
 		cmd.Env = append(os.Environ(),
 			"HELLO_REUSEPORT="+w.addr,
 			"HELLO_BOOT_DELAY="+boot.String(),

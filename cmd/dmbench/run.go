@@ -5,12 +5,14 @@ import (
 	"io"
 	"syscall"
 	"time"
+
+	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
 )
 
 // config is one run: one worker count, one connection mode.
 type config struct {
 	Workers  int
-	Mode     string // modeClose or modeKeepAlive
+	Mode     string // loadtest.ModeClose or loadtest.ModeKeepAlive
 	Clients  int
 	Restarts int
 	Boot     time.Duration // HELLO_BOOT_DELAY
@@ -51,11 +53,11 @@ type restartSpan struct {
 // raw is what a run collected, before analysis.
 type raw struct {
 	cfg        config
-	bin        binaries
-	events     []event
+	bin        loadtest.Binaries
+	events     []loadtest.Event
 	log        string
 	spans      []restartSpan
-	load       *load
+	load       *loadtest.Load
 	cpuLoad    time.Duration // master CPU at the end of the restart load
 	cpuTotal   time.Duration
 	peakRSS    int64
@@ -70,53 +72,53 @@ type raw struct {
 // run performs one run: start the master, load it while restarting it,
 // then compare throughput with SO_REUSEPORT workers and measure the idle
 // master. Every wait is bounded by cfg.Patience.
-func run(cfg config, bin binaries) (*result, string, error) {
+func run(cfg config, bin loadtest.Binaries) (*result, string, error) {
 	cfg.note("%d workers, %s: starting the master", cfg.Workers, cfg.Mode)
 	m, err := startMaster(bin, cfg.Workers, cfg.Boot, cfg.Work, cfg.Patience)
 	if err != nil {
 		return nil, "", err
 	}
-	r := &raw{cfg: cfg, bin: bin, masterPID: m.pid(), masterAddr: m.addr}
+	r := &raw{cfg: cfg, bin: bin, masterPID: m.PID(), masterAddr: m.Addr}
 	err = r.collect(m)
-	if serr := m.stop(cfg.Patience); err == nil {
+	if serr := m.Stop(cfg.Patience); err == nil {
 		err = serr
 	}
-	r.events, r.log = m.snapshot(), m.log()
+	r.events, r.log = m.Snapshot(), m.Log()
 	if err != nil {
 		return nil, r.log, err
 	}
 	return r.analyze(), r.log, nil
 }
 
-func (r *raw) collect(m *master) error {
+func (r *raw) collect(m *loadtest.Master) error {
 	cfg := r.cfg
 	bound := cfg.Duration + time.Duration(cfg.Restarts+2)*cfg.Patience
-	tcpBefore, err := readTCPCounters()
+	tcpBefore, err := loadtest.ReadTCPCounters()
 	if err != nil {
 		return err
 	}
-	l := startLoad(loadSpec{
-		addr: m.addr, clients: cfg.Clients, mode: cfg.Mode, timeout: cfg.Timeout,
-		maxRequests: cfg.MaxRequests, deadline: time.Now().Add(bound),
+	l := loadtest.Start(loadtest.Spec{
+		Addr: m.Addr, Clients: cfg.Clients, Mode: cfg.Mode, Timeout: cfg.Timeout,
+		MaxRequests: cfg.MaxRequests, Deadline: time.Now().Add(bound),
 	})
 	r.load = l
-	defer l.finish()
-	t0 := l.began
+	defer l.Finish()
+	t0 := l.Began
 	cfg.note("%d workers, %s: load from %d clients, %d restarts", cfg.Workers, cfg.Mode, cfg.Clients, cfg.Restarts)
 	for i := 1; i <= cfg.Restarts; i++ {
 		if err := r.pace(l, t0.Add(time.Duration(i)*cfg.Duration/time.Duration(cfg.Restarts+1))); err != nil {
 			return err
 		}
-		span := restartSpan{from: m.mark(), sent: time.Now()}
-		if err := m.signal(syscall.SIGUSR2); err != nil {
+		span := restartSpan{from: m.Mark(), sent: time.Now()}
+		if err := m.Signal(syscall.SIGUSR2); err != nil {
 			return err
 		}
-		e, _, err := m.waitFor(span.from, "restart requested", nil, cfg.Patience)
+		e, _, err := m.WaitFor(span.from, "restart requested", nil, cfg.Patience)
 		if err != nil {
 			return err
 		}
-		span.generation = e.num("generation")
-		if _, span.to, err = m.waitFor(span.from, "restart complete", map[string]any{"generation": span.generation}, cfg.Patience); err != nil {
+		span.generation = e.Num("generation")
+		if _, span.to, err = m.WaitFor(span.from, "restart complete", map[string]any{"generation": span.generation}, cfg.Patience); err != nil {
 			return err
 		}
 		r.spans = append(r.spans, span)
@@ -125,13 +127,13 @@ func (r *raw) collect(m *master) error {
 	if err := r.pace(l, t0.Add(cfg.Duration)); err != nil {
 		return err
 	}
-	l.finish()
-	tcpAfter, err := readTCPCounters()
+	l.Finish()
+	tcpAfter, err := loadtest.ReadTCPCounters()
 	if err != nil {
 		return err
 	}
-	r.tcp = tcpDelta(tcpBefore, tcpAfter)
-	if r.cpuLoad, err = procCPU(m.pid()); err != nil {
+	r.tcp = loadtest.TCPDelta(tcpBefore, tcpAfter)
+	if r.cpuLoad, err = loadtest.CPU(m.PID()); err != nil {
 		return err
 	}
 
@@ -143,42 +145,42 @@ func (r *raw) collect(m *master) error {
 	}
 	if cfg.Idle > 0 {
 		cfg.note("%d workers, %s: idle master for %s", cfg.Workers, cfg.Mode, cfg.Idle)
-		before, err := procCPU(m.pid())
+		before, err := loadtest.CPU(m.PID())
 		if err != nil {
 			return err
 		}
-		runBefore, err := procRunTime(m.pid())
+		runBefore, err := loadtest.RunTime(m.PID())
 		if err != nil {
 			return err
 		}
 		time.Sleep(cfg.Idle)
-		after, err := procCPU(m.pid())
+		after, err := loadtest.CPU(m.PID())
 		if err != nil {
 			return err
 		}
-		runAfter, err := procRunTime(m.pid())
+		runAfter, err := loadtest.RunTime(m.PID())
 		if err != nil {
 			return err
 		}
 		r.idleCPU, r.idleRun = after-before, runAfter-runBefore
 	}
-	if r.cpuTotal, err = procCPU(m.pid()); err != nil {
+	if r.cpuTotal, err = loadtest.CPU(m.PID()); err != nil {
 		return err
 	}
-	r.peakRSS, err = procPeakRSS(m.pid())
+	r.peakRSS, err = loadtest.PeakRSS(m.PID())
 	return err
 }
 
 // pace waits for the next step of the run: until `at` when the run is
 // timed, else until cfg.Between more requests have finished.
-func (r *raw) pace(l *load, at time.Time) error {
+func (r *raw) pace(l *loadtest.Load, at time.Time) error {
 	if r.cfg.Duration > 0 {
 		time.Sleep(time.Until(at))
 		return nil
 	}
-	want := l.doneCount() + r.cfg.Between
-	if !l.waitDone(want, r.cfg.Patience) {
-		return fmt.Errorf("load stalled: %d of %d requests finished within %s", l.doneCount(), want, r.cfg.Patience)
+	want := l.DoneCount() + r.cfg.Between
+	if !l.WaitDone(want, r.cfg.Patience) {
+		return fmt.Errorf("load stalled: %d of %d requests finished within %s", l.DoneCount(), want, r.cfg.Patience)
 	}
 	return nil
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"time"
+
+	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
 )
 
 // throughputStats compares closed-loop requests per second through the
@@ -40,7 +42,7 @@ type segment struct {
 // same number of workers binding their own SO_REUSEPORT sockets, in the
 // order shared, reuseport, reuseport, shared, so that a drift of the
 // machine during the run weighs on both alike.
-func compareThroughput(cfg config, m *master, bin binaries) (*throughputStats, error) {
+func compareThroughput(cfg config, m *loadtest.Master, bin loadtest.Binaries) (*throughputStats, error) {
 	rp, err := startReusePort(bin, cfg.Workers, cfg.Boot, cfg.Work, cfg.Patience)
 	if err != nil {
 		return nil, err
@@ -50,7 +52,7 @@ func compareThroughput(cfg config, m *master, bin binaries) (*throughputStats, e
 	for _, toShared := range []bool{true, false, false, true} {
 		addr, pids := rp.addr, rp.pids()
 		if toShared {
-			addr, pids = m.addr, m.workerPIDs()
+			addr, pids = m.Addr, m.WorkerPIDs()
 		}
 		s, err := measureSegment(cfg, addr, pids)
 		if err != nil {
@@ -92,19 +94,19 @@ func measureSegment(cfg config, addr string, pids []int) (segment, error) {
 	if err != nil {
 		return segment{}, err
 	}
-	l := startLoad(loadSpec{
-		addr: addr, clients: cfg.Clients, mode: cfg.Mode, timeout: cfg.Timeout,
-		maxRequests: cfg.MaxRequests, deadline: time.Now().Add(cfg.Throughput),
+	l := loadtest.Start(loadtest.Spec{
+		Addr: addr, Clients: cfg.Clients, Mode: cfg.Mode, Timeout: cfg.Timeout,
+		MaxRequests: cfg.MaxRequests, Deadline: time.Now().Add(cfg.Throughput),
 	})
-	l.wait()
+	l.Wait()
 	after, err := sumCPU(pids)
 	if err != nil {
 		return segment{}, err
 	}
-	s := segment{ok: len(l.samples), seconds: l.ended.Sub(l.began).Seconds(), cpu: after - before, failed: len(l.failures)}
+	s := segment{ok: len(l.Samples), seconds: l.Ended.Sub(l.Began).Seconds(), cpu: after - before, failed: len(l.Failures)}
 	byPID := map[int]int{}
-	for _, x := range l.samples {
-		byPID[x.pid]++
+	for _, x := range l.Samples {
+		byPID[x.PID]++
 	}
 	for _, n := range byPID {
 		s.maxShare = max(s.maxShare, float64(n)/float64(max(s.ok, 1)))
@@ -135,7 +137,7 @@ func sum(segs []segment) (ok int, rps, cpuUs, maxShare float64, failed int64) {
 func sumCPU(pids []int) (time.Duration, error) {
 	var total time.Duration
 	for _, pid := range pids {
-		c, err := procRunTime(pid)
+		c, err := loadtest.RunTime(pid)
 		if err != nil {
 			return 0, fmt.Errorf("worker pid %d: %w", pid, err)
 		}

@@ -18,8 +18,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"syscall"
 
 	"github.com/dutchmaster/dutchmaster"
 )
@@ -36,6 +38,10 @@ func main() {
 }
 
 func run(args []string, stderr io.Writer) int {
+	// Run stops taking signals when it returns; a stop or scale signal that
+	// arrives after that, while the binary exits, must not end it by the
+	// signal's default action (exit 143, or a suspended master).
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGTERM, syscall.SIGINT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP, syscall.SIGUSR1)
 	if len(args) > 0 {
 		switch args[0] {
 		case "version":

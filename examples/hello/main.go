@@ -5,6 +5,9 @@
 //
 //	HELLO_BOOT_DELAY   time to wait before serving (default 0), to show a slow boot
 //	HELLO_WORK         time each request takes (default 0)
+//	HELLO_GRACE        drain grace: how long it keeps answering kept-alive
+//	                   connections (with "Connection: close") once drained
+//	                   (default 2s, the worker API's)
 //	HELLO_LISTENER     listener name (default: the first one)
 //	HELLO_REUSEPORT    ADDR: bind ADDR itself with SO_REUSEPORT instead of
 //	                   using an inherited listener (a baseline for benchmarks:
@@ -23,6 +26,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -35,6 +39,7 @@ func main() {
 	log.SetPrefix(fmt.Sprintf("hello[%d] ", os.Getpid()))
 	boot := envDuration("HELLO_BOOT_DELAY")
 	work := envDuration("HELLO_WORK")
+	grace := envDuration("HELLO_GRACE")
 
 	reuseport := os.Getenv("HELLO_REUSEPORT")
 	var l net.Listener
@@ -58,6 +63,7 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(work)
+		w.Header().Set("X-Worker-Pid", strconv.Itoa(os.Getpid())) // load tests tell workers apart by it
 		fmt.Fprintf(w, "hello from worker %s (pid %d, generation %s, up %s)\n",
 			os.Getenv("DUTCHMASTER_WORKER_ID"), os.Getpid(), os.Getenv("DUTCHMASTER_GENERATION"),
 			time.Since(started).Round(time.Millisecond))
@@ -70,7 +76,7 @@ func main() {
 		fmt.Fprintf(w, "worker %d asked for its replacement\n", os.Getpid())
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	if err := worker.ServeHTTP(srv, l); err != nil {
+	if err := worker.ServeHTTPWith(srv, l, worker.HTTPOptions{Grace: grace}); err != nil {
 		log.Fatal(err)
 	}
 	log.Print("drained")

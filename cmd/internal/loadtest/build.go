@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 import (
 	"fmt"
@@ -6,10 +6,10 @@ import (
 	"path/filepath"
 )
 
-// binaries are the programs a run starts.
-type binaries struct {
-	dutchmaster string
-	hello       string // the example worker
+// Binaries are the programs a run starts.
+type Binaries struct {
+	Dutchmaster string
+	Hello       string // the example worker
 }
 
 // Import paths, so that `go build` works from any directory of the module.
@@ -18,14 +18,14 @@ const (
 	pkgHello       = "github.com/dutchmaster/dutchmaster/examples/hello"
 )
 
-// build compiles dutchmaster and the example worker into dir (the go tool
+// Build compiles dutchmaster and the example worker into dir (the go tool
 // must run inside this module).
-func build(dir string) (binaries, error) {
-	b := binaries{
-		dutchmaster: filepath.Join(dir, "dutchmaster"),
-		hello:       filepath.Join(dir, "hello"),
+func Build(dir string) (Binaries, error) {
+	b := Binaries{
+		Dutchmaster: filepath.Join(dir, "dutchmaster"),
+		Hello:       filepath.Join(dir, "hello"),
 	}
-	for _, p := range []struct{ pkg, out string }{{pkgDutchmaster, b.dutchmaster}, {pkgHello, b.hello}} {
+	for _, p := range []struct{ pkg, out string }{{pkgDutchmaster, b.Dutchmaster}, {pkgHello, b.Hello}} {
 		out, err := exec.Command("go", "build", "-o", p.out, p.pkg).CombinedOutput()
 		if err != nil {
 			return b, fmt.Errorf("go build %s: %v\n%s", p.pkg, err, out)

@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 import (
 	"fmt"
@@ -21,9 +21,9 @@ var tcpCounters = []struct{ key, name string }{
 	{"Tcp:EstabResets", "estab_resets"},            // established connections reset
 }
 
-// readTCPCounters reads every "Prefix: names" / "Prefix: values" pair of
+// ReadTCPCounters reads every "Prefix: names" / "Prefix: values" pair of
 // lines of /proc/net/snmp and /proc/net/netstat.
-func readTCPCounters() (map[string]int64, error) {
+func ReadTCPCounters() (map[string]int64, error) {
 	out := map[string]int64{}
 	for _, path := range []string{"/proc/net/snmp", "/proc/net/netstat"} {
 		data, err := os.ReadFile(path)
@@ -47,8 +47,8 @@ func readTCPCounters() (map[string]int64, error) {
 	return out, nil
 }
 
-// tcpDelta is after - before for the counters a report shows.
-func tcpDelta(before, after map[string]int64) map[string]int64 {
+// TCPDelta is after - before for the counters a report shows.
+func TCPDelta(before, after map[string]int64) map[string]int64 {
 	d := map[string]int64{}
 	for _, c := range tcpCounters {
 		d[c.name] = after[c.key] - before[c.key]
