@@ -85,12 +85,15 @@ func masterArgs(t *testing.T, workerRole string, workerEnv []string, flags ...st
 // manager would start it.
 func launchMaster(t *testing.T, env []string, files []*os.File, args ...string) *master {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	return launchMasterBinary(t, testBinary(t), env, files, args...)
+}
+
+// launchMasterBinary is launchMaster with a copy of the test binary (see
+// sharedDir).
+func launchMasterBinary(t *testing.T, bin string, env []string, files []*os.File, args ...string) *master {
+	t.Helper()
 	m := &master{t: t, grew: make(chan struct{}), done: make(chan struct{})}
-	m.cmd = exec.Command(self, args...)
+	m.cmd = exec.Command(bin, args...)
 	m.cmd.Env = append(os.Environ(), env...)
 	m.cmd.ExtraFiles = files
 	m.cmd.Stdout = os.Stdout

@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 )
@@ -15,21 +14,10 @@ func TestWorkersAsAnotherUser(t *testing.T) {
 		t.Fatal("this test needs root, as CI runs it: the master changes the workers' user")
 	}
 	dir, bin := sharedDir(t)
-	m := &master{t: t, grew: make(chan struct{}), done: make(chan struct{})}
-	m.cmd = exec.Command(bin, "--log-format", "json", "--user", "nobody", "--env-clear", "--env-allow", "PATH",
+	m := launchMasterBinary(t, bin, []string{roleEnv + "=master", "MASTER_SECRET=hunter2"}, nil,
+		"--log-format", "json", "--user", "nobody", "--env-clear", "--env-allow", "PATH",
 		"--env", roleEnv+"=worker", "--env", "FROM_FLAG=1", "--dir", dir, "--workers", "1",
 		"--listen", "http=tcp://127.0.0.1:0", "--", bin)
-	m.cmd.Env = append(os.Environ(), roleEnv+"=master", "MASTER_SECRET=hunter2")
-	m.cmd.Stdout = os.Stdout
-	stderr, err := m.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go m.read(stderr)
-	t.Cleanup(m.cleanup)
 
 	addr := m.address()
 	m.waitFor(0, "cluster ready", nil)
