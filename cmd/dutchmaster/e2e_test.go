@@ -78,35 +78,46 @@ func TestRollingRestart(t *testing.T) {
 				}
 			}
 
-			traffic := startLoad(addr, 4, 100000)
-			m.signal(syscall.SIGUSR2)
-			_, done := m.waitFor(next, "restart complete", nil)
-			traffic.finish()
-
-			fresh, _ := listeningPIDs(m, next, 2)
-			for id, pid := range fresh {
-				if _, wasOld := old[id]; wasOld {
-					t.Errorf("worker %d listened twice", id)
-				}
-				for _, o := range old {
-					if pid == o {
-						t.Errorf("pid %d survived the restart", pid)
-					}
-				}
-			}
-			waitGone(t, values(old)...)
-			checkReplaceBeforeStop(t, m, done)
-			if n := traffic.failed.Load(); n != 0 {
-				t.Errorf("%d of %d requests failed during the rolling restart; first: %v", n, n+traffic.ok.Load(), traffic.firstErr.Load())
-			}
-			if traffic.ok.Load() == 0 {
-				t.Error("no request succeeded during the restart")
-			}
+			fresh := restartUnderLoad(t, m, addr, old, next)
 
 			m.stop()
 			waitGone(t, values(fresh)...)
 		})
 	}
+}
+
+// restartUnderLoad sends SIGUSR2 while clients hit addr, waits for the
+// rollout, and checks what every rolling restart must give: each of the
+// old workers (by id → pid) replaced by a new process, gone, never drained
+// before a replacement listened, and not one failed request. It returns
+// the new workers.
+func restartUnderLoad(t *testing.T, m *master, addr string, old map[int]int, next int) map[int]int {
+	t.Helper()
+	traffic := startLoad(addr, 4, 100000)
+	m.signal(syscall.SIGUSR2)
+	_, done := m.waitFor(next, "restart complete", nil)
+	traffic.finish()
+
+	fresh, _ := listeningPIDs(m, next, len(old))
+	for id, pid := range fresh {
+		if _, wasOld := old[id]; wasOld {
+			t.Errorf("worker %d listened twice", id)
+		}
+		for _, o := range old {
+			if pid == o {
+				t.Errorf("pid %d survived the restart", pid)
+			}
+		}
+	}
+	waitGone(t, values(old)...)
+	checkReplaceBeforeStop(t, m, done)
+	if n := traffic.failed.Load(); n != 0 {
+		t.Errorf("%d of %d requests failed during the rolling restart; first: %v", n, n+traffic.ok.Load(), traffic.firstErr.Load())
+	}
+	if traffic.ok.Load() == 0 {
+		t.Error("no request succeeded during the restart")
+	}
+	return fresh
 }
 
 func values(m map[int]int) []int {

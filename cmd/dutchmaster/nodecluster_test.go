@@ -131,27 +131,7 @@ func TestNodeClusterRollingRestart(t *testing.T) {
 		t.Fatalf("node server bound events %v, want one for tcp://%s", bound, addr)
 	}
 
-	traffic := startLoad(addr, 4, 100000)
-	m.signal(syscall.SIGUSR2)
-	_, done := m.waitFor(next, "restart complete", nil)
-	traffic.finish()
-
-	fresh, _ := listeningPIDs(m, next, 2)
-	for _, pid := range fresh {
-		for _, o := range old {
-			if pid == o {
-				t.Errorf("pid %d survived the restart", pid)
-			}
-		}
-	}
-	waitGone(t, values(old)...)
-	checkReplaceBeforeStop(t, m, done)
-	if n := traffic.failed.Load(); n != 0 {
-		t.Errorf("%d of %d requests failed during the rolling restart; first: %v", n, n+traffic.ok.Load(), traffic.firstErr.Load())
-	}
-	if traffic.ok.Load() == 0 {
-		t.Error("no request succeeded during the restart")
-	}
+	fresh := restartUnderLoad(t, m, addr, old, next)
 	if n := len(m.all("node server bound")); n != 1 {
 		t.Errorf("%d binds, want 1: every generation shares the first one's socket", n)
 	}
