@@ -172,9 +172,9 @@ func scaleOne(cfg scaleConfig, bin loadtest.Binaries, n int) (scaleRow, error) {
 	row.RestartRSSMB, row.PeakRSSMB, row.RestartThreads = mb(st.RSS), mb(st.PeakRSS), st.Threads
 
 	cfg.note("%d workers: stop", n)
-	workers := newCluster()
+	workers := loadtest.NewCluster()
 	for _, e := range m.Snapshot() {
-		workers.apply(e)
+		workers.Apply(e)
 	}
 	t0 := time.Now()
 	if err := m.Stop(p); err != nil {
@@ -186,7 +186,7 @@ func scaleOne(cfg scaleConfig, bin loadtest.Binaries, n int) (scaleRow, error) {
 		row.ExitStatus = err.Error()
 	}
 	deadline := time.Now().Add(p)
-	for _, pid := range workers.allPIDs() {
+	for _, pid := range workers.AllPIDs() {
 		for loadtest.Alive(pid) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}

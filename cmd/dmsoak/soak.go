@@ -108,7 +108,7 @@ type soak struct {
 	cfg     soakConfig
 	m       *loadtest.Master
 	port    int
-	state   *cluster
+	state   *loadtest.Cluster
 	applied int // events applied to state
 	kills   []*kill
 	rng     *rand.Rand
@@ -138,7 +138,7 @@ func runSoak(cfg soakConfig, bin loadtest.Binaries) (*soakResult, string, error)
 		return nil, "", err
 	}
 	_, port, _ := net.SplitHostPort(m.Addr)
-	s := &soak{cfg: cfg, m: m, state: newCluster(), rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed)), began: time.Now()}
+	s := &soak{cfg: cfg, m: m, state: loadtest.NewCluster(), rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed)), began: time.Now()}
 	s.port, _ = strconv.Atoi(port)
 	res, err := s.run()
 	if serr := m.Stop(cfg.Patience); err == nil {
@@ -331,7 +331,7 @@ func (s *soak) restart() (bool, error) {
 func (s *soak) sync() {
 	events, next := s.m.Since(s.applied)
 	for _, e := range events {
-		s.state.apply(e)
+		s.state.Apply(e)
 	}
 	s.applied = next
 }
@@ -343,7 +343,7 @@ func (s *soak) waitSettled() error {
 	for {
 		grew := s.m.Grew()
 		s.sync()
-		if s.state.settled() {
+		if s.state.Settled() {
 			return nil
 		}
 		select {
@@ -351,7 +351,7 @@ func (s *soak) waitSettled() error {
 		case <-s.m.Done():
 			return fmt.Errorf("master exited (%v) before its cluster settled", s.m.Err())
 		case <-deadline.C:
-			return fmt.Errorf("cluster not settled within %s: %d of %d workers, rollout %v", s.cfg.Patience, len(s.state.live), s.state.target, s.state.rollout)
+			return fmt.Errorf("cluster not settled within %s: %d of %d workers, rollout %v", s.cfg.Patience, len(s.state.Live), s.state.Target, s.state.Rollout)
 		}
 	}
 }
@@ -360,13 +360,13 @@ func (s *soak) waitSettled() error {
 // master to log its exit.
 func (s *soak) killOne(during bool) error {
 	s.sync()
-	ids := s.state.listening()
+	ids := s.state.Listening()
 	if len(ids) == 0 {
 		return nil
 	}
 	id := ids[s.rng.IntN(len(ids))]
 	from := s.m.Mark()
-	k, err := killWorker(id, s.state.pids[id], s.port)
+	k, err := killWorker(id, s.state.PIDs[id], s.port)
 	if k != nil {
 		k.During = during
 		s.kills = append(s.kills, k)
@@ -410,7 +410,7 @@ func (s *soak) finish(res *soakResult) {
 	}
 	s.sync()
 	deadline := time.Now().Add(s.cfg.Patience)
-	for _, pid := range s.state.allPIDs() {
+	for _, pid := range s.state.AllPIDs() {
 		for loadtest.Alive(pid) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}

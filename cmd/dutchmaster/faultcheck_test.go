@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
 )
 
 // What the fault suite (faults_test.go) reads and checks around every
@@ -17,88 +19,28 @@ import (
 // descriptors by kind, its children and descendants from /proc, and the
 // wait for a master to have taken every signal sent to it.
 
-// cluster is the master's cluster as its log tells it.
-type cluster struct {
-	target   int
-	live     map[int]string // worker id: forking, listening or draining
-	pids     map[int]int    // worker id: pid, for every worker that was spawned
-	rollout  bool
-	stopping bool
-}
-
 // cluster replays the log up to now.
-func (m *master) cluster() cluster {
+func (m *master) cluster() *loadtest.Cluster {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c := cluster{live: map[int]string{}, pids: map[int]int{}}
+	c := loadtest.NewCluster()
 	for _, e := range m.events {
-		id := e.num("worker")
-		if pid := e.num("pid"); pid != 0 && id != 0 {
-			c.pids[id] = pid
-		}
-		switch e.str("message") {
-		case "cluster starting":
-			c.target = e.num("workers")
-		case "scale", "worker count changed":
-			c.target = e.num("to")
-		case "fork":
-			c.live[id] = "forking"
-		case "worker listening":
-			c.live[id] = "listening"
-		case "drain", "kill":
-			if _, ok := c.live[id]; ok {
-				c.live[id] = "draining"
-			}
-		case "worker exited":
-			delete(c.live, id)
-		case "restart requested", "worker requested restart", "policy marked worker for replacement":
-			c.rollout = true
-		case "restart complete", "rollout aborted", "rollout cancelled by stop":
-			c.rollout = false
-		case "stopping":
-			c.stopping = true
-		}
+		c.Apply(loadtest.Event{Message: e.str("message"), Fields: e})
 	}
 	return c
-}
-
-// settled reports a cluster at rest: no rollout, as many workers as the
-// target, every one of them listening.
-func (c cluster) settled() bool {
-	if c.target == 0 || c.rollout || c.stopping || len(c.live) != c.target {
-		return false
-	}
-	for _, s := range c.live {
-		if s != "listening" {
-			return false
-		}
-	}
-	return true
-}
-
-// livePIDs are the pids of the workers alive by the log.
-func (c cluster) livePIDs() []int {
-	var out []int
-	for id := range c.live {
-		if pid := c.pids[id]; pid != 0 {
-			out = append(out, pid)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // waitSettled waits until the log shows a cluster at rest and returns it.
 // Call it after waiting for the event a fault causes: the log cannot show
 // what the master has not yet seen.
-func (m *master) waitSettled() cluster {
+func (m *master) waitSettled() *loadtest.Cluster {
 	m.t.Helper()
 	deadline := time.After(patience)
 	for {
 		m.mu.Lock()
 		grew := m.grew
 		m.mu.Unlock()
-		if c := m.cluster(); c.settled() {
+		if c := m.cluster(); c.Settled() {
 			return c
 		}
 		select {
@@ -124,7 +66,7 @@ const quietPeriod = 300 * time.Millisecond
 // channel, without a system call). So, once nothing is pending, the
 // cluster must stay settled with its log silent for quietPeriod, a fixed
 // wait for something that has no event.
-func (m *master) quiesce() cluster {
+func (m *master) quiesce() *loadtest.Cluster {
 	m.t.Helper()
 	deadline := time.Now().Add(patience)
 	for pendingSignals(m.pid()) {
@@ -247,9 +189,9 @@ func descendants(pid int) []int {
 
 // checkChildren fails the test unless the master's children are exactly
 // the live workers of its log, none of them a zombie.
-func checkChildren(t *testing.T, m *master, c cluster) {
+func checkChildren(t *testing.T, m *master, c *loadtest.Cluster) {
 	t.Helper()
-	want := c.livePIDs()
+	want := c.LivePIDs()
 	var got []int
 	for pid, state := range children(m.pid()) {
 		if state == 'Z' {
@@ -273,13 +215,13 @@ func takeBaseline(t *testing.T, m *master) baseline {
 	t.Helper()
 	c := m.waitSettled()
 	checkChildren(t, m, c)
-	return baseline{fds: fdProfile(t, m.pid()), workers: len(c.live)}
+	return baseline{fds: fdProfile(t, m.pid()), workers: len(c.Live)}
 }
 
 // checkSettledLike waits for the cluster to settle again and compares it
 // with the baseline: the same descriptors, children that are the live
 // workers.
-func checkSettledLike(t *testing.T, m *master, b baseline) cluster {
+func checkSettledLike(t *testing.T, m *master, b baseline) *loadtest.Cluster {
 	t.Helper()
 	c := m.waitSettled()
 	checkChildren(t, m, c)
@@ -333,7 +275,7 @@ func stopAndCheck(t *testing.T, m *master, extra ...int) {
 // given to be gone.
 func checkGone(t *testing.T, m *master, pids ...int) {
 	t.Helper()
-	for _, pid := range m.cluster().pids {
+	for _, pid := range m.cluster().PIDs {
 		pids = append(pids, pid)
 	}
 	waitGone(t, pids...)

@@ -41,7 +41,7 @@ func TestFaultKillForkingReplacement(t *testing.T) {
 		"--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
 	addr := m.address()
 	b := takeBaseline(t, m)
-	old := m.cluster().livePIDs()
+	old := m.cluster().LivePIDs()
 	_, next := m.waitFor(0, "cluster ready", nil)
 	m.signal(syscall.SIGUSR2)
 	e, next := m.waitFor(next, "worker started", map[string]any{"generation": 2})
@@ -52,8 +52,8 @@ func TestFaultKillForkingReplacement(t *testing.T) {
 	}
 	m.waitFor(next, "rollout aborted", nil)
 	c := checkSettledLike(t, m, b)
-	if !slices.Equal(c.livePIDs(), old) {
-		t.Errorf("workers %v after the abort, want the old %v", c.livePIDs(), old)
+	if !slices.Equal(c.LivePIDs(), old) {
+		t.Errorf("workers %v after the abort, want the old %v", c.LivePIDs(), old)
 	}
 	if _, err := get(addr, "/"); err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func TestFaultKillListening(t *testing.T) {
 	addr := m.address()
 	b := takeBaseline(t, m)
 	_, next := m.waitFor(0, "cluster ready", nil)
-	victim := m.cluster().pids[1]
+	victim := m.cluster().PIDs[1]
 	kill(t, victim, syscall.SIGKILL)
 	x, next := m.waitFor(next, "worker exited", map[string]any{"worker": 1})
 	if !hasPrefix(x, "reason", "signal SIGKILL") || x.str("was") != "listening" {
@@ -338,7 +338,7 @@ func TestFaultMasterKilledThenRebound(t *testing.T) {
 	m.waitFor(0, "cluster ready", nil)
 	c := m.waitSettled()
 	pids := descendants(m.pid())
-	notify := environ(t, c.livePIDs()[0], "NOTIFY_SOCKET")
+	notify := environ(t, c.LivePIDs()[0], "NOTIFY_SOCKET")
 	m.signal(syscall.SIGKILL)
 	m.wait()
 	// A killed master cannot remove its notify socket (docs/reliability.md,
@@ -352,7 +352,7 @@ func TestFaultMasterKilledThenRebound(t *testing.T) {
 		t.Fatalf("second master listens on %s, want %s", got, addr)
 	}
 	m2.waitFor(0, "cluster ready", nil)
-	waitGone(t, append(pids, c.livePIDs()...)...)
+	waitGone(t, append(pids, c.LivePIDs()...)...)
 	if _, err := get(addr, "/"); err != nil {
 		t.Fatal(err)
 	}
@@ -445,15 +445,15 @@ func TestFaultSignalStormRestartScale(t *testing.T) {
 	c := m.quiesce()
 	traffic.finish()
 	t.Logf("after the storm: %d signals taken, %d workers, %d rollouts, %d coalesced; %d ok, %d failed requests",
-		len(m.all("signal received")), c.target, len(m.all("restart requested")),
+		len(m.all("signal received")), c.Target, len(m.all("restart requested")),
 		len(m.all("restart requested during rollout: coalesced")), traffic.ok.Load(), traffic.failed.Load())
 	if n := traffic.failed.Load(); n != 0 {
 		t.Errorf("%d requests failed during the storm: %v", n, traffic.firstErr.Load())
 	}
 	next := m.mark()
-	for c.target != b.workers {
+	for c.Target != b.workers {
 		sig := syscall.SIGTTOU
-		if c.target < b.workers {
+		if c.Target < b.workers {
 			sig = syscall.SIGTTIN
 		}
 		m.signal(sig)
@@ -475,7 +475,7 @@ func TestFaultSignalStormStop(t *testing.T) {
 			m.waitFor(0, "cluster ready", nil)
 			c := m.waitSettled()
 			pids := descendants(m.pid())
-			notify := environ(t, c.livePIDs()[0], "NOTIFY_SOCKET")
+			notify := environ(t, c.LivePIDs()[0], "NOTIFY_SOCKET")
 			sigs := []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU}
 			m.signal(first)
 			_, stopping := m.waitFor(0, "stopping", nil)
