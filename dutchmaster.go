@@ -128,8 +128,6 @@ type Options struct {
 	Logger zerolog.Logger
 	// Stdout and Stderr receive worker output. Default os.Stdout, os.Stderr.
 	Stdout, Stderr io.Writer
-	// NotifyDir holds the workers' sd_notify socket. Default os.TempDir().
-	NotifyDir string
 
 	// The options below are how an operator reaches the master
 	// (docs/operations.md). They are fixed for the master's life: Reload
@@ -352,7 +350,7 @@ func (m *master) reload() error {
 func runtimeConfig(opts Options, p plan, listeners []*sockets.Listener) osproc.Config {
 	return osproc.Config{
 		Command: opts.Command, Dir: opts.Dir, Env: opts.Env, Listeners: listeners,
-		NotifyDir: opts.NotifyDir, StopSignal: opts.StopSignal, BeforeFork: p.beforeFork,
+		StopSignal: opts.StopSignal, BeforeFork: p.beforeFork,
 		LogOutput: opts.LogWorkerOutput, Stdout: opts.Stdout, Stderr: opts.Stderr, Logger: opts.Logger,
 		NodeCluster: p.nodeCluster, EnvClear: opts.EnvClear, EnvAllow: opts.EnvAllow, Credential: p.credential,
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -35,70 +34,73 @@ var (
 // workers on one AF_UNIX SOCK_DGRAM socket. SO_PASSCRED is on, so the kernel
 // attaches each sender's pid, uid and gid; senders cannot forge them.
 //
-// The socket file's mode is 0666, like systemd's own notify socket: senders
-// are told apart by pid, not by file permission. Whoever can reach the
-// directory can send, so put it in a directory only the master's user (and
-// its workers' users) can traverse.
+// The socket lives in Linux's abstract namespace (@dutchmaster-notify-<32
+// hex>), not in a directory: it has no file, so a master that is killed
+// leaves nothing behind, and the name goes when the socket is closed. An
+// abstract socket has no permissions either: any process in the master's
+// network namespace can send to it, as any user could to a 0666 socket
+// file. Senders are told apart by the kernel's pid, never by who could
+// reach the socket, so a stranger's datagram is attributed to no worker.
 type NotifySocket struct {
 	conn *net.UnixConn
-	path string
-	file *unixSocketFile
+	addr string
 }
 
-// NewNotifySocket binds a fresh notify socket in dir (which must exist),
-// named notify-<random>.sock. Path gives the value for NOTIFY_SOCKET.
-func NewNotifySocket(dir string) (*NotifySocket, error) {
-	var rnd [8]byte
+// notifyNamePrefix starts every notify socket's address; '@' marks the
+// abstract namespace, as NOTIFY_SOCKET writes it.
+const notifyNamePrefix = "@dutchmaster-notify-"
+
+// notifyBindAttempts bounds the fresh names tried when one is taken. With
+// 128 random bits a collision is all but impossible by chance; it takes a
+// process that binds the names it sees in /proc/net/unix, and the bound
+// keeps such a squatter from holding up the master's start for ever.
+const notifyBindAttempts = 8
+
+// newNotifyName draws a fresh notify socket address; tests replace it to
+// make names collide.
+var newNotifyName = func() string {
+	var rnd [16]byte
 	rand.Read(rnd[:])
-	path := filepath.Join(dir, "notify-"+hex.EncodeToString(rnd[:])+".sock")
-	fail := func(what string, err error) (*NotifySocket, error) {
-		return nil, fmt.Errorf("notify socket %s: %s: %w", path, what, err)
-	}
-	if len(path) > maxUnixPath {
-		return nil, fmt.Errorf("notify socket %s: path is %d bytes, more than the %d a unix socket allows; use a shorter directory", path, len(path), maxUnixPath)
-	}
+	return notifyNamePrefix + hex.EncodeToString(rnd[:])
+}
+
+// NewNotifySocket binds a fresh notify socket in the abstract namespace,
+// @dutchmaster-notify-<32 hex>, drawing another name if one is in use
+// (up to 8). Path gives the value for NOTIFY_SOCKET.
+func NewNotifySocket() (*NotifySocket, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return fail("socket", err)
+		return nil, fmt.Errorf("notify socket: socket: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), "notify")
 	defer f.Close() // net.FileConn keeps its own duplicate
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
-		return fail("setsockopt SO_PASSCRED", err)
+		return nil, fmt.Errorf("notify socket: setsockopt SO_PASSCRED: %w", err)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		if err == unix.ENOENT {
-			return fail("bind", fmt.Errorf("directory %s does not exist: %w", dir, err))
+	var addr string
+	for range notifyBindAttempts {
+		addr = newNotifyName()
+		// x/sys/unix turns the leading '@' into the NUL byte that makes
+		// the address abstract.
+		err = unix.Bind(fd, &unix.SockaddrUnix{Name: addr})
+		if err != unix.EADDRINUSE {
+			break
 		}
-		return fail("bind", err)
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			os.Remove(path)
-		}
-	}()
-	if err := os.Chmod(path, 0o666); err != nil {
-		return fail("chmod", err)
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil {
-		return fail("stat", err)
+	if err != nil {
+		return nil, fmt.Errorf("notify socket %s: bind: %w", addr, err)
 	}
 	conn, err := net.FileConn(f)
 	if err != nil {
-		return fail("wrap", err)
+		return nil, fmt.Errorf("notify socket %s: wrap: %w", addr, err)
 	}
-	ok = true
-	return &NotifySocket{
-		conn: conn.(*net.UnixConn),
-		path: path,
-		file: &unixSocketFile{path: path, dev: st.Dev, ino: st.Ino},
-	}, nil
+	return &NotifySocket{conn: conn.(*net.UnixConn), addr: addr}, nil
 }
 
-// Path is the socket's path, the value for a worker's NOTIFY_SOCKET.
-func (n *NotifySocket) Path() string { return n.path }
+// Path is the socket's address, the value for a worker's NOTIFY_SOCKET:
+// "@" and the abstract name, the form sd_notify clients (libsystemd,
+// go-systemd, Go's net package) read as an abstract address.
+func (n *NotifySocket) Path() string { return n.addr }
 
 // Read waits for the next datagram and returns it with its sender's
 // credentials and its assignments parsed (ParseNotify). Descriptors a sender
@@ -141,8 +143,7 @@ func (n *NotifySocket) Read() (Notification, error) {
 	return msg, nil
 }
 
-// Close removes the socket file (if it is still this socket's) and closes
-// the socket; a blocked Read returns.
+// Close closes the socket, which frees its name; a blocked Read returns.
 func (n *NotifySocket) Close() error {
-	return errors.Join(n.file.remove(), n.conn.Close())
+	return n.conn.Close()
 }

@@ -2,9 +2,9 @@ package sockets
 
 import (
 	"errors"
-	"io/fs"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +30,7 @@ func init() {
 
 func newTestNotifySocket(t *testing.T) *NotifySocket {
 	t.Helper()
-	ns, err := NewNotifySocket(t.TempDir())
+	ns, err := NewNotifySocket()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,9 +62,10 @@ func readNotification(t *testing.T, ns *NotifySocket) (Notification, error) {
 
 func TestNotifyFromChildCarriesItsPID(t *testing.T) {
 	ns := newTestNotifySocket(t)
-	if fi, err := os.Lstat(ns.Path()); err != nil || fi.Mode().Type() != fs.ModeSocket {
-		t.Fatalf("Path %s: %v, %v", ns.Path(), fi, err)
+	if !notifyAddress.MatchString(ns.Path()) {
+		t.Fatalf("Path %q, want @dutchmaster-notify-<32 hex>", ns.Path())
 	}
+	// go-systemd's client reads the leading '@' as the abstract namespace.
 	cmd := helperCommand(t, "notify-send", "READY=1\nSTATUS=serving 3 listeners")
 	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+ns.Path())
 	if err := cmd.Start(); err != nil {
@@ -137,8 +138,13 @@ func TestNotifyClosesPassedDescriptors(t *testing.T) {
 	}
 }
 
+// notifyAddress is the form of every notify socket's address.
+var notifyAddress = regexp.MustCompile(`^@dutchmaster-notify-[0-9a-f]{32}$`)
+
+// TestNotifyClose: Close ends a blocked Read and frees the name: nothing
+// receives on it any more, and it can be bound again.
 func TestNotifyClose(t *testing.T) {
-	ns, err := NewNotifySocket(t.TempDir())
+	ns, err := NewNotifySocket()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,19 +159,48 @@ func TestNotifyClose(t *testing.T) {
 	if err := <-errc; !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Read after Close: %v, want net.ErrClosed", err)
 	}
-	if _, err := os.Lstat(ns.Path()); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("Close left %s: %v", ns.Path(), err)
+	if _, err := net.Dial("unixgram", ns.Path()); !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("dial %s after Close: %v, want connection refused", ns.Path(), err)
 	}
+	again, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: ns.Path(), Net: "unixgram"})
+	if err != nil {
+		t.Fatalf("binding %s after Close: %v", ns.Path(), err)
+	}
+	again.Close()
 }
 
-func TestNewNotifySocketErrors(t *testing.T) {
-	dir := t.TempDir() + "/missing"
-	if _, err := NewNotifySocket(dir); err == nil || !strings.Contains(err.Error(), "directory "+dir+" does not exist") {
-		t.Fatalf("missing dir: %v", err)
+// TestNewNotifySocketDrawsAgainWhenTaken: a name some other socket holds
+// is passed over for a fresh one; when every name drawn is taken, the
+// error says which and why.
+func TestNewNotifySocketDrawsAgainWhenTaken(t *testing.T) {
+	squatter := newTestNotifySocket(t)
+	draw := newNotifyName
+	t.Cleanup(func() { newNotifyName = draw })
+
+	drawn := 0
+	newNotifyName = func() string {
+		drawn++
+		if drawn == 1 {
+			return squatter.Path()
+		}
+		return draw()
 	}
-	long := t.TempDir() + "/" + strings.Repeat("d", 100)
-	if _, err := NewNotifySocket(long); err == nil || !strings.Contains(err.Error(), "use a shorter directory") {
-		t.Fatalf("long dir: %v", err)
+	ns := newTestNotifySocket(t)
+	if drawn != 2 || ns.Path() == squatter.Path() || !notifyAddress.MatchString(ns.Path()) {
+		t.Fatalf("%d names drawn, got %q (taken: %q); want a second, fresh one", drawn, ns.Path(), squatter.Path())
+	}
+	send(t, ns, []byte("READY=1"))
+	if n, err := readNotification(t, ns); err != nil || !n.Ready() {
+		t.Fatalf("the fresh socket read %+v, %v", n, err)
+	}
+
+	drawn = 0
+	newNotifyName = func() string { drawn++; return squatter.Path() }
+	if _, err := NewNotifySocket(); !errors.Is(err, unix.EADDRINUSE) || !strings.Contains(err.Error(), squatter.Path()) {
+		t.Fatalf("every name taken: %v, want address in use naming %s", err, squatter.Path())
+	}
+	if drawn != notifyBindAttempts {
+		t.Errorf("%d names drawn, want %d", drawn, notifyBindAttempts)
 	}
 }
 

@@ -1,13 +1,12 @@
 package osproc_test
 
 import (
-	"errors"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/core"
@@ -58,27 +57,29 @@ func TestCloseKillsRunningWorkers(t *testing.T) {
 // for forever: the worker is killed as soon as it is started.
 func TestCloseDuringFork(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
-	notifyDir := t.TempDir()
 	rt := newRuntime(t, osproc.Config{
-		Command:   role(t, "sleeper"),
-		NotifyDir: notifyDir,
-		BeforeFork: func(string, []string) error {
-			close(entered)
-			<-release
+		Command: role(t, "sleeper"),
+		BeforeFork: func(_ string, env []string) error {
+			if slices.Contains(env, "DUTCHMASTER_WORKER_ID=2") {
+				close(entered)
+				<-release
+			}
 			return nil
 		},
 	})
+	running, _ := spawn(t, rt, actors.WorkerSpec{ID: 1})
 	rec := newRecorder()
-	rt.Fork(actors.WorkerSpec{ID: 1}, rec.events)
+	rt.Fork(actors.WorkerSpec{ID: 2}, rec.events)
 	<-entered
 
-	// Close removes the notify socket after it has killed the workers it
-	// knows of: that removal says it is now waiting for the fork.
-	removed := watchRemoval(t, notifyDir)
+	// Close marks the runtime closed, then kills the workers it knows of:
+	// worker 1's death says Close has gone past that, to wait for the fork.
 	closed.Store(rt, true)
 	closeDone := make(chan error, 1)
 	go func() { closeDone <- rt.Close() }()
-	removed()
+	if ex, _ := until[actors.Exited](t, running); ex.Signal != syscall.SIGKILL {
+		t.Errorf("running worker: Exited %+v, want killed", ex)
+	}
 	close(release)
 
 	pid := expect[actors.Spawned](t, rec).PID
@@ -94,36 +95,6 @@ func TestCloseDuringFork(t *testing.T) {
 		}
 	case <-time.After(testTimeout):
 		t.Fatal("Close still waiting")
-	}
-}
-
-// watchRemoval starts watching dir; the returned func waits until an
-// entry of dir has been removed.
-func watchRemoval(t *testing.T, dir string) (wait func()) {
-	t.Helper()
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_DELETE); err != nil {
-		t.Fatal(err)
-	}
-	return func() {
-		t.Helper()
-		for {
-			n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(testTimeout/time.Millisecond))
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n == 0 {
-				t.Fatalf("nothing removed from %s within %v", dir, testTimeout)
-			}
-			return
-		}
 	}
 }
 

@@ -68,15 +68,12 @@ func role(t testing.TB, name string, args ...string) []string {
 }
 
 // newRuntime starts a runtime for one test, closed (and checked) at the
-// end. Unset fields get test defaults: the role environment, a notify
-// socket in the test's directory, the test's stderr for worker output.
+// end. Unset fields get test defaults: the role environment, the test's
+// stderr for worker output.
 // (The zero Logger, the default, writes nowhere.)
 func newRuntime(t *testing.T, cfg osproc.Config) *osproc.Runtime {
 	t.Helper()
 	cfg.Env = append(roleEnvironment(), cfg.Env...)
-	if cfg.NotifyDir == "" {
-		cfg.NotifyDir = t.TempDir()
-	}
 	if cfg.Stdout == nil {
 		cfg.Stdout = os.Stderr
 	}

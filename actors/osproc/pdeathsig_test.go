@@ -2,18 +2,24 @@ package osproc_test
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestWorkerDiesWithTheMaster: a master killed outright (SIGKILL, no
 // chance to clean up) takes its workers with it: the parent-death signal.
-// The master here is this binary in the "master" role: a Runtime that
-// forks one sleeper worker, prints its pid and blocks.
+// Nor does it leave its notify socket: an abstract socket goes with the
+// last descriptor on it. The master here is this binary in the "master"
+// role: a Runtime that forks one sleeper worker, prints its pid and the
+// notify address, and blocks.
 func TestWorkerDiesWithTheMaster(t *testing.T) {
-	master := helperCommand(t, "master", t.TempDir())
+	master := helperCommand(t, "master")
 	out, err := master.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -29,8 +35,12 @@ func TestWorkerDiesWithTheMaster(t *testing.T) {
 		t.Fatalf("master said %q: %v", line, err)
 	}
 	var pid int
-	if _, err := fmt.Sscanf(line, "worker %d\n", &pid); err != nil {
+	var notify string
+	if _, err := fmt.Sscanf(line, "worker %d %s\n", &pid, &notify); err != nil {
 		t.Fatalf("master said %q: %v", line, err)
+	}
+	if !strings.HasPrefix(notify, "@dutchmaster-notify-") {
+		t.Fatalf("notify socket %q, want an abstract one", notify)
 	}
 	worker, ok := watch(t, pid)
 	if !ok {
@@ -46,6 +56,10 @@ func TestWorkerDiesWithTheMaster(t *testing.T) {
 	}
 	master.Wait()
 	waitGone(t, worker, "the worker of a killed master")
+	// The master is reaped, so its descriptors are closed.
+	if _, err := net.Dial("unixgram", notify); !errors.Is(err, unix.ECONNREFUSED) {
+		t.Errorf("notify socket %s of the killed master: dial %v, want connection refused", notify, err)
+	}
 }
 
 // parentOf reads a process's parent pid from /proc/PID/stat.

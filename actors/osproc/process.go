@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/sockets"
@@ -34,6 +33,9 @@ type process struct {
 	// cluster is the Node.js cluster primary's side of the channel, for
 	// a worker started with Config.NodeCluster; nil otherwise.
 	cluster *nodecluster.Session
+	// exitWatch is a pidfd of the worker to await its exit on, without a
+	// thread; nil where the kernel makes none. awaitExit closes it.
+	exitWatch *os.File
 
 	mu     sync.Mutex
 	reaped bool // Wait returned: the pid and its group may belong to others now
@@ -99,6 +101,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		return nil, fmt.Errorf("starting %s: %w", cfg.Command[0], err)
 	}
 	p := &process{spec: spec, events: events, cmd: cmd, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r}
+	p.exitWatch = openExitWatch(p.pid)
 	p.log = cfg.Logger.With().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldPID, p.pid).Logger()
 	if cfg.NodeCluster {
 		p.cluster = nodecluster.NewSession(channel, r.handles)
@@ -188,13 +191,6 @@ func (p *process) run() {
 	p.exited = true
 	p.deliverMu.Unlock()
 	p.events(exitOf(p.cmd.ProcessState, err, p.output.tail()))
-}
-
-// awaitExit returns once the worker has exited, leaving it unreaped.
-func (p *process) awaitExit() {
-	var info unix.Siginfo
-	for unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
-	}
 }
 
 func exitOf(ps *os.ProcessState, err error, tail string) actors.Exited {

@@ -299,12 +299,10 @@ func roleChatter([]string) int {
 }
 
 // roleMaster is a small master: it forks one sleeper worker through a
-// Runtime, prints "worker PID" on stdout and blocks (until killed).
-func roleMaster(args []string) int {
-	rt, err := osproc.New(osproc.Config{
-		Command:   []string{os.Args[0], "sleeper"},
-		NotifyDir: args[0],
-	})
+// Runtime, prints "worker PID NOTIFY_SOCKET" on stdout and blocks (until
+// killed).
+func roleMaster([]string) int {
+	rt, err := osproc.New(osproc.Config{Command: []string{os.Args[0], "sleeper"}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "master:", err)
 		return 1
@@ -313,7 +311,7 @@ func roleMaster(args []string) int {
 	rt.Fork(actors.WorkerSpec{ID: 1}, func(msg any) { events <- msg })
 	switch msg := (<-events).(type) {
 	case actors.Spawned:
-		fmt.Printf("worker %d\n", msg.PID)
+		fmt.Printf("worker %d %s\n", msg.PID, rt.NotifySocket())
 	default:
 		fmt.Fprintf(os.Stderr, "master: %+v\n", msg)
 		return 1

@@ -30,8 +30,6 @@ type Config struct {
 	Env []string
 	// Listeners are passed to every worker as fds 3.. in this order.
 	Listeners []*sockets.Listener
-	// NotifyDir is where the notify socket is made; default os.TempDir().
-	NotifyDir string
 	// StopSignal drains a worker that does not speak IPC. Default SIGTERM.
 	StopSignal syscall.Signal
 	// BeforeFork runs before every fork, in the resolved Dir; an error
@@ -103,7 +101,7 @@ func (r *Runtime) config() Config {
 func (r *Runtime) Reconfigure(next Config) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	next.Listeners, next.NotifyDir, next.Executable = r.cfg.Listeners, r.cfg.NotifyDir, r.cfg.Executable
+	next.Listeners, next.Executable = r.cfg.Listeners, r.cfg.Executable
 	if next.StopSignal == 0 {
 		next.StopSignal = syscall.SIGTERM
 	}
@@ -135,9 +133,6 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.Stderr == nil {
 		cfg.Stderr = os.Stderr
 	}
-	if cfg.NotifyDir == "" {
-		cfg.NotifyDir = os.TempDir()
-	}
 	if cfg.Executable == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -145,7 +140,7 @@ func New(cfg Config) (*Runtime, error) {
 		}
 		cfg.Executable = exe
 	}
-	ns, err := sockets.NewNotifySocket(cfg.NotifyDir)
+	ns, err := sockets.NewNotifySocket()
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +170,8 @@ func (r *Runtime) Close() error {
 	return errors.Join(err, r.handles.Close())
 }
 
-// NotifySocket is the path workers get in NOTIFY_SOCKET.
+// NotifySocket is the address workers get in NOTIFY_SOCKET:
+// @dutchmaster-notify-<32 hex>, in the abstract namespace.
 func (r *Runtime) NotifySocket() string { return r.notify.Path() }
 
 // Fork starts a worker on a goroutine of its own (the before-fork hook

@@ -245,16 +245,16 @@ func mapsEqual(a, b map[string]int) bool {
 
 // checkFDsFor checks the descriptors a cluster of n workers needs, by
 // kind, when there is no earlier baseline (a fault during start-up): a
-// socket per listener, one for sd_notify, one IPC channel and one pidfd
-// per worker.
+// socket per listener, one for sd_notify, one IPC channel and two pidfds
+// per worker (os.Process's, and the one its exit is awaited on).
 func checkFDsFor(t *testing.T, m *master, listeners, n int) {
 	t.Helper()
 	fds := fdProfile(t, m.pid())
 	if got, want := fds["socket"], listeners+1+n; got != want {
 		t.Errorf("%d sockets with %d listeners and %d workers, want %d: %v", got, listeners, n, want, fds)
 	}
-	if got := fds["anon_inode:[pidfd]"]; got != n {
-		t.Errorf("%d pidfds with %d workers: %v", got, n, fds)
+	if got := fds["anon_inode:[pidfd]"]; got != 2*n {
+		t.Errorf("%d pidfds with %d workers, want %d: %v", got, n, 2*n, fds)
 	}
 }
 

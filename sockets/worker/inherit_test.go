@@ -146,7 +146,7 @@ func TestReadyAndRequestRestartOverIPC(t *testing.T) {
 }
 
 func TestReadyOverNotifySocket(t *testing.T) {
-	ns, err := sockets.NewNotifySocket(t.TempDir())
+	ns, err := sockets.NewNotifySocket()
 	if err != nil {
 		t.Fatal(err)
 	}
