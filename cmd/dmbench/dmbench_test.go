@@ -5,8 +5,14 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
 )
+
+// TestMain fails the run if a goroutine outlives the tests: a load
+// client, a log reader, a worker's stderr reader.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestRollingRestartsLoseNothing is `make bench`'s scenario at a small
 // size: 2 workers of the example worker (300 ms boot, 5 ms per request)

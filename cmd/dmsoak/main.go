@@ -14,20 +14,24 @@
 // worker first (SIGSTOP) and reads from /proc the connections it has
 // accepted, so that a failed request can be told apart: it is excused
 // only if it failed on a connection that a killed worker held when it was
-// killed. Every other failure counts, and must not happen. After each
-// restart, once the cluster has settled, the master's RSS, descriptors,
-// threads and CPU are read from /proc; they must stay flat.
+// killed. Every other failure counts, and must not happen. The master
+// runs with --metrics on 127.0.0.1. After each restart, once the cluster
+// has settled, its RSS, descriptors, threads and CPU are read from /proc,
+// and its goroutines and heap (allocated bytes and the GC's heap goal)
+// from its /metrics; descriptors, RSS, heap goal and goroutines must stay
+// flat (judge, in soak.go, says how each is judged).
 //
 // The scale run starts -counts workers of the example worker, restarts
 // them once and stops them, for each count in turn, -repeat times, and
 // reports (medians of the repeats) the time and the master's CPU per
-// worker for each phase, its RSS, threads and descriptors, and the
-// marginal cost of the workers added from one count to the next.
+// worker for each phase, its RSS, threads, descriptors and goroutines,
+// and the marginal cost of the workers added from one count to the next.
 //
 // Output: one JSON line (the soak) or one per run (scale), then a
 // summary for a reader. Exit status 1 if the run could not complete, a
 // request failed unexcused, the master did not exit 0, a worker was left
-// behind, or (soak) the master's descriptors or RSS did not stay flat.
+// behind, or (soak) the master's descriptors, RSS, heap or goroutines did
+// not stay flat.
 // docs/reliability.md has the figures.
 package main
 

@@ -41,16 +41,20 @@ type scaleRow struct {
 	StopS       float64 `json:"stop_s"`
 	StartCPUS   float64 `json:"start_cpu_s"`
 	RestartCPUS float64 `json:"restart_cpu_s"`
-	// The master settled after the start: VmRSS, threads, descriptors.
-	RSSMB   float64 `json:"rss_mb"`
-	Threads int     `json:"threads"`
-	FDs     int     `json:"fds"`
-	// After the restart: VmRSS, VmHWM, threads.
-	RestartRSSMB   float64 `json:"restart_rss_mb"`
-	PeakRSSMB      float64 `json:"peak_rss_mb"`
-	RestartThreads int     `json:"restart_threads"`
-	ExitStatus     string  `json:"exit"`
-	LeftBehind     int     `json:"left_behind"`
+	// The master settled after the start: VmRSS, threads, descriptors,
+	// and goroutines (go_goroutines, from its /metrics; the one serving
+	// the scrape among them).
+	RSSMB      float64 `json:"rss_mb"`
+	Threads    int     `json:"threads"`
+	FDs        int     `json:"fds"`
+	Goroutines int     `json:"goroutines"`
+	// After the restart: VmRSS, VmHWM, threads, goroutines.
+	RestartRSSMB      float64 `json:"restart_rss_mb"`
+	PeakRSSMB         float64 `json:"peak_rss_mb"`
+	RestartThreads    int     `json:"restart_threads"`
+	RestartGoroutines int     `json:"restart_goroutines"`
+	ExitStatus        string  `json:"exit"`
+	LeftBehind        int     `json:"left_behind"`
 }
 
 // runScale runs every count Repeat times, the counts in turn (64, 128,
@@ -98,6 +102,8 @@ func median(rows []scaleRow) scaleRow {
 	m.Threads = int(f(func(r scaleRow) float64 { return float64(r.Threads) }))
 	m.RestartThreads = int(f(func(r scaleRow) float64 { return float64(r.RestartThreads) }))
 	m.FDs = int(f(func(r scaleRow) float64 { return float64(r.FDs) }))
+	m.Goroutines = int(f(func(r scaleRow) float64 { return float64(r.Goroutines) }))
+	m.RestartGoroutines = int(f(func(r scaleRow) float64 { return float64(r.RestartGoroutines) }))
 	for _, r := range rows {
 		if r.ExitStatus != "0" {
 			m.ExitStatus = r.ExitStatus
@@ -113,6 +119,7 @@ func scaleOne(cfg scaleConfig, bin loadtest.Binaries, n int) (scaleRow, error) {
 	m, err := loadtest.StartMaster(bin.Dutchmaster, []string{
 		"--workers", strconv.Itoa(n), "--max-surge", strconv.Itoa(cfg.MaxSurge),
 		"--listen", "http=tcp://127.0.0.1:0",
+		"--metrics", "127.0.0.1:0", // for the goroutines
 		"--env", "HELLO_BOOT_DELAY=" + cfg.Boot.String(),
 		"--", bin.Hello,
 	}, p)
@@ -143,6 +150,13 @@ func scaleOne(cfg scaleConfig, bin loadtest.Binaries, n int) (scaleRow, error) {
 	if row.FDs, err = loadtest.FDs(pid); err != nil {
 		return row, err
 	}
+	// After the descriptors, so that the scrape's connection is not
+	// among them.
+	gs, err := loadtest.ScrapeGo(m.MetricsAddr)
+	if err != nil {
+		return row, err
+	}
+	row.Goroutines = gs.Goroutines
 
 	cfg.note("%d workers: rolling restart", n)
 	before, err := loadtest.RunTime(pid)
@@ -170,6 +184,10 @@ func scaleOne(cfg scaleConfig, bin loadtest.Binaries, n int) (scaleRow, error) {
 		return row, err
 	}
 	row.RestartRSSMB, row.PeakRSSMB, row.RestartThreads = mb(st.RSS), mb(st.PeakRSS), st.Threads
+	if gs, err = loadtest.ScrapeGo(m.MetricsAddr); err != nil {
+		return row, err
+	}
+	row.RestartGoroutines = gs.Goroutines
 
 	cfg.note("%d workers: stop", n)
 	workers := loadtest.NewCluster()
@@ -203,13 +221,13 @@ func mb(b int64) float64 { return loadtest.Round(float64(b)/(1<<20), 1) }
 // cost of the workers added from one count to the next.
 func printScale(w io.Writer, rows []scaleRow) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workers\tstart s\trestart s\tstop s\tstart ms/worker\trestart ms/worker\tstop ms/worker\tstart CPU ms/worker\trestart CPU ms/worker\tRSS MB\tRSS after restart MB\tpeak RSS MB\tthreads\tthreads after restart\tfds\texit\tleft\t")
+	fmt.Fprintln(tw, "workers\tstart s\trestart s\tstop s\tstart ms/worker\trestart ms/worker\tstop ms/worker\tstart CPU ms/worker\trestart CPU ms/worker\tRSS MB\tRSS after restart MB\tpeak RSS MB\tthreads\tthreads after restart\tfds\tgoroutines\tgoroutines after restart\texit\tleft\t")
 	for _, r := range rows {
 		n := float64(r.Workers)
-		fmt.Fprintf(tw, "%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%s\t%d\t\n",
+		fmt.Fprintf(tw, "%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t\n",
 			r.Workers, r.StartS, r.RestartS, r.StopS,
 			1000*r.StartS/n, 1000*r.RestartS/n, 1000*r.StopS/n, 1000*r.StartCPUS/n, 1000*r.RestartCPUS/n,
-			r.RSSMB, r.RestartRSSMB, r.PeakRSSMB, r.Threads, r.RestartThreads, r.FDs, r.ExitStatus, r.LeftBehind)
+			r.RSSMB, r.RestartRSSMB, r.PeakRSSMB, r.Threads, r.RestartThreads, r.FDs, r.Goroutines, r.RestartGoroutines, r.ExitStatus, r.LeftBehind)
 	}
 	tw.Flush()
 	if len(rows) < 2 {
@@ -217,14 +235,14 @@ func printScale(w io.Writer, rows []scaleRow) {
 	}
 	fmt.Fprintln(w, "marginal cost of one more worker:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "from\tto\tstart ms\trestart ms\tstop ms\tstart CPU ms\trestart CPU ms\tRSS KiB\tthreads\tfds\t")
+	fmt.Fprintln(tw, "from\tto\tstart ms\trestart ms\tstop ms\tstart CPU ms\trestart CPU ms\tRSS KiB\tthreads\tfds\tgoroutines\t")
 	for i := 1; i < len(rows); i++ {
 		a, b := rows[i-1], rows[i]
 		d := float64(b.Workers - a.Workers)
-		fmt.Fprintf(tw, "%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f\t\n", a.Workers, b.Workers,
+		fmt.Fprintf(tw, "%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f\t%.2f\t\n", a.Workers, b.Workers,
 			1000*(b.StartS-a.StartS)/d, 1000*(b.RestartS-a.RestartS)/d, 1000*(b.StopS-a.StopS)/d,
 			1000*(b.StartCPUS-a.StartCPUS)/d, 1000*(b.RestartCPUS-a.RestartCPUS)/d,
-			1024*(b.RSSMB-a.RSSMB)/d, float64(b.Threads-a.Threads)/d, float64(b.FDs-a.FDs)/d)
+			1024*(b.RSSMB-a.RSSMB)/d, float64(b.Threads-a.Threads)/d, float64(b.FDs-a.FDs)/d, float64(b.Goroutines-a.Goroutines)/d)
 	}
 	tw.Flush()
 }

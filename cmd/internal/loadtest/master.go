@@ -39,6 +39,9 @@ func (e Event) Dur(k string) time.Duration {
 type Master struct {
 	Cmd  *exec.Cmd
 	Addr string // the first listener's address
+	// MetricsAddr is where the master serves /metrics (host:port), if it
+	// was started with --metrics; "" otherwise.
+	MetricsAddr string
 
 	mu     sync.Mutex
 	events []Event
@@ -49,8 +52,9 @@ type Master struct {
 }
 
 // StartMaster runs `dutchmaster --log-format json ARGS` and waits, at most
-// patience each, for its first "listening" and for "cluster ready". If the
-// caller dies, the master gets SIGTERM (a graceful stop).
+// patience each, for its first "listening", for "cluster ready" and, if
+// ARGS has --metrics, for "metrics listening". If the caller dies, the
+// master gets SIGTERM (a graceful stop).
 func StartMaster(binary string, args []string, patience time.Duration) (*Master, error) {
 	m := &Master{grew: make(chan struct{}), done: make(chan struct{})}
 	m.Cmd = exec.Command(binary, append([]string{"--log-format", "json"}, args...)...)
@@ -74,6 +78,20 @@ func StartMaster(binary string, args []string, patience time.Duration) (*Master,
 	if _, _, err := m.WaitFor(0, "cluster ready", nil, patience); err != nil {
 		m.Stop(patience)
 		return nil, err
+	}
+	for _, a := range args {
+		if a == "--" {
+			break // the worker's own arguments
+		}
+		if a == "--metrics" || strings.HasPrefix(a, "--metrics=") {
+			e, _, err := m.WaitFor(0, "metrics listening", nil, patience)
+			if err != nil {
+				m.Stop(patience)
+				return nil, err
+			}
+			m.MetricsAddr = e.Str("address")
+			break
+		}
 	}
 	return m, nil
 }
