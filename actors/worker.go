@@ -47,7 +47,16 @@ type WorkerMachine struct {
 	drain    DrainMethod
 	spokeIPC bool
 	killed   bool // the master's SIGKILL was sent
+	// ignored counts the IPC lines ignored (unreadable, malformed,
+	// unknown), and logged the count at the last line that said so.
+	ignored, logged int
 }
+
+// IgnoredLoggedEach is how many ignored IPC lines of one worker are
+// logged one by one. Past it, a line is logged when the count reaches a
+// power of two, and the total once more when the worker exits: a worker
+// flooding its channel cannot make the master's log grow at its pace.
+const IgnoredLoggedEach = 16
 
 // NewWorkerMachine returns the machine of a worker about to be forked.
 func NewWorkerMachine(spec WorkerSpec, ready ReadyMode, drain DrainMethod, log zerolog.Logger) *WorkerMachine {
@@ -109,7 +118,9 @@ func (m *WorkerMachine) Handle(msg any) []any {
 
 func (m *WorkerMachine) onIPC(msg IPC) []any {
 	if msg.Err != "" {
-		m.log.Warn().Str(FieldReason, msg.Err).Msg("unreadable IPC message ignored")
+		if m.ignore() {
+			m.log.Warn().Str(FieldReason, msg.Err).Int("ignored", m.ignored).Msg("unreadable IPC message ignored")
+		}
 		return nil
 	}
 	wm := ClassifyIPC(msg.Line)
@@ -119,11 +130,30 @@ func (m *WorkerMachine) onIPC(msg IPC) []any {
 	case MsgRequestRestart:
 		return []any{core.WorkerRestartRequested{Worker: m.Spec.ID}}
 	case MsgMalformed:
-		m.log.Warn().Int("bytes", len(msg.Line)).Msg("malformed IPC message ignored")
+		if m.ignore() {
+			m.log.Warn().Int("bytes", len(msg.Line)).Int("ignored", m.ignored).Msg("malformed IPC message ignored")
+		}
 	default:
-		m.log.Info().Str("event", wm.Event).Msg("unknown IPC message ignored")
+		if m.ignore() {
+			m.log.Info().Str("event", wm.Event).Int("ignored", m.ignored).Msg("unknown IPC message ignored")
+		}
 	}
 	return nil
+}
+
+// ignore counts one ignored line and says whether to log it.
+func (m *WorkerMachine) ignore() bool {
+	m.ignored++
+	n := m.ignored
+	switch {
+	case n <= IgnoredLoggedEach || n&(n-1) == 0:
+		m.logged = n
+		return true
+	case n == IgnoredLoggedEach+1:
+		m.log.Warn().Int("ignored", n).Msg("more IPC messages ignored: counted, logged at each power of two")
+		m.logged = n
+	}
+	return false
 }
 
 func (m *WorkerMachine) becameReady(source string) []any {
@@ -142,6 +172,9 @@ func (m *WorkerMachine) exit(r fsm.ExitReason) []any {
 	if _, err := m.life.Exit(r); err != nil {
 		m.log.Debug().Err(err).Msg("exit ignored")
 		return nil
+	}
+	if m.ignored > m.logged {
+		m.log.Warn().Int("ignored", m.ignored).Msg("IPC messages ignored in all")
 	}
 	return []any{core.WorkerExited{Worker: m.Spec.ID, Reason: r}, Finished{}}
 }

@@ -114,10 +114,12 @@ func (c *Cluster) Worker(id WorkerID) (Worker, bool) {
 func (c *Cluster) View() View {
 	v := View{Now: c.now, Target: c.target(), Generation: c.generation, Policy: c.cfg.Policy.Name(),
 		Ready: c.ready, Stopping: c.stopping, Stopped: c.stopped}
-	for _, w := range c.workers {
-		cp := *w
-		cp.Due = c.due(w)
-		v.Workers = append(v.Workers, cp)
+	if len(c.workers) > 0 {
+		v.Workers = make([]Worker, len(c.workers))
+	}
+	for i, w := range c.workers {
+		v.Workers[i] = *w
+		v.Workers[i].Due = c.due(w)
 	}
 	for i, s := range c.slots {
 		if s.active {
@@ -128,6 +130,7 @@ func (c *Cluster) View() View {
 		r := *c.rollout
 		v.Rollout = &r
 	}
+	v.idx = buildIndex(v)
 	return v
 }
 
@@ -421,13 +424,13 @@ func (c *Cluster) listeningCount() int {
 	return n
 }
 
+// worker finds a worker by ID; c.workers is ordered by ID.
 func (c *Cluster) worker(id WorkerID) *Worker {
-	for _, w := range c.workers {
-		if w.ID == id {
-			return w
-		}
+	i, ok := slices.BinarySearchFunc(c.workers, id, func(w *Worker, id WorkerID) int { return int(w.ID - id) })
+	if !ok {
+		return nil
 	}
-	return nil
+	return c.workers[i]
 }
 
 func (c *Cluster) emit(d Decision) { c.out = append(c.out, d) }

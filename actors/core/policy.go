@@ -43,25 +43,18 @@ type Step struct {
 // LiveBySlot lists each active slot's live workers (forking or listening),
 // oldest first.
 func (v View) LiveBySlot() map[int][]Worker {
-	out := map[int][]Worker{}
-	for _, w := range v.Workers {
-		if w.State.Live() {
-			out[w.Slot] = append(out[w.Slot], w)
+	x := v.index()
+	out := make(map[int][]Worker, len(v.Slots))
+	for slot := range x.bySlot {
+		if members := x.live(v, slot); len(members) > 0 {
+			out[slot] = members
 		}
 	}
 	return out
 }
 
 // Starting counts the replacements that are forking.
-func (v View) Starting() int {
-	n := 0
-	for _, w := range v.Workers {
-		if w.State == fsm.Forking && w.Replacement {
-			n++
-		}
-	}
-	return n
-}
+func (v View) Starting() int { return v.index().starting }
 
 // CanDrain reports whether the invariant allows draining w now.
 func (v View) CanDrain(w Worker) bool {
@@ -71,25 +64,25 @@ func (v View) CanDrain(w Worker) bool {
 // Surplus lists, slot by slot, the live workers older than their slot's
 // newest listening worker, and every live worker of a retired slot.
 func (v View) Surplus() []Worker {
+	x := v.index()
 	var out []Worker
-	active := map[int]bool{}
-	for _, s := range v.Slots {
-		active[s.Index] = true
-	}
-	for slot, members := range v.LiveBySlot() {
-		if !active[slot] {
-			out = append(out, members...)
-			continue
+	for slot, members := range x.bySlot {
+		if len(members) == 0 || len(members) == 1 && x.active(slot) {
+			continue // a lone worker is never surplus in an active slot
 		}
 		newest := WorkerID(0)
-		for _, w := range members {
-			if w.State == fsm.Listening {
-				newest = w.ID
+		if x.active(slot) {
+			for _, i := range members {
+				if v.Workers[i].State == fsm.Listening {
+					newest = v.Workers[i].ID
+				}
 			}
+		} else {
+			newest = v.Workers[members[len(members)-1]].ID + 1
 		}
-		for _, w := range members {
-			if w.ID < newest {
-				out = append(out, w)
+		for _, i := range members {
+			if v.Workers[i].ID < newest {
+				out = append(out, v.Workers[i])
 			}
 		}
 	}
@@ -106,15 +99,14 @@ func (v View) Replaceable() []int {
 	if v.Rollout == nil {
 		return nil
 	}
-	live := v.LiveBySlot()
+	x := v.index()
 	type candidate struct{ slot, generation int }
 	var cs []candidate
 	for _, s := range v.Slots {
-		members := live[s.Index]
-		if len(members) == 0 || v.Now.Before(s.NotBefore) {
+		newest, ok := x.newest(v, s.Index)
+		if !ok || v.Now.Before(s.NotBefore) {
 			continue
 		}
-		newest := members[len(members)-1]
 		if newest.State == fsm.Listening && newest.Due {
 			cs = append(cs, candidate{s.Index, newest.Generation})
 		}
@@ -180,9 +172,13 @@ func (BlueGreen) Next(v View) Step {
 	// listening worker (the old generation, still serving); replacements
 	// that a coalesced request made outdated go at once.
 	var intermediate []Worker
-	for _, members := range v.LiveBySlot() {
+	x := v.index()
+	for slot, members := range x.bySlot {
+		if len(members) <= 2 {
+			continue // nothing between the oldest and the newest
+		}
 		var listening []Worker
-		for _, w := range members {
+		for _, w := range x.live(v, slot) {
 			if w.State == fsm.Listening {
 				listening = append(listening, w)
 			}
@@ -198,13 +194,10 @@ func (BlueGreen) Next(v View) Step {
 
 // newestAllReady: every active slot's newest worker listens and is not due.
 func newestAllReady(v View) bool {
-	live := v.LiveBySlot()
+	x := v.index()
 	for _, s := range v.Slots {
-		members := live[s.Index]
-		if len(members) == 0 {
-			return false
-		}
-		if n := members[len(members)-1]; n.State != fsm.Listening || n.Due {
+		n, ok := x.newest(v, s.Index)
+		if !ok || n.State != fsm.Listening || n.Due {
 			return false
 		}
 	}

@@ -50,9 +50,9 @@ func (c *Cluster) reconcile() {
 // fillEmptySlots forks a worker into every active slot that has none,
 // unless the slot is backing off: crashes, start-up and scaling up.
 func (c *Cluster) fillEmptySlots() {
-	occupied := map[int]bool{}
+	occupied := make([]bool, len(c.slots))
 	for _, w := range c.workers {
-		if w.State.Live() {
+		if w.State.Live() && w.Slot < len(occupied) {
 			occupied[w.Slot] = true
 		}
 	}
@@ -112,7 +112,11 @@ func (c *Cluster) consultPolicy(refused map[string]bool) (bool, time.Duration) {
 			c.refuse(refused, "drain", id, fmt.Sprintf("would leave %d listening, %d required",
 				c.listeningCount()-1, requiredListening(c.target(), c.rollout)))
 		default:
-			c.drain(w, c.drainReason(w))
+			by := c.successor(w)
+			c.drain(w, drainReason(by, p))
+			if by != nil && w.State == fsm.Draining {
+				c.replacedInSlot(w, by)
+			}
 		}
 	}
 	for _, slot := range step.Fork {
@@ -169,18 +173,39 @@ func (c *Cluster) forkRefusal(i int) string {
 	return ""
 }
 
-// drainReason names the worker that makes w surplus, for the log.
-func (c *Cluster) drainReason(w *Worker) string {
+// successor is the newest listening worker of w's slot that is newer
+// than w, the worker that makes w surplus; nil if there is none.
+func (c *Cluster) successor(w *Worker) *Worker {
 	var by *Worker
 	for _, x := range c.workers {
 		if x.Slot == w.Slot && x.ID > w.ID && x.State == fsm.Listening {
 			by = x
 		}
 	}
+	return by
+}
+
+// drainReason says why a worker is drained, for the log.
+func drainReason(by *Worker, p Policy) string {
 	if by == nil {
-		return "policy " + c.cfg.Policy.Name()
+		return "policy " + p.Name()
 	}
 	return "replaced by " + by.ID.String()
+}
+
+// replacedInSlot clears the failures of the slot whose worker old was
+// just replaced by by, which listens: a successful replacement shows the
+// slot healthy. Without it only a worker that stays listening for
+// Backoff.Reset clears the count, which never happens while rollouts come
+// more often than that, and every crash in between would then wait
+// longer, up to Backoff.Max.
+func (c *Cluster) replacedInSlot(old, by *Worker) {
+	s := c.slotOf(old)
+	if s == nil || s.failures == 0 || !s.active {
+		return
+	}
+	s.failures = 0
+	c.note(zerolog.InfoLevel, "slot failures cleared: worker replaced", by, Field{"replaced", old.ID.String()})
 }
 
 // refuse logs a refused proposal once: the same refusal at the next

@@ -36,7 +36,8 @@ type Config struct {
 // Backoff is the crash-loop policy of a slot. The first failure is
 // replaced at once; each further consecutive failure waits twice as long
 // as the one before, from Initial up to Max. A worker that stayed
-// listening for Reset clears the count when it dies.
+// listening for Reset clears the count, and so does a worker replaced by
+// a rollout once its replacement listens.
 type Backoff struct {
 	Initial time.Duration // default 500 ms
 	Max     time.Duration // default 30 s
@@ -134,6 +135,8 @@ type View struct {
 	Ready      bool     // the first generation has listened
 	Stopping   bool
 	Stopped    bool
+
+	idx *viewIndex // built with the view; see index
 }
 
 // Slot is a position that one serving worker fills; a replacement takes
@@ -146,12 +149,4 @@ type Slot struct {
 }
 
 // Listening counts the workers that serve: listening and not draining.
-func (v View) Listening() int {
-	n := 0
-	for _, w := range v.Workers {
-		if w.State == fsm.Listening {
-			n++
-		}
-	}
-	return n
-}
+func (v View) Listening() int { return v.index().listening }

@@ -199,9 +199,11 @@ func TestFaultWorkerClosesIPC(t *testing.T) {
 }
 
 // TestFaultIPCAbuse: garbage, a 10 MiB line, invalid UTF-8 and 20000
-// messages in one burst on a worker's IPC channel: each bad line is logged
-// and skipped, the channel keeps working (a request-restart after it is
-// honoured), and the master's memory stays bounded.
+// messages in one burst on a worker's IPC channel: each bad line is
+// skipped, the first ones logged one by one and the flood counted (a line
+// at each power of two, the total when the worker exits), the channel
+// keeps working (a request-restart after it is honoured), and the
+// master's memory stays bounded.
 func TestFaultIPCAbuse(t *testing.T) {
 	m := startFaultMaster(t, "worker", []string{"DM_FAULT=raw"}, "--workers", "1", "--listen", "http=tcp://127.0.0.1:0")
 	addr := m.address()
@@ -224,12 +226,21 @@ func TestFaultIPCAbuse(t *testing.T) {
 	}
 	// Not JSON: 4 lines of garbage (text, a cut object, an empty line,
 	// control bytes) and the bare invalid bytes of badutf8. The rest is
-	// JSON that is no message. Each is logged; none ends the channel.
+	// JSON that is no message. The 13 lines before the flood are logged
+	// one by one; none ends the channel.
 	if n := len(m.all("malformed IPC message ignored")); n < 5 {
 		t.Errorf("%d malformed lines logged, want at least 5", n)
 	}
-	if n := len(m.all("unknown IPC message ignored")); n < 20000 {
-		t.Errorf("%d unknown messages logged, want the 20000 of the flood at least", n)
+	// The flood: logged one by one up to the 16th ignored line, then at
+	// 32, 64, ... 16384, and the worker's total (20013) when it exits.
+	ignoredLines := len(m.all("malformed IPC message ignored")) + len(m.all("unknown IPC message ignored")) +
+		len(m.all("unreadable IPC message ignored"))
+	if ignoredLines > 30 {
+		t.Errorf("%d ignored IPC lines logged one by one, want at most 16 + 10 powers of two", ignoredLines)
+	}
+	total := m.all("IPC messages ignored in all")
+	if len(total) != 1 || total[0].num("ignored") != 20013 {
+		t.Errorf("totals logged at exit: %v, want one with ignored=20013", total)
 	}
 	t.Logf("master RSS %d KiB before the abuse, %d KiB after; requester was worker %d", rss0>>10, rss1>>10, r.num("worker"))
 	if rss1-rss0 > 64<<20 {
