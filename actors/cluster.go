@@ -56,7 +56,8 @@ func Start(system *actor.ActorSystem, opts Options) *Cluster {
 	}
 	c := &Cluster{system: system, done: make(chan struct{})}
 	props := actor.PropsFromProducer(func() actor.Actor {
-		return &clusterActor{opts: opts, core: core.New(opts.Core), done: c.done, workers: map[core.WorkerID]*actor.PID{}}
+		return &clusterActor{opts: opts, core: core.New(opts.Core), done: c.done, workers: map[core.WorkerID]*actor.PID{},
+			timers: NewWorkerTimers(opts.Clock)}
 	}, actor.WithSupervisor(stopOnPanic()))
 	c.pid = system.Root.Spawn(props)
 	return c
@@ -121,6 +122,7 @@ type clusterActor struct {
 	done    chan struct{}
 	workers map[core.WorkerID]*actor.PID
 	ids     map[string]core.WorkerID
+	timers  *WorkerTimers
 }
 
 func (a *clusterActor) Receive(ctx actor.Context) {
@@ -169,6 +171,7 @@ func (a *clusterActor) step(ctx actor.Context, in core.Input) {
 	if a.opts.Observe != nil {
 		a.opts.Observe(now, in, out)
 	}
+	a.timers.Stepped(in)
 	for _, d := range out {
 		a.execute(ctx, d)
 	}
@@ -188,8 +191,8 @@ func (a *clusterActor) execute(ctx actor.Context, d core.Decision) {
 	case core.Kill:
 		a.order(ctx, d.Worker, "kill", d.Reason, KillOrder{d.Reason})
 	case core.SetTimer:
-		self, system, t := ctx.Self(), ctx.ActorSystem(), d.Timer
-		a.opts.Clock.AfterFunc(d.After, func() { system.Root.Send(self, core.TimerFired{Timer: t}) })
+		self, system := ctx.Self(), ctx.ActorSystem()
+		a.timers.Set(d, func(t core.Timer) { system.Root.Send(self, core.TimerFired{Timer: t}) })
 	case core.Stopped:
 		close(a.done)
 	}

@@ -33,8 +33,9 @@ type WorkerSpec struct {
 // Clock is the second port: time, and timers that deliver messages.
 type Clock interface {
 	Now() time.Time
-	// AfterFunc calls f once, after d, on a goroutine of its own.
-	AfterFunc(d time.Duration, f func())
+	// AfterFunc calls f once, after d, on a goroutine of its own. stop
+	// cancels the call if it has not begun, and reports whether it did.
+	AfterFunc(d time.Duration, f func()) (stop func() bool)
 }
 
 // SystemClock is the real clock.
@@ -44,7 +45,7 @@ type SystemClock struct{}
 func (SystemClock) Now() time.Time { return time.Now() }
 
 // AfterFunc is time.AfterFunc.
-func (SystemClock) AfterFunc(d time.Duration, f func()) { time.AfterFunc(d, f) }
+func (SystemClock) AfterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 
 // Runtime events, delivered to a worker actor.
 type (

@@ -37,11 +37,26 @@ func (c *ManualClock) Now() time.Time {
 }
 
 // AfterFunc schedules f at Now()+d.
-func (c *ManualClock) AfterFunc(d time.Duration, f func()) {
+func (c *ManualClock) AfterFunc(d time.Duration, f func()) func() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.seq++
-	c.timers = append(c.timers, manualTimer{due: c.now.Add(d), seq: c.seq, f: f})
+	seq := c.seq
+	c.timers = append(c.timers, manualTimer{due: c.now.Add(d), seq: seq, f: f})
+	return func() bool { return c.cancel(seq) }
+}
+
+// cancel removes the pending timer seq, if it has not fired.
+func (c *ManualClock) cancel(seq int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, t := range c.timers {
+		if t.seq == seq {
+			c.timers = append(c.timers[:i], c.timers[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // maxTimersPerAdvance bounds one Advance: timers that keep setting
@@ -69,6 +84,13 @@ func (c *ManualClock) Advance(d time.Duration, settle func()) {
 	c.mu.Lock()
 	c.now = target
 	c.mu.Unlock()
+}
+
+// Pending is how many timers have neither fired nor been stopped.
+func (c *ManualClock) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
 }
 
 // NextDue returns how long until the next pending timer.

@@ -57,6 +57,7 @@ type SyncHost struct {
 	machines map[core.WorkerID]*actors.WorkerMachine
 	queue    []envelope
 	stopped  bool
+	timers   *actors.WorkerTimers
 }
 
 type envelope struct {
@@ -66,7 +67,8 @@ type envelope struct {
 
 // NewSyncHost starts a cluster on the caller's goroutine.
 func NewSyncHost(opts actors.Options) *SyncHost {
-	h := &SyncHost{opts: opts, core: core.New(opts.Core), machines: map[core.WorkerID]*actors.WorkerMachine{}}
+	h := &SyncHost{opts: opts, core: core.New(opts.Core), machines: map[core.WorkerID]*actors.WorkerMachine{},
+		timers: actors.NewWorkerTimers(opts.Clock)}
 	h.Send(core.Start{Target: opts.Workers()})
 	return h
 }
@@ -106,6 +108,7 @@ func (h *SyncHost) step(in core.Input) {
 	if h.opts.Observe != nil {
 		h.opts.Observe(now, in, out)
 	}
+	h.timers.Stepped(in)
 	for _, d := range out {
 		switch d := d.(type) {
 		case core.Note:
@@ -123,8 +126,7 @@ func (h *SyncHost) step(in core.Input) {
 		case core.Kill:
 			h.queue = append(h.queue, envelope{d.Worker, actors.KillOrder{Reason: d.Reason}})
 		case core.SetTimer:
-			t := d.Timer
-			h.opts.Clock.AfterFunc(d.After, func() { h.Send(core.TimerFired{Timer: t}) })
+			h.timers.Set(d, func(t core.Timer) { h.Send(core.TimerFired{Timer: t}) })
 		case core.Stopped:
 			h.stopped = true
 		}

@@ -150,12 +150,9 @@ func runSoak(cfg soakConfig, bin loadtest.Binaries) (*soakResult, string, error)
 	m, err := loadtest.StartMaster(bin.Dutchmaster, []string{
 		"--workers", strconv.Itoa(cfg.Workers),
 		"--listen", "http=tcp://127.0.0.1:0",
-		// A killed worker counts as a failure of its slot, and only a
-		// worker that stays up --backoff-reset clears them: with a
-		// rollout every few hundred ms none does, so a slot killed a few
-		// times would wait up to --backoff-max (30 s) before its next
-		// fork. A short maximum keeps the soak about restarts.
-		"--backoff", "50ms", "--backoff-max", "100ms", "--backoff-reset", "1s",
+		// The default backoff: a killed worker counts as a failure of its
+		// slot, and a rollout's replacement clears the count, so the
+		// kills between rollouts never add up to a long wait.
 		// For the goroutines and the heap, which /proc does not show.
 		"--metrics", "127.0.0.1:0",
 		"--env", "HELLO_BOOT_DELAY=" + cfg.Boot.String(),
