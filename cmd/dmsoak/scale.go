@@ -203,15 +203,7 @@ func scaleOne(cfg scaleConfig, bin loadtest.Binaries, n int) (scaleRow, error) {
 	if err := m.Err(); err != nil {
 		row.ExitStatus = err.Error()
 	}
-	deadline := time.Now().Add(p)
-	for _, pid := range workers.AllPIDs() {
-		for loadtest.Alive(pid) && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if loadtest.Alive(pid) {
-			row.LeftBehind++
-		}
-	}
+	row.LeftBehind = len(workers.LeftBehind(time.Now().Add(p)))
 	return row, nil
 }
 

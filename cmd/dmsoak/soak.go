@@ -443,15 +443,7 @@ func (s *soak) finish(res *soakResult) {
 		res.Master.ExitStatus = err.Error()
 	}
 	s.sync()
-	deadline := time.Now().Add(s.cfg.Patience)
-	for _, pid := range s.state.AllPIDs() {
-		for loadtest.Alive(pid) && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if loadtest.Alive(pid) {
-			res.LeftBehind = append(res.LeftBehind, pid)
-		}
-	}
+	res.LeftBehind = s.state.LeftBehind(time.Now().Add(s.cfg.Patience))
 	res.series = s.samples
 	judge(res, s.samples, s.cfg.Restarts)
 }

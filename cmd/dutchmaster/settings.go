@@ -206,6 +206,11 @@ func (s settings) resolve() (dutchmaster.Options, error) {
 	if o.EnvClear, err = strconv.ParseBool(s.EnvClear); err != nil {
 		return fail("env-clear", s.EnvClear, "want true or false")
 	}
+	for _, key := range s.EnvAllow {
+		if key == "" || strings.ContainsAny(key, "=\x00") {
+			return fail("env-allow", key, "want the name of a variable, without =")
+		}
+	}
 	o.EnvAllow, o.User, o.Group = s.EnvAllow, s.User, s.Group
 	o.Env, o.Dir, o.BeforeForkCommand = s.Env, s.Dir, s.BeforeFork
 	if o.LogWorkerOutput, err = strconv.ParseBool(s.LogWorkerOutput); err != nil {

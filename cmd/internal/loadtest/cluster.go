@@ -1,6 +1,9 @@
 package loadtest
 
-import "slices"
+import (
+	"slices"
+	"time"
+)
 
 // Cluster is the master's cluster as its log tells it, updated one event
 // at a time: what the soak and the fault suite check the master against.
@@ -73,14 +76,20 @@ func (c *Cluster) Listening() []int {
 	return out
 }
 
-// AllPIDs returns the pid of every worker the log names.
-func (c *Cluster) AllPIDs() []int {
-	var out []int
-	for _, pid := range c.PIDs {
-		out = append(out, pid)
+// LeftBehind waits until deadline for every worker the log names to be
+// gone, and returns the pids of those still running then.
+func (c *Cluster) LeftBehind(deadline time.Time) []int {
+	var left []int
+	for id, pid := range c.PIDs {
+		for WorkerAlive(pid, id) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if WorkerAlive(pid, id) {
+			left = append(left, pid)
+		}
 	}
-	slices.Sort(out)
-	return out
+	slices.Sort(left)
+	return left
 }
 
 // LivePIDs are the pids of the workers alive by the log, in order.

@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -160,6 +161,29 @@ func Children(pid int) []int {
 func Alive(pid int) bool {
 	f, err := statFields(pid)
 	return err == nil && len(f) > 0 && f[0] != "Z"
+}
+
+// WorkerAlive reports whether worker id, once pid, still runs. A pid is
+// reused once its process is gone (pid_max is 32768 on many machines, a
+// long soak forks thousands of workers, and other programs fork too), so
+// a live process counts only if its environment names the worker
+// (DUTCHMASTER_WORKER_ID). If the environment cannot be read (a worker
+// run as another user), the pid alone decides.
+func WorkerAlive(pid, id int) bool {
+	if !Alive(pid) {
+		return false
+	}
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return Alive(pid)
+	}
+	want := fmt.Sprintf("DUTCHMASTER_WORKER_ID=%d", id)
+	for kv := range bytes.SplitSeq(env, []byte{0}) {
+		if string(kv) == want {
+			return true
+		}
+	}
+	return false
 }
 
 // PeerPorts returns the remote ports of the TCP connections that pid holds
