@@ -528,8 +528,9 @@ func TestFaultSignalStormStop(t *testing.T) {
 }
 
 // TestFaultUnhandledSignals: SIGHUP and SIGUSR1, when neither is the
-// restart signal, leave the master and its workers running. (Go ignores a
-// SIGUSR1 that nothing asked for; SIGHUP's default is to exit.)
+// restart signal, leave the master and its workers running, and the
+// master logs that it ignored them. (Go ignores a SIGUSR1 that nothing
+// asked for; SIGHUP's default is to exit.)
 func TestFaultUnhandledSignals(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGUSR1} {
 		t.Run(sig.String(), func(t *testing.T) {
@@ -540,12 +541,22 @@ func TestFaultUnhandledSignals(t *testing.T) {
 			for range 50 {
 				m.signal(sig)
 			}
-			// An ignored signal has no event. Linux delivers pending
-			// signals lowest number first, and SIGHUP (1) and SIGUSR1
-			// (10) come before SIGUSR2 (12): a rollout that completes
-			// after them shows the master took them and lived.
+			// Linux delivers pending signals lowest number first, and
+			// SIGHUP (1) and SIGUSR1 (10) come before SIGUSR2 (12): a
+			// rollout that completes after them shows the master took
+			// them and lived. The 50 may merge while pending, so there
+			// is at least one log line, and at most 50.
 			m.signal(syscall.SIGUSR2)
 			m.waitFor(next, "restart complete", nil)
+			name := map[syscall.Signal]string{syscall.SIGHUP: "SIGHUP", syscall.SIGUSR1: "SIGUSR1"}[sig]
+			if n := len(m.all("signal ignored")); n < 1 || n > 50 {
+				t.Errorf("%d signal ignored lines, want 1 to 50", n)
+			}
+			for _, e := range m.all("signal ignored") {
+				if e.str("signal") != name {
+					t.Errorf("signal ignored names %q, want %s", e.str("signal"), name)
+				}
+			}
 			if _, err := get(addr, "/"); err != nil {
 				t.Fatal(err)
 			}
