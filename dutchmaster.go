@@ -450,7 +450,7 @@ func prepare(opts Options) (plan, error) {
 	if n := p.workers(); n < 1 || n > core.MaxWorkers {
 		return p, configErr("--workers %d: want 1 to %d", n, core.MaxWorkers)
 	}
-	p.beforeFork = beforeFork(opts)
+	p.beforeFork = beforeFork(opts, p.core.ReadyTimeout)
 	if p.credential, err = credential(opts.User, opts.Group); err != nil {
 		return p, &ConfigError{Err: err}
 	}
@@ -510,7 +510,13 @@ func findCommand(name, dir string) error {
 	return nil
 }
 
-func beforeFork(opts Options) func(dir string, env []string) error {
+// beforeFork runs the hooks before a fork. The command gets at most the
+// ready timeout, which bounds the whole start of a worker: a hook that
+// hangs would otherwise hold its worker in forking for ever, where no
+// kill reaches it, and with it the rollout and any stop. It runs in a
+// process group of its own, killed whole at the timeout, so that what it
+// started in the background goes too.
+func beforeFork(opts Options, timeout time.Duration) func(dir string, env []string) error {
 	if opts.BeforeFork == nil && opts.BeforeForkCommand == "" {
 		return nil
 	}
@@ -523,9 +529,23 @@ func beforeFork(opts Options) func(dir string, env []string) error {
 		if opts.BeforeForkCommand == "" {
 			return nil
 		}
-		cmd := exec.Command("/bin/sh", "-c", opts.BeforeForkCommand)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", opts.BeforeForkCommand)
 		cmd.Dir, cmd.Env = dir, env
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		// A background child that keeps the output pipe open must not hold
+		// up the end of the hook.
+		cmd.WaitDelay = 2 * time.Second
 		out, err := cmd.CombinedOutput()
+		// Whatever the hook left in its group goes with it.
+		if cmd.Process != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%q: not done after %s", opts.BeforeForkCommand, timeout)
+		}
 		if err != nil {
 			if last := lastLine(out); last != "" {
 				return fmt.Errorf("%q: %w: %s", opts.BeforeForkCommand, err, last)

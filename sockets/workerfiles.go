@@ -72,13 +72,21 @@ func PlanWorkerFiles(listeners []*Listener, channel *os.File, notifySocket strin
 // Variables the caller wants to add on top (DUTCHMASTER_WORKER_ID,
 // NODE_UNIQUE_ID for a cluster worker, ...) go after it.
 func (w WorkerFiles) Environ(base []string) []string {
-	out := make([]string, 0, len(base)+len(w.Env))
-	for _, kv := range base {
+	return append(WithoutProtocolVars(base), w.Env...)
+}
+
+// WithoutProtocolVars is env without the protocol's variables, for a
+// process that is not a worker but runs with a worker's environment (the
+// before-fork hook): what was meant for the master, such as its own
+// supervisor's NOTIFY_SOCKET, must not reach it either.
+func WithoutProtocolVars(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
 		if !isProtocolVar(kv) {
 			out = append(out, kv)
 		}
 	}
-	return append(out, w.Env...)
+	return out
 }
 
 func isProtocolVar(kv string) bool {

@@ -29,8 +29,11 @@ func forkFails(t *testing.T, rt *osproc.Runtime) actors.ForkFailed {
 
 // TestBeforeForkError: an error from the before-fork hook fails the fork
 // with the hook's message, and no process is started. The hook runs with
-// the resolved directory and the worker's environment.
+// the resolved directory and the worker's environment, without what was
+// meant for the master (its own supervisor's NOTIFY_SOCKET, LISTEN_*).
 func TestBeforeForkError(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+	t.Setenv("LISTEN_FDS", "1")
 	dir := t.TempDir()
 	ran := filepath.Join(dir, "worker-ran")
 	var hookDir string
@@ -53,6 +56,11 @@ func TestBeforeForkError(t *testing.T) {
 	}
 	if hookDir != dir {
 		t.Errorf("hook ran for dir %q, want %q", hookDir, dir)
+	}
+	for _, key := range []string{"NOTIFY_SOCKET", "LISTEN_FDS"} {
+		if v, n := envValue(hookEnv, key); n > 0 {
+			t.Errorf("hook env has the master's %s=%q", key, v)
+		}
 	}
 	if v, _ := envValue(hookEnv, "DUTCHMASTER_WORKER_ID"); v != "1" {
 		t.Errorf("hook env has DUTCHMASTER_WORKER_ID=%q, want 1", v)

@@ -60,7 +60,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		env = append(env, "PWD="+dir)
 	}
 	if cfg.BeforeFork != nil {
-		if err := cfg.BeforeFork(dir, env); err != nil {
+		if err := cfg.BeforeFork(dir, sockets.WithoutProtocolVars(env)); err != nil {
 			return nil, fmt.Errorf("before-fork: %w", err)
 		}
 	}

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestDirAndBeforeFork: --dir is resolved through its symlink at every
@@ -63,4 +67,44 @@ func repoint(t *testing.T, link, target string) {
 	if err := os.Rename(tmp, link); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestBeforeForkHangs: a --before-fork command that never ends is killed,
+// with what it started, at --ready-timeout; the fork fails, the rollout
+// aborts, the old worker serves on, and a stop is not held up by it.
+func TestBeforeForkHangs(t *testing.T) {
+	root := t.TempDir()
+	hang := filepath.Join(root, "HANG")
+	// The hook's shell starts a sleep of its own, which must go too.
+	hook := `test ! -e ` + hang + ` || { sleep 600 & sleep 600; }`
+	m := startMaster(t, "worker", nil, "--workers", "1", "--before-fork", hook, "--ready-timeout", "2s",
+		"--listen", "http=tcp://127.0.0.1:0")
+	addr := m.address()
+	_, next := m.waitFor(0, "cluster ready", nil)
+
+	writeFile(t, hang, "", 0o644)
+	m.signal(syscall.SIGUSR2)
+	_, next = m.waitFor(next, "fork", nil)
+	var sleeps []int
+	for deadline := time.Now().Add(patience); len(sleeps) < 2 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		sleeps = slices.DeleteFunc(descendants(m.pid()), func(pid int) bool {
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			return strings.TrimSpace(string(comm)) != "sleep"
+		})
+	}
+	if len(sleeps) < 2 {
+		t.Fatalf("the hook's two sleeps are not running: %v", sleeps)
+	}
+	// The ready timeout and the hook's end at the same bound: the rollout
+	// aborts and the worker exits, in either order.
+	e, _ := m.waitFor(next, "worker exited", nil)
+	if r := e.str("reason"); !strings.Contains(r, "before-fork") || !strings.Contains(r, "not done after 2s") {
+		t.Errorf("reason %q, want the hook's timeout", r)
+	}
+	m.waitFor(next, "rollout aborted", nil)
+	waitGone(t, sleeps...)
+	if _, err := get(addr, "/"); err != nil {
+		t.Errorf("old worker: %v", err)
+	}
+	m.stop()
 }

@@ -81,7 +81,7 @@ var options = []option{
 	{name: "drain", usage: "how to ask a worker to stop: auto, ipc, signal or both", text: func(s *settings) *string { return &s.Drain }},
 	{name: "backoff", usage: "wait before re-forking a slot after its second failure in a row, doubled each time", text: func(s *settings) *string { return &s.Backoff }},
 	{name: "backoff-max", usage: "longest wait between re-forks of a failing slot", text: func(s *settings) *string { return &s.BackoffMax }},
-	{name: "backoff-reset", usage: "a worker up this long clears its slot's failures", text: func(s *settings) *string { return &s.BackoffReset }},
+	{name: "backoff-reset", usage: "a worker up this long (or a rollout's replacement, once it listens) clears its slot's failures", text: func(s *settings) *string { return &s.BackoffReset }},
 	{name: "worker-protocol", usage: "auto (node-cluster for node, else fds), fds or node-cluster", text: func(s *settings) *string { return &s.WorkerProtocol }},
 	{name: "env", usage: "`KEY=VALUE` added to the workers' environment (repeatable)", list: func(s *settings) *[]string { return &s.Env }},
 	{name: "env-clear", usage: "withhold the master's environment from workers (but --env-allow keys)", text: func(s *settings) *string { return &s.EnvClear }, isBool: true},
