@@ -218,6 +218,14 @@ func Run(ctx context.Context, opts Options) error {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, handledSignals(plan.restartSignal)...)
 	defer signal.Stop(sigs)
+	// A closed log pipe (a log shipper that died, a `| tee` that ended)
+	// must not end the master, and its workers with it. With SIGPIPE
+	// taken, a write to stdout or stderr fails with EPIPE instead: the log
+	// is lost, the service is not. The signal is dropped unread, and it is
+	// a handler rather than SIG_IGN, which workers would inherit.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
 	if opts.Name != "" {
 		opts.Logger = opts.Logger.With().Str("name", opts.Name).Logger()
 	}

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"syscall"
@@ -563,5 +567,96 @@ func TestFaultUnhandledSignals(t *testing.T) {
 			checkSettledLike(t, m, b)
 			stopAndCheck(t, m)
 		})
+	}
+}
+
+// TestFaultLogPipeClosed: the reader of the master's log goes away (a log
+// shipper dies, a `| tee` ends). The master's writes fail from then on,
+// but it lives: a rolling restart still replaces every worker, the
+// workers answer, and SIGTERM still ends it with status 0.
+func TestFaultLogPipeClosed(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "--log-format", "json", "--control", "none", "--workers", "2",
+		"--env", roleEnv+"=worker", "--listen", "http=tcp://127.0.0.1:0", "--", self)
+	cmd.Env = append(os.Environ(), roleEnv+"=master")
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	addr := ""
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var e logEvent
+		if json.Unmarshal(sc.Bytes(), &e) != nil {
+			continue
+		}
+		if e.str("message") == "listening" {
+			addr = e.str("address")
+		}
+		if e.str("message") == "cluster ready" {
+			break
+		}
+	}
+	if addr == "" {
+		t.Fatal("no listening address before cluster ready")
+	}
+	old := children(cmd.Process.Pid)
+	r.Close() // the log's reader is gone
+	if err := cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	// The rollout's end has no log to show it: the master's children are
+	// two workers again, none of them an old one.
+	deadline := time.Now().Add(patience)
+	for {
+		now := children(cmd.Process.Pid)
+		replaced := len(now) == 2
+		for pid := range now {
+			if _, isOld := old[pid]; isOld {
+				replaced = false
+			}
+		}
+		if replaced {
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("master ended with %v once its log pipe closed", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("workers %v not replaced (were %v)", now, old)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := get(addr, "/"); err != nil {
+		t.Errorf("workers after the restart: %v", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("master ended with %v, want exit status 0", err)
+		}
+	case <-time.After(patience):
+		t.Fatal("master still running after SIGTERM")
 	}
 }
