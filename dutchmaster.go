@@ -259,6 +259,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return &ConfigError{Err: err}
 	}
+	warnDescriptorLimit(log, plan.workers(), plan.core.MaxSurge)
 	defer rt.Close()
 	ops, err := openOperations(opts, plan, log, start)
 	if err != nil {

@@ -660,3 +660,24 @@ func TestFaultLogPipeClosed(t *testing.T) {
 		t.Fatal("master still running after SIGTERM")
 	}
 }
+
+// TestFaultDescriptorLimit: a master whose descriptor limit cannot hold
+// its workers says so at start, then runs what it can: forks past the
+// limit fail and back off, the master lives, and SIGTERM ends it with 0.
+func TestFaultDescriptorLimit(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 20 workers want 3 × 41 descriptors in a rollout; 64 is the limit
+	// (the shell's ulimit sets the soft and the hard limit).
+	limit := []string{"/bin/sh", "-c", `ulimit -n 64 && exec "$@"`, "sh"}
+	m := startMasterVia(t, limit, []string{self}, "--env", roleEnv+"=worker", "--workers", "20",
+		"--listen", "http=tcp://127.0.0.1:0")
+	e, _ := m.waitFor(0, "descriptor limit too low for the workers during a rollout: raise it (ulimit -n, LimitNOFILE=) or forks will fail", nil)
+	if e.num("limit") != 64 || e.num("needed") < 123 {
+		t.Errorf("limit %d, needed %d: want 64 and at least 123", e.num("limit"), e.num("needed"))
+	}
+	m.waitFor(0, "fork failed", nil)
+	m.stop()
+}

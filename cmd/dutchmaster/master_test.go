@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -61,14 +62,21 @@ func startMaster(t *testing.T, workerRole string, workerEnv []string, flags ...s
 // startMasterCommand runs `dutchmaster flags -- command`.
 func startMasterCommand(t *testing.T, command []string, flags ...string) *master {
 	t.Helper()
+	return startMasterVia(t, nil, command, flags...)
+}
+
+// startMasterVia runs `via... dutchmaster flags -- command`: via is a
+// program that sets something up and execs the rest (nil: none).
+func startMasterVia(t *testing.T, via, command []string, flags ...string) *master {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append(append([]string{"--log-format", "json"}, flags...), "--")
+	args := append(append(append(slices.Clone(via), self, "--log-format", "json"), flags...), "--")
 	args = append(args, command...)
 	m := &master{t: t, grew: make(chan struct{}), done: make(chan struct{})}
-	m.cmd = exec.Command(self, args...)
+	m.cmd = exec.Command(args[0], args[1:]...)
 	m.cmd.Env = append(os.Environ(), roleEnv+"=master")
 	stderr, err := m.cmd.StderrPipe()
 	if err != nil {
