@@ -41,7 +41,9 @@ func run(args []string, stderr io.Writer) int {
 	// Run stops taking signals when it returns; a stop or scale signal that
 	// arrives after that, while the binary exits, must not end it by the
 	// signal's default action (exit 143, or a suspended master).
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGTERM, syscall.SIGINT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP, syscall.SIGUSR1)
+	// SIGPIPE likewise: a last log line into a closed pipe fails instead.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGTERM, syscall.SIGINT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP, syscall.SIGUSR1,
+		syscall.SIGPIPE)
 	if len(args) > 0 {
 		switch args[0] {
 		case "version":
@@ -73,10 +75,20 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if s.configFile != "" {
 		// Every rolling restart re-reads the file (and keeps the flags).
+		// The logger is the master's own: a new log format or level is
+		// checked, and said to wait for a new master.
+		log, first := opts.Logger, s
 		opts.Reload = func() (dutchmaster.Options, error) {
 			s, err := parse(args, io.Discard)
 			if err != nil {
 				return dutchmaster.Options{}, err
+			}
+			if _, err := newLogger(s.LogFormat, s.LogLevel, io.Discard); err != nil {
+				return dutchmaster.Options{}, err
+			}
+			if s.LogFormat != first.LogFormat || s.LogLevel != first.LogLevel {
+				log.Warn().Str("log_format", s.LogFormat).Str("log_level", s.LogLevel).
+					Msg("log-format and log-level change only with a new master; keeping the current ones")
 			}
 			return s.resolve()
 		}

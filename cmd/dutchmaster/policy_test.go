@@ -161,7 +161,8 @@ func TestScaleSignals(t *testing.T) {
 }
 
 // TestConfigReload: every rolling restart re-reads --config; an invalid
-// file refuses the restart and leaves the workers alone.
+// file (bad YAML, a bad log level) refuses the restart and leaves the
+// workers alone; a new log level is said to wait for a new master.
 func TestConfigReload(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "dutchmaster.yaml")
 	writeFile(t, cfg, "workers: 1\n", 0o644)
@@ -176,8 +177,17 @@ func TestConfigReload(t *testing.T) {
 		t.Fatalf("%d forks after a refused restart", forks)
 	}
 
-	writeFile(t, cfg, "workers: 2\npolicy: blue-green\n", 0o644)
+	writeFile(t, cfg, "workers: 1\nlog-level: loud\n", 0o644)
 	m.signal(syscall.SIGUSR2)
+	_, next = m.waitFor(next, "restart refused: the configuration does not load; the workers are left as they are", nil)
+	if forks := len(m.all("fork")); forks != 1 {
+		t.Fatalf("%d forks after a refused restart", forks)
+	}
+
+	writeFile(t, cfg, "workers: 2\npolicy: blue-green\nlog-level: debug\n", 0o644)
+	m.signal(syscall.SIGUSR2)
+	_, next = m.waitFor(next, "log-format and log-level change only with a new master; keeping the current ones",
+		map[string]any{"log_level": "debug"})
 	_, next = m.waitFor(next, "configuration reloaded", map[string]any{"policy": "blue-green"})
 	m.waitFor(next, "restart complete", nil)
 	listening := 0
