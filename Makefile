@@ -34,7 +34,7 @@ soak:
 # Regenerate scenario expectations (the -rewrite flag exists only in the
 # packages that import datadriven, so they are named here).
 rewrite:
-	$(GO) test ./scenarios/ -rewrite
+	$(GO) test ./scenarios/ ./examples/maxage/ -rewrite
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

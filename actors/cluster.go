@@ -183,8 +183,9 @@ func (a *clusterActor) execute(ctx actor.Context, d core.Decision) {
 	case core.Note:
 		LogNote(log, d)
 	case core.Fork:
+		// No pid yet: the process is made after this line.
 		log.Info().Int(FieldWorker, int(d.Worker)).Int(FieldSlot, d.Slot).Int(FieldGeneration, d.Generation).
-			Bool("replacement", d.Replacement).Msg("fork")
+			Str(FieldState, string(fsm.Forking)).Bool("replacement", d.Replacement).Msg("fork")
 		a.spawnWorker(ctx, d)
 	case core.Drain:
 		a.order(ctx, d.Worker, "drain", d.Reason, DrainOrder{d.Reason})

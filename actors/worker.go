@@ -66,6 +66,12 @@ func NewWorkerMachine(spec WorkerSpec, ready ReadyMode, drain DrainMethod, log z
 // State is the worker's lifecycle state.
 func (m *WorkerMachine) State() fsm.State { return m.life.State() }
 
+// logAt starts a log line about the worker, with its state now (the
+// logger has the rest of the fields every such line carries).
+func (m *WorkerMachine) logAt(level zerolog.Level) *zerolog.Event {
+	return m.log.WithLevel(level).Str(FieldState, string(m.life.State()))
+}
+
 // Handle applies one runtime event or order and returns its effects.
 func (m *WorkerMachine) Handle(msg any) []any {
 	id := m.Spec.ID
@@ -97,7 +103,7 @@ func (m *WorkerMachine) Handle(msg any) []any {
 		return m.exit(msg.Reason())
 	case DrainOrder:
 		if _, err := m.life.Drain(); err != nil {
-			m.log.Debug().Err(err).Msg("drain order ignored")
+			m.logAt(zerolog.DebugLevel).Err(err).Msg("drain order ignored")
 			return nil
 		}
 		return []any{RuntimeDrain{How: m.drain.resolve(m.spokeIPC)}, core.WorkerDraining{Worker: id}}
@@ -119,7 +125,7 @@ func (m *WorkerMachine) Handle(msg any) []any {
 func (m *WorkerMachine) onIPC(msg IPC) []any {
 	if msg.Err != "" {
 		if m.ignore() {
-			m.log.Warn().Str(FieldReason, msg.Err).Int("ignored", m.ignored).Msg("unreadable IPC message ignored")
+			m.logAt(zerolog.WarnLevel).Str(FieldReason, msg.Err).Int("ignored", m.ignored).Msg("unreadable IPC message ignored")
 		}
 		return nil
 	}
@@ -131,11 +137,11 @@ func (m *WorkerMachine) onIPC(msg IPC) []any {
 		return []any{core.WorkerRestartRequested{Worker: m.Spec.ID}}
 	case MsgMalformed:
 		if m.ignore() {
-			m.log.Warn().Int("bytes", len(msg.Line)).Int("ignored", m.ignored).Msg("malformed IPC message ignored")
+			m.logAt(zerolog.WarnLevel).Int("bytes", len(msg.Line)).Int("ignored", m.ignored).Msg("malformed IPC message ignored")
 		}
 	default:
 		if m.ignore() {
-			m.log.Info().Str("event", wm.Event).Int("ignored", m.ignored).Msg("unknown IPC message ignored")
+			m.logAt(zerolog.InfoLevel).Str("event", wm.Event).Int("ignored", m.ignored).Msg("unknown IPC message ignored")
 		}
 	}
 	return nil
@@ -150,7 +156,7 @@ func (m *WorkerMachine) ignore() bool {
 		m.logged = n
 		return true
 	case n == IgnoredLoggedEach+1:
-		m.log.Warn().Int("ignored", n).Msg("more IPC messages ignored: counted, logged at each power of two")
+		m.logAt(zerolog.WarnLevel).Int("ignored", n).Msg("more IPC messages ignored: counted, logged at each power of two")
 		m.logged = n
 	}
 	return false
@@ -158,11 +164,11 @@ func (m *WorkerMachine) ignore() bool {
 
 func (m *WorkerMachine) becameReady(source string) []any {
 	if !m.ready.Accepts(source) {
-		m.log.Debug().Str("source", source).Str("ready", m.ready.String()).Msg("readiness from a source the ready mode ignores")
+		m.logAt(zerolog.DebugLevel).Str("source", source).Str("ready", m.ready.String()).Msg("readiness from a source the ready mode ignores")
 		return nil
 	}
 	if _, err := m.life.Ready(); err != nil {
-		m.log.Debug().Err(err).Msg("ready ignored")
+		m.logAt(zerolog.DebugLevel).Err(err).Msg("ready ignored")
 		return nil
 	}
 	return []any{core.WorkerListening{Worker: m.Spec.ID}}
@@ -170,11 +176,11 @@ func (m *WorkerMachine) becameReady(source string) []any {
 
 func (m *WorkerMachine) exit(r fsm.ExitReason) []any {
 	if _, err := m.life.Exit(r); err != nil {
-		m.log.Debug().Err(err).Msg("exit ignored")
+		m.logAt(zerolog.DebugLevel).Err(err).Msg("exit ignored")
 		return nil
 	}
 	if m.ignored > m.logged {
-		m.log.Warn().Int("ignored", m.ignored).Msg("IPC messages ignored in all")
+		m.logAt(zerolog.WarnLevel).Int("ignored", m.ignored).Msg("IPC messages ignored in all")
 	}
 	return []any{core.WorkerExited{Worker: m.Spec.ID, Reason: r}, Finished{}}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dutchmaster/dutchmaster/actors"
+	"github.com/dutchmaster/dutchmaster/fsm"
 	"github.com/dutchmaster/dutchmaster/sockets"
 	"github.com/dutchmaster/dutchmaster/sockets/nodecluster"
 )
@@ -102,7 +103,8 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 	}
 	p := &process{spec: spec, events: events, cmd: cmd, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r}
 	p.exitWatch = openExitWatch(p.pid)
-	p.log = cfg.Logger.With().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldPID, p.pid).Logger()
+	p.log = cfg.Logger.With().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldSlot, spec.Slot).
+		Int(actors.FieldGeneration, spec.Generation).Int(actors.FieldPID, p.pid).Logger()
 	if cfg.NodeCluster {
 		p.cluster = nodecluster.NewSession(channel, r.handles)
 	}
@@ -213,7 +215,6 @@ func exitOf(ps *os.ProcessState, err error, tail string) actors.Exited {
 // open: closing it would make Node exit at once. Any other worker gets
 // {"event":"disconnect"} and end-of-file.
 func (p *process) drain(how actors.DrainMethod, stop syscall.Signal) {
-	log := p.runtime.config().Logger
 	if how == actors.DrainIPC || how == actors.DrainBoth {
 		var err error
 		if p.cluster != nil && p.cluster.Online() {
@@ -222,14 +223,14 @@ func (p *process) drain(how actors.DrainMethod, stop syscall.Signal) {
 			err = p.channel.Disconnect()
 		}
 		if err != nil {
-			log.Info().Err(err).Int("worker", int(p.spec.ID)).Msg("IPC channel gone: draining with the stop signal instead")
+			p.log.Info().Str(actors.FieldState, string(fsm.Draining)).Err(err).Msg("IPC channel gone: draining with the stop signal instead")
 			how = actors.DrainSignal
 		}
 	}
 	if how == actors.DrainSignal || how == actors.DrainBoth {
 		// os.Process signals through a pidfd, so a reused pid is never hit.
 		if err := p.cmd.Process.Signal(stop); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			log.Debug().Err(err).Int("worker", int(p.spec.ID)).Msg("stop signal failed")
+			p.log.Debug().Str(actors.FieldState, string(fsm.Draining)).Err(err).Msg("stop signal failed")
 		}
 	}
 }

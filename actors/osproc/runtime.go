@@ -13,6 +13,7 @@ import (
 
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/core"
+	"github.com/dutchmaster/dutchmaster/fsm"
 	"github.com/dutchmaster/dutchmaster/sockets"
 	"github.com/dutchmaster/dutchmaster/sockets/nodecluster"
 )
@@ -189,7 +190,9 @@ func (r *Runtime) Fork(spec actors.WorkerSpec, events func(any)) {
 			delete(r.starting, spec.ID)
 			r.mu.Unlock()
 			log := r.config().Logger
-			log.Warn().Int("worker", int(spec.ID)).Err(err).Msg("fork failed")
+			// No pid: there is no process.
+			log.Warn().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldSlot, spec.Slot).Int(actors.FieldGeneration, spec.Generation).
+				Str(actors.FieldState, string(fsm.Forking)).Err(err).Msg("fork failed")
 			events(actors.ForkFailed{Err: err.Error()})
 			return
 		}
