@@ -217,10 +217,13 @@ func (c *Cluster) refuse(refused map[string]bool, what string, id WorkerID, why 
 		return
 	}
 	fields := []Field{{"policy", c.cfg.Policy.Name()}, {"proposal", what}, {"reason", why}}
-	if id != 0 {
+	// A line about a worker carries the worker's fields; one that is gone
+	// has only its number left.
+	w := c.worker(id)
+	if w == nil && id != 0 {
 		fields = append(fields, Field{"worker", int(id)})
 	}
-	c.note(zerolog.WarnLevel, "policy proposal refused", nil, fields...)
+	c.note(zerolog.WarnLevel, "policy proposal refused", w, fields...)
 }
 
 // finishRollout ends the rollout once no worker is due and nothing is

@@ -269,6 +269,31 @@ func stopAndCheck(t *testing.T, m *master, extra ...int) {
 		t.Fatalf("exit status %d after SIGTERM, want 0", code)
 	}
 	checkGone(t, m, pids...)
+	checkWorkerFields(t, m)
+}
+
+// checkWorkerFields holds the master's log to its rule: every line about
+// a worker carries its slot, generation and state, and its pid once the
+// process exists (not at "fork", nor at "fork failed", where none came).
+// Lines of worker output (--log-worker-output, with a "stream") are cut
+// before the pid is known and are not about the worker's state.
+func checkWorkerFields(t *testing.T, m *master) {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.events {
+		if _, about := e["worker"]; !about || e["stream"] != nil {
+			continue
+		}
+		for _, f := range []string{"slot", "generation", "state"} {
+			if _, ok := e[f]; !ok {
+				t.Errorf("%q about worker %d has no %s", e.str("message"), e.num("worker"), f)
+			}
+		}
+		if _, ok := e["pid"]; !ok && e.str("message") != "fork" && e.str("message") != "fork failed" && e.str("state") != "forking" {
+			t.Errorf("%q about worker %d has no pid", e.str("message"), e.num("worker"))
+		}
+	}
 }
 
 // checkGone waits for the master's workers (by its log) and the pids
