@@ -42,7 +42,7 @@ func TestCtl(t *testing.T) {
 	old, _ := listeningPIDs(m, 0, 2)
 
 	r := ctl(t, sock, "status")
-	head := fmt.Sprintf("dutchmaster web (pid %d): 2/2 workers listening, generation 1, policy rolling", m.cmd.Process.Pid)
+	head := fmt.Sprintf("dutchmaster web (pid %d): 2/2 workers listening, generation 1, policy rolling", m.PID())
 	if r.code != 0 || !strings.HasPrefix(r.stdout, head+"\n") {
 		t.Fatalf("ctl status: want the line %q first\n%s", head, r)
 	}
@@ -196,8 +196,8 @@ func TestControlSocketDefault(t *testing.T) {
 	second.stop()
 
 	third := startMaster(t, "worker", nil, "--control", sock, "--workers", "1", "--listen", "http=tcp://127.0.0.1:0")
-	if code := third.wait(); code != exitUsage || !strings.Contains(third.raw.String(), "another master runs on this control socket") {
-		t.Fatalf("explicit --control in use: exit %d\n%s", code, third.raw.String())
+	if code := third.wait(); code != exitUsage || !strings.Contains(third.Log(), "another master runs on this control socket") {
+		t.Fatalf("explicit --control in use: exit %d\n%s", code, third.Log())
 	}
 	m.stop()
 	if r := runDutchmaster(t, 0, "ctl", "--name", "api", "status"); r.code != 1 || !strings.Contains(r.stderr, "no control socket") {

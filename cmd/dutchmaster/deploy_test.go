@@ -87,7 +87,7 @@ func TestBeforeForkHangs(t *testing.T) {
 	_, next = m.waitFor(next, "fork", nil)
 	var sleeps []int
 	for deadline := time.Now().Add(patience); len(sleeps) < 2 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		sleeps = slices.DeleteFunc(descendants(m.pid()), func(pid int) bool {
+		sleeps = slices.DeleteFunc(descendants(m.PID()), func(pid int) bool {
 			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 			return strings.TrimSpace(string(comm)) != "sleep"
 		})

@@ -133,10 +133,8 @@ func values(m map[int]int) []int {
 // forked later than the drained one (its replacement).
 func checkReplaceBeforeStop(t *testing.T, m *master, until int) {
 	t.Helper()
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	listening := map[int]bool{}
-	for _, e := range m.events[:until] {
+	for _, e := range m.events()[:until] {
 		switch e.str("message") {
 		case "worker listening":
 			listening[e.num("worker")] = true
@@ -172,7 +170,16 @@ func TestWorkerRequestsRestart(t *testing.T) {
 	if e.num("pid") != asker {
 		t.Fatalf("restart requested by pid %d, the log says %d", asker, e.num("pid"))
 	}
-	_, next = m.waitFor(next, "restart complete", nil)
+	m.waitFor(next, "restart complete", nil)
+	checkOnlyAskerReplaced(t, m, asker, pids)
+	m.stop()
+}
+
+// checkOnlyAskerReplaced: after the rollout a worker asked for, of the two
+// workers (pids, by worker id) only the asker is gone, and one
+// replacement was forked.
+func checkOnlyAskerReplaced(t *testing.T, m *master, asker int, pids map[int]int) {
+	t.Helper()
 	waitGone(t, asker)
 	for _, pid := range pids {
 		if pid != asker && !alive(pid) {
@@ -182,7 +189,6 @@ func TestWorkerRequestsRestart(t *testing.T) {
 	if forks := len(m.all("fork")); forks != 3 {
 		t.Errorf("%d forks, want 2 at start and 1 replacement", forks)
 	}
-	m.stop()
 }
 
 // TestCrashedWorkerIsReplaced: a worker that exits on its own is replaced

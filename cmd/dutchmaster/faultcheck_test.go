@@ -21,11 +21,9 @@ import (
 
 // cluster replays the log up to now.
 func (m *master) cluster() *loadtest.Cluster {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	c := loadtest.NewCluster()
-	for _, e := range m.events {
-		c.Apply(loadtest.Event{Message: e.str("message"), Fields: e})
+	for _, e := range m.Snapshot() {
+		c.Apply(e)
 	}
 	return c
 }
@@ -37,23 +35,19 @@ func (m *master) waitSettled() *loadtest.Cluster {
 	m.t.Helper()
 	deadline := time.After(patience)
 	for {
-		m.mu.Lock()
-		grew := m.grew
-		m.mu.Unlock()
+		grew := m.Grew()
 		if c := m.cluster(); c.Settled() {
 			return c
 		}
 		select {
 		case <-grew:
-		case <-m.done:
-			m.t.Fatalf("master exited (%v) before its cluster settled", m.err)
+		case <-m.Done():
+			m.t.Fatalf("master exited (%v) before its cluster settled", m.Err())
 		case <-deadline:
 			m.t.Fatalf("cluster not settled within %s: %+v", patience, m.cluster())
 		}
 	}
 }
-
-func (m *master) pid() int { return m.cmd.Process.Pid }
 
 // quietPeriod is how long a cluster must log nothing to count as having
 // taken every signal sent to it (quiesce).
@@ -69,7 +63,7 @@ const quietPeriod = 300 * time.Millisecond
 func (m *master) quiesce() *loadtest.Cluster {
 	m.t.Helper()
 	deadline := time.Now().Add(patience)
-	for pendingSignals(m.pid()) {
+	for pendingSignals(m.PID()) {
 		if time.Now().After(deadline) {
 			m.t.Fatalf("signals still pending for the master after %s", patience)
 		}
@@ -77,9 +71,9 @@ func (m *master) quiesce() *loadtest.Cluster {
 	}
 	for {
 		c := m.waitSettled()
-		n := m.mark()
+		n := m.Mark()
 		time.Sleep(quietPeriod)
-		if m.mark() == n {
+		if m.Mark() == n {
 			return c
 		}
 		if time.Now().After(deadline) {
@@ -105,13 +99,6 @@ func pendingSignals(pid int) bool {
 		}
 	}
 	return false
-}
-
-// mark is the index the next event will have.
-func (m *master) mark() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.events)
 }
 
 // fdProfile counts the master's descriptors by kind: socket, pipe,
@@ -193,7 +180,7 @@ func checkChildren(t *testing.T, m *master, c *loadtest.Cluster) {
 	t.Helper()
 	want := c.LivePIDs()
 	var got []int
-	for pid, state := range children(m.pid()) {
+	for pid, state := range children(m.PID()) {
 		if state == 'Z' {
 			t.Errorf("zombie child %d of the master", pid)
 		}
@@ -215,7 +202,7 @@ func takeBaseline(t *testing.T, m *master) baseline {
 	t.Helper()
 	c := m.waitSettled()
 	checkChildren(t, m, c)
-	return baseline{fds: fdProfile(t, m.pid()), workers: len(c.Live)}
+	return baseline{fds: fdProfile(t, m.PID()), workers: len(c.Live)}
 }
 
 // checkSettledLike waits for the cluster to settle again and compares it
@@ -225,7 +212,7 @@ func checkSettledLike(t *testing.T, m *master, b baseline) *loadtest.Cluster {
 	t.Helper()
 	c := m.waitSettled()
 	checkChildren(t, m, c)
-	if got := fdProfile(t, m.pid()); !mapsEqual(got, b.fds) {
+	if got := fdProfile(t, m.PID()); !mapsEqual(got, b.fds) {
 		t.Errorf("master's descriptors %v after the fault, %v before", got, b.fds)
 	}
 	return c
@@ -249,7 +236,7 @@ func mapsEqual(a, b map[string]int) bool {
 // per worker (os.Process's, and the one its exit is awaited on).
 func checkFDsFor(t *testing.T, m *master, listeners, n int) {
 	t.Helper()
-	fds := fdProfile(t, m.pid())
+	fds := fdProfile(t, m.PID())
 	if got, want := fds["socket"], listeners+1+n; got != want {
 		t.Errorf("%d sockets with %d listeners and %d workers, want %d: %v", got, listeners, n, want, fds)
 	}
@@ -263,7 +250,7 @@ func checkFDsFor(t *testing.T, m *master, listeners, n int) {
 // descendants seen now, and the extra pids given.
 func stopAndCheck(t *testing.T, m *master, extra ...int) {
 	t.Helper()
-	pids := append(descendants(m.pid()), extra...)
+	pids := append(descendants(m.PID()), extra...)
 	m.signal(syscall.SIGTERM)
 	if code := m.wait(); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM, want 0", code)
@@ -274,24 +261,28 @@ func stopAndCheck(t *testing.T, m *master, extra ...int) {
 
 // checkWorkerFields holds the master's log to its rule: every line about
 // a worker carries its slot, generation and state, and its pid once the
-// process exists (not at "fork", nor at "fork failed", where none came).
-// Lines of worker output (--log-worker-output, with a "stream") are cut
-// before the pid is known and are not about the worker's state.
+// process exists, that is from the first line that showed it on (a worker
+// can be drained or killed while its fork is still under way, before it
+// has a pid). Lines of worker output (--log-worker-output, with a
+// "stream") are cut before the pid is known and are not about the
+// worker's state.
 func checkWorkerFields(t *testing.T, m *master) {
 	t.Helper()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, e := range m.events {
+	hasPID := map[int]bool{}
+	for _, e := range m.events() {
 		if _, about := e["worker"]; !about || e["stream"] != nil {
 			continue
 		}
+		id := e.num("worker")
 		for _, f := range []string{"slot", "generation", "state"} {
 			if _, ok := e[f]; !ok {
-				t.Errorf("%q about worker %d has no %s", e.str("message"), e.num("worker"), f)
+				t.Errorf("%q about worker %d has no %s", e.str("message"), id, f)
 			}
 		}
-		if _, ok := e["pid"]; !ok && e.str("message") != "fork" && e.str("message") != "fork failed" && e.str("state") != "forking" {
-			t.Errorf("%q about worker %d has no pid", e.str("message"), e.num("worker"))
+		if _, ok := e["pid"]; ok {
+			hasPID[id] = true
+		} else if hasPID[id] {
+			t.Errorf("%q about worker %d has no pid, which earlier lines showed", e.str("message"), id)
 		}
 	}
 }
@@ -367,7 +358,7 @@ func environ(t *testing.T, pid int, key string) string {
 // stopped waits for a stop already under way: exit 0, nothing left.
 func stopped(t *testing.T, m *master) {
 	t.Helper()
-	pids := descendants(m.pid())
+	pids := descendants(m.PID())
 	if code := m.wait(); code != 0 {
 		t.Fatalf("exit status %d", code)
 	}

@@ -213,7 +213,7 @@ func TestFaultIPCAbuse(t *testing.T) {
 	addr := m.address()
 	b := takeBaseline(t, m)
 	_, next := m.waitFor(0, "cluster ready", nil)
-	rss0 := procRSS(t, m.pid())
+	rss0 := procRSS(t, m.PID())
 	for _, q := range []string{"garbage", "bigline&mb=10", "badutf8", "flood&n=20000"} {
 		if _, err := get(addr, "/ipc?what="+q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -224,7 +224,7 @@ func TestFaultIPCAbuse(t *testing.T) {
 	}
 	r, _ := m.waitFor(next, "worker requested restart", nil)
 	m.waitFor(next, "restart complete", nil)
-	rss1 := procRSS(t, m.pid())
+	rss1 := procRSS(t, m.PID())
 	if n := len(m.all("unreadable IPC message ignored")); n != 1 {
 		t.Errorf("%d unreadable lines logged, want 1 (the 10 MiB line)", n)
 	}
@@ -325,7 +325,7 @@ func TestFaultDeafWorkerAtStop(t *testing.T) {
 		"--workers", "2", "--kill-timeout", "500ms", "--listen", "http=tcp://127.0.0.1:0")
 	_, next := m.waitFor(0, "cluster ready", nil)
 	m.waitSettled()
-	pids := descendants(m.pid())
+	pids := descendants(m.PID())
 	m.signal(syscall.SIGTERM)
 	_, next = m.waitFor(next, "kill timeout", nil)
 	m.waitFor(next, "cluster stopped", nil)
@@ -351,7 +351,7 @@ func TestFaultMasterKilledThenRebound(t *testing.T) {
 	m := startMaster(t, "worker", nil, "--workers", "2", "--listen", "http=tcp://"+addr)
 	m.waitFor(0, "cluster ready", nil)
 	c := m.waitSettled()
-	pids := descendants(m.pid())
+	pids := descendants(m.PID())
 	notify := environ(t, c.LivePIDs()[0], "NOTIFY_SOCKET")
 	m.signal(syscall.SIGKILL)
 	m.wait()
@@ -418,14 +418,14 @@ func TestFaultStopAtExec(t *testing.T) {
 	m := startMaster(t, "worker", nil, "--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
 	m.signal(syscall.SIGTERM)
 	select {
-	case <-m.done:
+	case <-m.Done():
 	case <-time.After(patience):
 		t.Fatal("master still running")
 	}
-	if m.err != nil && len(m.all("fork")) > 0 {
-		t.Errorf("master forked workers, then ended with %v", m.err)
+	if m.Err() != nil && len(m.all("fork")) > 0 {
+		t.Errorf("master forked workers, then ended with %v", m.Err())
 	}
-	t.Logf("master ended with %v after %d forks", m.err, len(m.all("fork")))
+	t.Logf("master ended with %v after %d forks", m.Err(), len(m.all("fork")))
 	checkGone(t, m)
 }
 
@@ -473,7 +473,7 @@ func TestFaultSignalStormRestartScale(t *testing.T) {
 	if n := traffic.failed.Load(); n != 0 {
 		t.Errorf("%d requests failed during the storm: %v", n, traffic.firstErr.Load())
 	}
-	next := m.mark()
+	next := m.Mark()
 	for c.Target != b.workers {
 		sig := syscall.SIGTTOU
 		if c.Target < b.workers {
@@ -497,7 +497,7 @@ func TestFaultSignalStormStop(t *testing.T) {
 			m := startFaultMaster(t, "worker", nil, "--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
 			m.waitFor(0, "cluster ready", nil)
 			m.waitSettled()
-			pids := descendants(m.pid())
+			pids := descendants(m.PID())
 			sigs := []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU}
 			m.signal(first)
 			_, stopping := m.waitFor(0, "stopping", nil)
@@ -505,27 +505,25 @@ func TestFaultSignalStormStop(t *testing.T) {
 			// Until the process is gone (Signal then fails: os.Process
 			// signals through a pidfd, never a reused pid), bounded.
 			for ; sent < 100000; sent++ {
-				if m.cmd.Process.Signal(sigs[rand.IntN(len(sigs))]) != nil {
+				if m.Signal(sigs[rand.IntN(len(sigs))]) != nil {
 					break
 				}
 			}
 			select {
-			case <-m.done:
+			case <-m.Done():
 			case <-time.After(patience):
 				t.Fatalf("master still running after %d signals", sent)
 			}
 			t.Logf("%d signals sent during the stop, %d taken", sent, len(m.all("signal received"))-1)
 			m.waitFor(stopping, "cluster stopped", nil)
-			if m.err != nil {
-				t.Errorf("master ended with %v, want exit status 0", m.err)
+			if m.Err() != nil {
+				t.Errorf("master ended with %v, want exit status 0", m.Err())
 			}
-			m.mu.Lock()
-			for _, e := range m.events[stopping:] {
+			for _, e := range m.events()[stopping:] {
 				if e.str("message") == "fork" {
 					t.Errorf("worker %d forked during the stop", e.num("worker"))
 				}
 			}
-			m.mu.Unlock()
 			checkGone(t, m, pids...)
 		})
 	}

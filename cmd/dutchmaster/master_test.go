@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -11,10 +9,11 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
 )
 
 // Roles the test binary plays, chosen by DM_TEST_ROLE (the helper-process
@@ -32,16 +31,24 @@ func (e logEvent) str(k string) string { s, _ := e[k].(string); return s }
 func (e logEvent) num(k string) int    { f, _ := e[k].(float64); return int(f) }
 
 // master is a dutchmaster process under test: the test binary in the
-// master role, with the test binary in a worker role as its command.
+// master role, with the test binary in a worker role as its command. Its
+// log is followed by loadtest.Master, as the soak's is.
 type master struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	mu     sync.Mutex
-	events []logEvent
-	grew   chan struct{} // closed and replaced whenever events grows
-	raw    strings.Builder
-	done   chan struct{} // closed when the process has exited
-	err    error
+	t *testing.T
+	*loadtest.Master
+}
+
+// launch starts cmd, a master, and ends it with the test: killed if still
+// running, its log shown if the test failed.
+func launch(t *testing.T, cmd *exec.Cmd) *master {
+	t.Helper()
+	lm, err := loadtest.Launch(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &master{t: t, Master: lm}
+	t.Cleanup(m.cleanup)
+	return m
 }
 
 // startMaster runs `dutchmaster flags -- <test binary>` with the worker
@@ -75,55 +82,23 @@ func startMasterVia(t *testing.T, via, command []string, flags ...string) *maste
 	}
 	args := append(append(append(slices.Clone(via), self, "--log-format", "json"), flags...), "--")
 	args = append(args, command...)
-	m := &master{t: t, grew: make(chan struct{}), done: make(chan struct{})}
-	m.cmd = exec.Command(args[0], args[1:]...)
-	m.cmd.Env = append(os.Environ(), roleEnv+"=master")
-	stderr, err := m.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.cmd.Stdout = os.Stdout
-	if err := m.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go m.read(stderr)
-	t.Cleanup(m.cleanup)
-	return m
-}
-
-func (m *master) read(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		var e logEvent
-		if json.Unmarshal([]byte(line), &e) != nil {
-			e = logEvent{"message": "(not json) " + line}
-		}
-		m.mu.Lock()
-		m.events = append(m.events, e)
-		m.raw.WriteString(line + "\n")
-		close(m.grew)
-		m.grew = make(chan struct{})
-		m.mu.Unlock()
-	}
-	m.err = m.cmd.Wait()
-	close(m.done)
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), roleEnv+"=master")
+	cmd.Stdout = os.Stdout
+	return launch(t, cmd)
 }
 
 // cleanup kills a master the test left running, and dumps its log when
 // the test failed.
 func (m *master) cleanup() {
 	select {
-	case <-m.done:
+	case <-m.Done():
 	default:
-		_ = m.cmd.Process.Kill()
-		<-m.done
+		_ = m.Cmd.Process.Kill()
+		<-m.Done()
 	}
 	if m.t.Failed() {
-		m.mu.Lock()
-		m.t.Logf("master log:\n%s", m.raw.String())
-		m.mu.Unlock()
+		m.t.Logf("master log:\n%s", m.Log())
 	}
 }
 
@@ -131,52 +106,26 @@ func (m *master) cleanup() {
 // and matching fields, and the index after it.
 func (m *master) waitFor(from int, message string, fields map[string]any) (logEvent, int) {
 	m.t.Helper()
-	deadline := time.After(patience)
-	for {
-		m.mu.Lock()
-		for i := from; i < len(m.events); i++ {
-			if e := m.events[i]; e.str("message") == message && matches(e, fields) {
-				m.mu.Unlock()
-				return e, i + 1
-			}
-		}
-		from = max(from, len(m.events))
-		grew := m.grew
-		m.mu.Unlock()
-		select {
-		case <-grew:
-		case <-m.done:
-			m.mu.Lock()
-			n := len(m.events)
-			m.mu.Unlock()
-			if from >= n {
-				m.t.Fatalf("master exited (%v) before logging %q %v", m.err, message, fields)
-			}
-		case <-deadline:
-			m.t.Fatalf("no %q %v within %s", message, fields, patience)
-		}
+	e, next, err := m.WaitFor(from, message, fields, patience)
+	if err != nil {
+		m.t.Fatal(err)
 	}
+	return logEvent(e.Fields), next
 }
 
-func matches(e logEvent, fields map[string]any) bool {
-	for k, want := range fields {
-		got := e[k]
-		if f, ok := got.(float64); ok {
-			got = int(f)
-		}
-		if fmt.Sprint(got) != fmt.Sprint(want) {
-			return false
-		}
+// events returns the events logged so far.
+func (m *master) events() []logEvent {
+	var out []logEvent
+	for _, e := range m.Snapshot() {
+		out = append(out, logEvent(e.Fields))
 	}
-	return true
+	return out
 }
 
 // all returns the events logged so far with the message.
 func (m *master) all(message string) []logEvent {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	var out []logEvent
-	for _, e := range m.events {
+	for _, e := range m.events() {
 		if e.str("message") == message {
 			out = append(out, e)
 		}
@@ -186,7 +135,7 @@ func (m *master) all(message string) []logEvent {
 
 func (m *master) signal(sig syscall.Signal) {
 	m.t.Helper()
-	if err := m.cmd.Process.Signal(sig); err != nil {
+	if err := m.Signal(sig); err != nil {
 		m.t.Fatal(err)
 	}
 }
@@ -195,17 +144,18 @@ func (m *master) signal(sig syscall.Signal) {
 func (m *master) wait() int {
 	m.t.Helper()
 	select {
-	case <-m.done:
+	case <-m.Done():
 	case <-time.After(patience):
 		m.t.Fatalf("master still running after %s", patience)
 	}
-	if m.err == nil {
+	err := m.Err()
+	if err == nil {
 		return 0
 	}
-	if ee, ok := m.err.(*exec.ExitError); ok {
+	if ee, ok := err.(*exec.ExitError); ok {
 		return ee.ExitCode()
 	}
-	m.t.Fatal(m.err)
+	m.t.Fatal(err)
 	return -1
 }
 

@@ -161,15 +161,7 @@ func TestNodeClusterRequestRestart(t *testing.T) {
 	asker, _ := strconv.Atoi(body)
 	_, next = m.waitFor(next, "worker requested restart", map[string]any{"pid": asker})
 	m.waitFor(next, "restart complete", nil)
-	waitGone(t, asker)
-	for _, pid := range pids {
-		if pid != asker && !alive(pid) {
-			t.Errorf("pid %d, which did not ask, was stopped", pid)
-		}
-	}
-	if forks := len(m.all("fork")); forks != 3 {
-		t.Errorf("%d forks, want 2 at start and 1 replacement", forks)
-	}
+	checkOnlyAskerReplaced(t, m, asker, pids)
 	m.stop()
 }
 
@@ -240,7 +232,7 @@ func TestNodeClusterStopDrains(t *testing.T) {
 	m.signal(syscall.SIGTERM)
 	m.waitFor(next, "stopping", nil)
 	select {
-	case <-m.done:
+	case <-m.Done():
 		t.Fatal("the master exited with a request in flight")
 	default:
 	}
@@ -427,13 +419,11 @@ func TestNodeClusterIsPrimaryScript(t *testing.T) {
 	if len(seen) != 2 {
 		t.Errorf("pids answering: %v, want both workers", seen)
 	}
-	m.mu.Lock()
-	for _, e := range m.events {
+	for _, e := range m.events() {
 		if strings.HasPrefix(e.str("message"), "primary ") {
 			t.Errorf("the primary branch ran: %q", e.str("message"))
 		}
 	}
-	m.mu.Unlock()
 	if forks := len(m.all("fork")); forks != 2 {
 		t.Errorf("%d forks, want 2", forks)
 	}

@@ -92,21 +92,11 @@ func launchMaster(t *testing.T, env []string, files []*os.File, args ...string) 
 // sharedDir).
 func launchMasterBinary(t *testing.T, bin string, env []string, files []*os.File, args ...string) *master {
 	t.Helper()
-	m := &master{t: t, grew: make(chan struct{}), done: make(chan struct{})}
-	m.cmd = exec.Command(bin, args...)
-	m.cmd.Env = append(os.Environ(), env...)
-	m.cmd.ExtraFiles = files
-	m.cmd.Stdout = os.Stdout
-	stderr, err := m.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go m.read(stderr)
-	t.Cleanup(m.cleanup)
-	return m
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.ExtraFiles = files
+	cmd.Stdout = os.Stdout
+	return launch(t, cmd)
 }
 
 // result is what a run of the binary printed, and its exit status.

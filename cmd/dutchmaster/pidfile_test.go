@@ -18,15 +18,15 @@ func TestPIDFile(t *testing.T) {
 	m := startMaster(t, "worker", nil, "--pidfile", pidfile, "--workers", "1", "--listen", "http=tcp://127.0.0.1:0")
 	addr := m.address()
 	m.waitFor(0, "cluster ready", nil)
-	if data, err := os.ReadFile(pidfile); err != nil || strings.TrimSpace(string(data)) != strconv.Itoa(m.cmd.Process.Pid) {
-		t.Fatalf("pidfile holds %q (%v), want %d", data, err, m.cmd.Process.Pid)
+	if data, err := os.ReadFile(pidfile); err != nil || strings.TrimSpace(string(data)) != strconv.Itoa(m.PID()) {
+		t.Fatalf("pidfile holds %q (%v), want %d", data, err, m.PID())
 	}
 
 	// Same pidfile and same address: the pidfile is what refuses it.
 	second := startMaster(t, "worker", nil, "--pidfile", pidfile, "--workers", "1", "--listen", "http=tcp://"+addr)
-	want := "dutchmaster: --pidfile " + pidfile + ": held by a running master (pid " + strconv.Itoa(m.cmd.Process.Pid) + ")"
-	if code := second.wait(); code != exitUsage || !strings.Contains(second.raw.String(), want) {
-		t.Fatalf("second master: exit %d, want 2 and %q\n%s", code, want, second.raw.String())
+	want := "dutchmaster: --pidfile " + pidfile + ": held by a running master (pid " + strconv.Itoa(m.PID()) + ")"
+	if code := second.wait(); code != exitUsage || !strings.Contains(second.Log(), want) {
+		t.Fatalf("second master: exit %d, want 2 and %q\n%s", code, want, second.Log())
 	}
 	m.stop()
 	if _, err := os.Stat(pidfile); !os.IsNotExist(err) {
@@ -39,7 +39,7 @@ func TestPIDFile(t *testing.T) {
 	killed.wait()
 	third := startMaster(t, "worker", nil, "--pidfile", pidfile, "--workers", "1", "--listen", "http=tcp://127.0.0.1:0")
 	third.waitFor(0, "cluster ready", nil)
-	if data, _ := os.ReadFile(pidfile); strings.TrimSpace(string(data)) != strconv.Itoa(third.cmd.Process.Pid) {
+	if data, _ := os.ReadFile(pidfile); strings.TrimSpace(string(data)) != strconv.Itoa(third.PID()) {
 		t.Fatalf("pidfile of a killed master not taken over: %q", data)
 	}
 	third.stop()

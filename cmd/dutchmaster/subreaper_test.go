@@ -39,8 +39,8 @@ func TestSubreaper(t *testing.T) {
 		t.Fatalf("orphan pid %q", data)
 	}
 	parent, state, ok := ppid(orphan)
-	if !ok || parent != m.cmd.Process.Pid {
-		t.Fatalf("orphan %d: parent %d (state %s, alive %t), want the master %d", orphan, parent, state, ok, m.cmd.Process.Pid)
+	if !ok || parent != m.PID() {
+		t.Fatalf("orphan %d: parent %d (state %s, alive %t), want the master %d", orphan, parent, state, ok, m.PID())
 	}
 	// It exits after 2 s; the master reaps it within about a second more.
 	deadline := time.Now().Add(patience)

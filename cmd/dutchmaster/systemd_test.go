@@ -215,7 +215,7 @@ func TestSystemd(t *testing.T) {
 	args := masterArgs(t, "systemd-worker", nil, localize(flags, fdName, addr, dir)...)
 	env := []string{roleEnv + "=listen-pid-master", "LISTEN_FDS=1", "LISTEN_FDNAMES=" + fdName, "NOTIFY_SOCKET=" + notify}
 	m := launchMaster(t, env, []*os.File{sock}, args...)
-	pid := m.cmd.Process.Pid
+	pid := m.PID()
 
 	e, _ := m.waitFor(0, "listening", nil)
 	if e.str("address") != addr || e.str("listener") != fdName || e["socket_activated"] != true {
@@ -270,10 +270,10 @@ func TestSystemd(t *testing.T) {
 	if !answered {
 		t.Fatalf("the request sent between masters got %q, want the pid of one of %v", body, workers)
 	}
-	expect(t, datagrams, m2.cmd.Process.Pid, "READY=1", "STATUS=ready: 2 workers, generation 1")
+	expect(t, datagrams, m2.PID(), "READY=1", "STATUS=ready: 2 workers, generation 1")
 	m2.stop()
-	expect(t, datagrams, m2.cmd.Process.Pid, "STOPPING=1", "STATUS=stopping (SIGTERM): draining the workers")
-	expect(t, datagrams, m2.cmd.Process.Pid, "STATUS=stopped")
+	expect(t, datagrams, m2.PID(), "STOPPING=1", "STATUS=stopping (SIGTERM): draining the workers")
+	expect(t, datagrams, m2.PID(), "STATUS=stopped")
 	if len(datagrams) > 0 {
 		d := <-datagrams
 		t.Fatalf("unexpected sd_notify %q from pid %d", d.payload, d.pid)

@@ -56,19 +56,14 @@ type Master struct {
 // ARGS has --metrics, for "metrics listening". If the caller dies, the
 // master gets SIGTERM (a graceful stop).
 func StartMaster(binary string, args []string, patience time.Duration) (*Master, error) {
-	m := &Master{grew: make(chan struct{}), done: make(chan struct{})}
-	m.Cmd = exec.Command(binary, append([]string{"--log-format", "json"}, args...)...)
+	cmd := exec.Command(binary, append([]string{"--log-format", "json"}, args...)...)
 	// The parent-death signal follows the thread that forks; Go ends
 	// threads only when a locked goroutine exits, and none does here.
-	m.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	stderr, err := m.Cmd.StderrPipe()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	m, err := Launch(cmd)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.Cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", binary, err)
-	}
-	go m.read(stderr)
 	e, _, err := m.WaitFor(0, "listening", nil, patience)
 	if err != nil {
 		m.Stop(patience)
@@ -93,6 +88,21 @@ func StartMaster(binary string, args []string, patience time.Duration) (*Master,
 			break
 		}
 	}
+	return m, nil
+}
+
+// Launch starts cmd, a master whose stderr is its JSON log, and follows
+// the log from then on; it waits for nothing. cmd.Stderr must be unset.
+func Launch(cmd *exec.Cmd) (*Master, error) {
+	m := &Master{Cmd: cmd, grew: make(chan struct{}), done: make(chan struct{})}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	go m.read(stderr)
 	return m, nil
 }
 
