@@ -16,10 +16,11 @@ import (
 
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/core"
-	"github.com/dutchmaster/dutchmaster/actors/journal"
-	"github.com/dutchmaster/dutchmaster/actors/metrics"
+	"github.com/dutchmaster/dutchmaster/actors/observers/control"
+	"github.com/dutchmaster/dutchmaster/actors/observers/journal"
+	"github.com/dutchmaster/dutchmaster/actors/observers/metrics"
+	"github.com/dutchmaster/dutchmaster/actors/observers/sdnotify"
 	"github.com/dutchmaster/dutchmaster/sockets"
-	"github.com/dutchmaster/dutchmaster/sockets/control"
 	"github.com/dutchmaster/dutchmaster/sockets/systemd"
 )
 
@@ -39,7 +40,7 @@ type operations struct {
 	httpLn   net.Listener
 	http     *http.Server
 	journal  *journal.Recorder
-	notifier *systemd.Notifier
+	notifier *sdnotify.Notifier
 	reaper   *reaper
 	workers  *workerPIDs
 	cluster  *actors.Cluster // set by serve, before anything asks for the view
@@ -96,7 +97,7 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time) (
 		ops.observers = append(ops.observers, ops.journal.Observe)
 		log.Info().Str("path", opts.Record).Msg("recording the journal")
 	}
-	if ops.notifier = systemd.NewNotifier(log); ops.notifier != nil {
+	if ops.notifier = sdnotify.NewNotifier(log); ops.notifier != nil {
 		ops.observers = append(ops.observers, ops.notifier.Observe)
 	}
 	if opts.Subreaper {

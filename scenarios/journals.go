@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/dutchmaster/dutchmaster/actors/core"
-	"github.com/dutchmaster/dutchmaster/actors/journal"
+	"github.com/dutchmaster/dutchmaster/actors/observers/journal"
 	"github.com/dutchmaster/dutchmaster/fsm"
 )
 

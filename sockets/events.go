@@ -1,6 +1,6 @@
 package sockets
 
-import "github.com/dutchmaster/dutchmaster/sockets/internal/wire"
+import "github.com/dutchmaster/dutchmaster/sockets/wire"
 
 // IPC events of the worker protocol, as the "event" field of a JSON object
 // ({"event":"ready"}). Deciding what a line means is the caller's job; these

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"syscall"
 
-	"github.com/dutchmaster/dutchmaster/sockets/internal/wire"
+	"github.com/dutchmaster/dutchmaster/sockets/wire"
 	"golang.org/x/sys/unix"
 )
 

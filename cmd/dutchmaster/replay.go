@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/dutchmaster/dutchmaster/actors/journal"
+	"github.com/dutchmaster/dutchmaster/actors/observers/journal"
 )
 
 const replayUsage = `usage: dutchmaster replay FILE

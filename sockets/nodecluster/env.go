@@ -1,6 +1,6 @@
 package nodecluster
 
-import "github.com/dutchmaster/dutchmaster/sockets/internal/wire"
+import "github.com/dutchmaster/dutchmaster/sockets/wire"
 
 // EnvUniqueID is the variable that makes a Node.js process a cluster
 // worker (cluster.isPrimary false, cluster.worker.id its value). The

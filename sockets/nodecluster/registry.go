@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/sockets"
-	"github.com/dutchmaster/dutchmaster/sockets/internal/wire"
+	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
 // Registry holds the servers of Node's cluster workers: one socket per

@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/sockets"
-	"github.com/dutchmaster/dutchmaster/sockets/internal/wire"
+	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
 // Socket is one descriptor passed by socket activation.

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dutchmaster/dutchmaster/sockets/internal/wire"
+	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
 // sendTimeout bounds one message to the master: 10 s. The master reads its

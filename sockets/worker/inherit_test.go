@@ -298,7 +298,7 @@ func TestNoSupervisorImportsInTheWorkerPackage(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range strings.Fields(string(out)) {
-		if p != "github.com/dutchmaster/dutchmaster/sockets/worker" && p != "github.com/dutchmaster/dutchmaster/sockets/internal/wire" {
+		if p != "github.com/dutchmaster/dutchmaster/sockets/worker" && p != "github.com/dutchmaster/dutchmaster/sockets/wire" {
 			t.Errorf("the worker package depends on %s; applications would link it", p)
 		}
 	}

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/dutchmaster/dutchmaster/sockets/internal/wire"
+	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
 // Ready tells the master that this worker accepts connections, so that it

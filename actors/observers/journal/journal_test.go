@@ -16,7 +16,7 @@ import (
 
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/core"
-	"github.com/dutchmaster/dutchmaster/actors/journal"
+	"github.com/dutchmaster/dutchmaster/actors/observers/journal"
 	"github.com/dutchmaster/dutchmaster/fsm"
 	"github.com/dutchmaster/dutchmaster/scenarios"
 )

@@ -15,7 +15,7 @@ import (
 
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/core"
-	"github.com/dutchmaster/dutchmaster/actors/metrics"
+	"github.com/dutchmaster/dutchmaster/actors/observers/metrics"
 	"github.com/dutchmaster/dutchmaster/scenarios"
 )
 

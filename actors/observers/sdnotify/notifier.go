@@ -1,4 +1,4 @@
-package systemd
+package sdnotify
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/actors/core"
-	"github.com/dutchmaster/dutchmaster/sockets/internal/wire"
+	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
 // ClusterReady is the message of the core's Note at the moment the first

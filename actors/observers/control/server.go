@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/actors/core"
+	ctl "github.com/dutchmaster/dutchmaster/sockets/control"
 	"github.com/dutchmaster/dutchmaster/sockets"
 )
 
@@ -71,7 +72,7 @@ type Server struct {
 type waiter struct {
 	command string
 	source  string
-	done    chan Reply // buffered: resolving never blocks
+	done    chan ctl.Reply // buffered: resolving never blocks
 }
 
 // maxPath is the longest socket path the kernel takes (sun_path).
@@ -82,7 +83,7 @@ const maxPath = 107
 // Nothing is served until Serve.
 func Listen(opts Options) (*Server, error) {
 	if opts.MaxLine <= 0 {
-		opts.MaxLine = DefaultMaxLine
+		opts.MaxLine = ctl.DefaultMaxLine
 	}
 	if opts.Allow == nil {
 		me := uint32(os.Geteuid())
@@ -161,13 +162,13 @@ func (s *Server) Close() error {
 	s.closed = true
 	s.stop()
 	for _, w := range s.waiting {
-		w.done <- Reply{Error: "the master is exiting"}
+		w.done <- ctl.Reply{Error: "the master is exiting"}
 	}
 	for _, w := range s.ending {
-		w.done <- Reply{Error: "the master exited before the rollout ended"}
+		w.done <- ctl.Reply{Error: "the master exited before the rollout ended"}
 	}
 	for _, w := range s.stops {
-		w.done <- Reply{OK: true}
+		w.done <- ctl.Reply{OK: true}
 	}
 	s.waiting, s.ending, s.stops = nil, nil, nil
 	for c := range s.conns {
@@ -199,7 +200,7 @@ func (s *Server) handle(conn *net.UnixConn) {
 	log := s.opts.Logger.With().Uint32("uid", cred.Uid).Int32("peer_pid", cred.Pid).Logger()
 	if !s.opts.Allow(cred.Uid) {
 		log.Warn().Msg("control connection refused: peer's uid may not control this master")
-		s.reply(conn, Reply{Error: fmt.Sprintf("permission denied: uid %d may not control this master (only uid %d and root)", cred.Uid, os.Geteuid())})
+		s.reply(conn, ctl.Reply{Error: fmt.Sprintf("permission denied: uid %d may not control this master (only uid %d and root)", cred.Uid, os.Geteuid())})
 		return
 	}
 	r := bufio.NewReaderSize(conn, s.opts.MaxLine)
@@ -207,17 +208,17 @@ func (s *Server) handle(conn *net.UnixConn) {
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			log.Warn().Int("limit", s.opts.MaxLine).Msg("control request too long; connection closed")
-			s.reply(conn, Reply{Error: fmt.Sprintf("request longer than %d bytes", s.opts.MaxLine)})
+			s.reply(conn, ctl.Reply{Error: fmt.Sprintf("request longer than %d bytes", s.opts.MaxLine)})
 			return
 		}
 		if err != nil {
 			return // EOF, or Close
 		}
-		var req Request
+		var req ctl.Request
 		dec := json.NewDecoder(bytes.NewReader(line))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			s.reply(conn, Reply{Error: "malformed request: " + err.Error()})
+			s.reply(conn, ctl.Reply{Error: "malformed request: " + err.Error()})
 			continue
 		}
 		if !s.reply(conn, s.do(req, cred, log)) {
@@ -226,58 +227,58 @@ func (s *Server) handle(conn *net.UnixConn) {
 	}
 }
 
-func (s *Server) reply(conn *net.UnixConn, rep Reply) bool {
+func (s *Server) reply(conn *net.UnixConn, rep ctl.Reply) bool {
 	b, err := json.Marshal(rep)
 	if err != nil {
-		b, _ = json.Marshal(Reply{Error: err.Error()})
+		b, _ = json.Marshal(ctl.Reply{Error: err.Error()})
 	}
 	conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	_, err = conn.Write(append(b, '\n'))
 	return err == nil
 }
 
-func (s *Server) do(req Request, cred *unix.Ucred, log zerolog.Logger) Reply {
+func (s *Server) do(req ctl.Request, cred *unix.Ucred, log zerolog.Logger) ctl.Reply {
 	s.mu.Lock()
 	sup := s.sup
 	s.seq++
 	source := fmt.Sprintf("ctl#%d pid=%d", s.seq, cred.Pid)
 	s.mu.Unlock()
-	if req.Command != CommandStatus {
+	if req.Command != ctl.CommandStatus {
 		log.Info().Str("command", req.Command).Str("source", source).Msg("control command")
 	}
 	switch req.Command {
-	case CommandStatus:
+	case ctl.CommandStatus:
 		return s.status(sup)
-	case CommandRestart:
+	case ctl.CommandRestart:
 		return s.restart(sup, source)
-	case CommandStop:
+	case ctl.CommandStop:
 		return s.stopCluster(sup, source)
-	case CommandScale:
+	case ctl.CommandScale:
 		if req.Workers < 1 || req.Workers > core.MaxWorkers {
-			return Reply{Error: fmt.Sprintf("scale %d: want 1 to %d workers", req.Workers, core.MaxWorkers)}
+			return ctl.Reply{Error: fmt.Sprintf("scale %d: want 1 to %d workers", req.Workers, core.MaxWorkers)}
 		}
-		w := s.wait(CommandScale, source)
+		w := s.wait(ctl.CommandScale, source)
 		sup.Scale(req.Workers, source)
 		return s.await(w)
 	case "":
-		return Reply{Error: `no "command" (want status, restart, stop or scale)`}
+		return ctl.Reply{Error: `no "command" (want status, restart, stop or scale)`}
 	}
-	return Reply{Error: fmt.Sprintf("unknown command %q (want status, restart, stop or scale)", req.Command)}
+	return ctl.Reply{Error: fmt.Sprintf("unknown command %q (want status, restart, stop or scale)", req.Command)}
 }
 
 // wait registers a request whose answer comes from the cluster's steps.
 func (s *Server) wait(command, source string) *waiter {
-	w := &waiter{command: command, source: source, done: make(chan Reply, 1)}
+	w := &waiter{command: command, source: source, done: make(chan ctl.Reply, 1)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		w.done <- Reply{Error: "the master is exiting"}
+		w.done <- ctl.Reply{Error: "the master is exiting"}
 		return w
 	}
 	switch {
-	case command == CommandStop && s.stopped:
-		w.done <- Reply{OK: true}
-	case command == CommandStop:
+	case command == ctl.CommandStop && s.stopped:
+		w.done <- ctl.Reply{OK: true}
+	case command == ctl.CommandStop:
 		s.stops = append(s.stops, w)
 	default:
 		s.waiting[source] = w
@@ -293,10 +294,10 @@ func (s *Server) forget(w *waiter) {
 	}
 }
 
-func (s *Server) await(w *waiter) Reply { return <-w.done }
+func (s *Server) await(w *waiter) ctl.Reply { return <-w.done }
 
-func (s *Server) restart(sup Supervisor, source string) Reply {
-	w := s.wait(CommandRestart, source)
+func (s *Server) restart(sup Supervisor, source string) ctl.Reply {
+	w := s.wait(ctl.CommandRestart, source)
 	if err := sup.Restart(s.ctx, source); err != nil {
 		s.forget(w)
 		select {
@@ -304,16 +305,16 @@ func (s *Server) restart(sup Supervisor, source string) Reply {
 			return rep
 		default:
 		}
-		return Reply{Error: err.Error()}
+		return ctl.Reply{Error: err.Error()}
 	}
 	return s.await(w)
 }
 
-func (s *Server) stopCluster(sup Supervisor, source string) Reply {
+func (s *Server) stopCluster(sup Supervisor, source string) ctl.Reply {
 	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	v, err := sup.View(ctx)
 	cancel()
-	w := s.wait(CommandStop, source)
+	w := s.wait(ctl.CommandStop, source)
 	// A second stop request kills the workers (as a second SIGTERM does);
 	// ctl stop only ever asks for the graceful one, and waits for it.
 	if err != nil || !v.Stopping {
@@ -322,12 +323,12 @@ func (s *Server) stopCluster(sup Supervisor, source string) Reply {
 	return s.await(w)
 }
 
-func (s *Server) status(sup Supervisor) Reply {
+func (s *Server) status(sup Supervisor) ctl.Reply {
 	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	defer cancel()
 	v, err := sup.View(ctx)
 	if err != nil {
-		return Reply{Error: err.Error()}
+		return ctl.Reply{Error: err.Error()}
 	}
 	s.mu.Lock()
 	forks := make(map[int]int, len(s.forks))
@@ -335,27 +336,27 @@ func (s *Server) status(sup Supervisor) Reply {
 		forks[k] = n
 	}
 	s.mu.Unlock()
-	return Reply{OK: true, Status: buildStatus(v, s.opts.Name, forks, time.Now())}
+	return ctl.Reply{OK: true, Status: buildStatus(v, s.opts.Name, forks, time.Now())}
 }
 
-func buildStatus(v core.View, name string, forks map[int]int, now time.Time) *Status {
+func buildStatus(v core.View, name string, forks map[int]int, now time.Time) *ctl.Status {
 	restarts := func(slot int) int { return max(forks[slot]-1, 0) }
-	st := &Status{
+	st := &ctl.Status{
 		Name: name, PID: os.Getpid(), Now: now, Target: v.Target, Listening: v.Listening(), Generation: v.Generation,
-		Policy: v.Policy, Ready: v.Ready, Stopping: v.Stopping, Workers: []WorkerStatus{}, Slots: []SlotStatus{},
+		Policy: v.Policy, Ready: v.Ready, Stopping: v.Stopping, Workers: []ctl.WorkerStatus{}, Slots: []ctl.SlotStatus{},
 	}
 	if r := v.Rollout; r != nil {
-		st.Rollout = &RolloutStatus{Generation: r.Generation, Source: r.Source, Started: r.Started, Baseline: r.Baseline}
+		st.Rollout = &ctl.RolloutStatus{Generation: r.Generation, Source: r.Source, Started: r.Started, Baseline: r.Baseline}
 	}
 	for _, w := range v.Workers {
-		st.Workers = append(st.Workers, WorkerStatus{
+		st.Workers = append(st.Workers, ctl.WorkerStatus{
 			ID: int(w.ID), PID: w.PID, Slot: w.Slot, Generation: w.Generation, State: string(w.State),
 			Forked: w.ForkedAt, ReadyAt: w.ReadyAt, Uptime: now.Sub(w.ForkedAt).Seconds(),
 			Restarts: restarts(w.Slot), Due: w.Due, RestartRequested: w.RestartRequested,
 		})
 	}
 	for _, sl := range v.Slots {
-		ss := SlotStatus{Index: sl.Index, Restarts: restarts(sl.Index), Failures: sl.Failures, Flapping: sl.Flapping}
+		ss := ctl.SlotStatus{Index: sl.Index, Restarts: restarts(sl.Index), Failures: sl.Failures, Flapping: sl.Flapping}
 		if sl.NotBefore.After(now) {
 			ss.BackoffUntil = sl.NotBefore
 		}
@@ -377,16 +378,16 @@ func (s *Server) Observe(now time.Time, in core.Input, out []core.Decision) {
 			if wasRunning || contains[core.RolloutStarted](out) {
 				s.ending = append(s.ending, w)
 			} else {
-				w.done <- Reply{Error: "restart ignored: " + ignored(out)}
+				w.done <- ctl.Reply{Error: "restart ignored: " + ignored(out)}
 			}
 		}
 	case core.ScaleTo:
 		if w := s.take(in.Source); w != nil {
 			target := in.Target
 			if why := ignored(out); why != "" {
-				w.done <- Reply{Error: "scale ignored: " + why}
+				w.done <- ctl.Reply{Error: "scale ignored: " + why}
 			} else {
-				w.done <- Reply{OK: true, Target: target}
+				w.done <- ctl.Reply{OK: true, Target: target}
 			}
 		}
 	}
@@ -403,15 +404,15 @@ func (s *Server) Observe(now time.Time, in core.Input, out []core.Decision) {
 		case core.RolloutEnded:
 			s.running = false
 			for _, w := range s.ending {
-				w.done <- Reply{OK: d.Outcome == core.OutcomeComplete,
+				w.done <- ctl.Reply{OK: d.Outcome == core.OutcomeComplete,
 					Error:   rolloutError(d),
-					Rollout: &RolloutResult{Outcome: d.Outcome, Reason: d.Reason, Generation: s.gen, Source: w.source}}
+					Rollout: &ctl.RolloutResult{Outcome: d.Outcome, Reason: d.Reason, Generation: s.gen, Source: w.source}}
 			}
 			s.ending = nil
 		case core.Stopped:
 			s.stopped = true
 			for _, w := range s.stops {
-				w.done <- Reply{OK: true}
+				w.done <- ctl.Reply{OK: true}
 			}
 			s.stops = nil
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/core"
 	"github.com/dutchmaster/dutchmaster/scenarios"
+	ctl "github.com/dutchmaster/dutchmaster/sockets/control"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -149,9 +150,9 @@ func must(t *testing.T, err error) {
 	}
 }
 
-func dial(t *testing.T, path string) *Client {
+func dial(t *testing.T, path string) *ctl.Client {
 	t.Helper()
-	c, err := Dial(path, patience)
+	c, err := ctl.Dial(path, patience)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,27 +161,27 @@ func dial(t *testing.T, path string) *Client {
 }
 
 // async sends a request on its own connection and returns the reply's channel.
-func async(t *testing.T, path string, req Request) chan Reply {
+func async(t *testing.T, path string, req ctl.Request) chan ctl.Reply {
 	c := dial(t, path)
-	ch := make(chan Reply, 1)
+	ch := make(chan ctl.Reply, 1)
 	go func() {
 		rep, err := c.Do(req)
 		if err != nil {
-			rep = Reply{Error: "client: " + err.Error()}
+			rep = ctl.Reply{Error: "client: " + err.Error()}
 		}
 		ch <- rep
 	}()
 	return ch
 }
 
-func recv(t *testing.T, ch chan Reply) Reply {
+func recv(t *testing.T, ch chan ctl.Reply) ctl.Reply {
 	t.Helper()
 	select {
 	case rep := <-ch:
 		return rep
 	case <-time.After(patience):
 		t.Fatalf("no reply within %s", patience)
-		return Reply{}
+		return ctl.Reply{}
 	}
 }
 
@@ -212,7 +213,7 @@ func TestStatus(t *testing.T) {
 		must(t, st.f.d.Deliver(1, actors.Exited{Code: 1}))
 		must(t, st.f.d.SettleWorkers())
 	})
-	rep, err := dial(t, st.path).Do(Request{Command: CommandStatus})
+	rep, err := dial(t, st.path).Do(ctl.Request{Command: ctl.CommandStatus})
 	if err != nil || !rep.OK {
 		t.Fatalf("%+v %v", rep, err)
 	}
@@ -220,7 +221,7 @@ func TestStatus(t *testing.T) {
 	if s.Name != "web" || s.PID != os.Getpid() || s.Target != 2 || s.Listening != 2 || !s.Ready || len(s.Workers) != 2 {
 		t.Fatalf("status %+v", s)
 	}
-	byID := map[int]WorkerStatus{}
+	byID := map[int]ctl.WorkerStatus{}
 	for _, w := range s.Workers {
 		byID[w.ID] = w
 	}
@@ -239,24 +240,24 @@ func TestStatus(t *testing.T) {
 // aborted; one made during a rollout joins it.
 func TestRestart(t *testing.T) {
 	st := start(t, 2, Options{})
-	ch := async(t, st.path, Request{Command: CommandRestart})
+	ch := async(t, st.path, ctl.Request{Command: ctl.CommandRestart})
 	waitInput[core.RestartRequested](t, st.f)
 	select {
 	case rep := <-ch:
 		t.Fatalf("answered before the rollout ended: %+v", rep)
 	default:
 	}
-	joined := async(t, st.path, Request{Command: CommandRestart})
+	joined := async(t, st.path, ctl.Request{Command: ctl.CommandRestart})
 	waitInput[core.RestartRequested](t, st.f)
 	st.f.do(func() { must(t, st.f.d.SettleWorkers()) })
-	for _, c := range []chan Reply{ch, joined} {
+	for _, c := range []chan ctl.Reply{ch, joined} {
 		rep := recv(t, c)
 		if !rep.OK || rep.Rollout == nil || rep.Rollout.Outcome != core.OutcomeComplete || rep.Rollout.Generation != 3 {
 			t.Fatalf("reply %+v %+v", rep, rep.Rollout)
 		}
 	}
 
-	ch = async(t, st.path, Request{Command: CommandRestart})
+	ch = async(t, st.path, ctl.Request{Command: ctl.CommandRestart})
 	waitInput[core.RestartRequested](t, st.f)
 	st.f.do(func() {
 		v := st.f.d.Host.View()
@@ -279,7 +280,7 @@ func TestRestartRefused(t *testing.T) {
 	st.f.mu.Lock()
 	st.f.refuse = refuse
 	st.f.mu.Unlock()
-	rep, err := dial(t, st.path).Do(Request{Command: CommandRestart})
+	rep, err := dial(t, st.path).Do(ctl.Request{Command: ctl.CommandRestart})
 	if err != nil || rep.OK || rep.Error != refuse.Error() {
 		t.Fatalf("%+v %v", rep, err)
 	}
@@ -290,21 +291,21 @@ func TestRestartRefused(t *testing.T) {
 func TestScaleAndStop(t *testing.T) {
 	st := start(t, 2, Options{})
 	c := dial(t, st.path)
-	rep, err := c.Do(Request{Command: CommandScale, Workers: 3})
+	rep, err := c.Do(ctl.Request{Command: ctl.CommandScale, Workers: 3})
 	if err != nil || !rep.OK || rep.Target != 3 {
 		t.Fatalf("scale: %+v %v", rep, err)
 	}
-	if rep, _ := c.Do(Request{Command: CommandScale, Workers: 0}); rep.OK || !strings.Contains(rep.Error, "want 1 to 4096") {
+	if rep, _ := c.Do(ctl.Request{Command: ctl.CommandScale, Workers: 0}); rep.OK || !strings.Contains(rep.Error, "want 1 to 4096") {
 		t.Fatalf("scale 0: %+v", rep)
 	}
 	st.f.do(func() { must(t, st.f.d.SettleWorkers()) })
-	if rep, _ := c.Do(Request{Command: CommandStatus}); rep.Status.Listening != 3 {
+	if rep, _ := c.Do(ctl.Request{Command: ctl.CommandStatus}); rep.Status.Listening != 3 {
 		t.Fatalf("after scale: %+v", rep.Status)
 	}
 
-	stop := async(t, st.path, Request{Command: CommandStop})
+	stop := async(t, st.path, ctl.Request{Command: ctl.CommandStop})
 	waitInput[core.StopRequested](t, st.f)
-	if rep, _ := c.Do(Request{Command: CommandRestart}); rep.OK || rep.Error != "restart ignored: stopping" {
+	if rep, _ := c.Do(ctl.Request{Command: ctl.CommandRestart}); rep.OK || rep.Error != "restart ignored: stopping" {
 		t.Fatalf("restart while stopping: %+v", rep)
 	}
 	st.f.do(func() { must(t, st.f.d.SettleWorkers()) })
@@ -312,7 +313,7 @@ func TestScaleAndStop(t *testing.T) {
 		t.Fatalf("stop: %+v", rep)
 	}
 	// Stopped already: answered at once.
-	if rep, _ := c.Do(Request{Command: CommandStop}); !rep.OK {
+	if rep, _ := c.Do(ctl.Request{Command: ctl.CommandStop}); !rep.OK {
 		t.Fatalf("second stop: %+v", rep)
 	}
 }
@@ -322,7 +323,7 @@ func TestScaleAndStop(t *testing.T) {
 func TestBadRequests(t *testing.T) {
 	st := start(t, 1, Options{MaxLine: 1024})
 	c := dial(t, st.path)
-	if rep, _ := c.Do(Request{Command: "reboot"}); rep.OK || !strings.Contains(rep.Error, `unknown command "reboot"`) {
+	if rep, _ := c.Do(ctl.Request{Command: "reboot"}); rep.OK || !strings.Contains(rep.Error, `unknown command "reboot"`) {
 		t.Fatalf("unknown: %+v", rep)
 	}
 	conn, err := net.Dial("unix", st.path)
@@ -330,23 +331,24 @@ func TestBadRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	raw := &Client{conn: conn, r: newReader(conn), path: st.path}
+	r := bufio.NewReader(conn)
 	for _, line := range []string{"not json\n", `{"command":"status","extra":1}` + "\n"} {
 		conn.Write([]byte(line))
-		l, err := readLine(raw.r, MaxReply)
-		if err != nil || !strings.Contains(string(l), "malformed request") {
+		l, err := r.ReadString('\n')
+		if err != nil || !strings.Contains(l, "malformed request") {
 			t.Fatalf("%q: %s %v", line, l, err)
 		}
 	}
-	if rep, err := raw.Do(Request{Command: CommandStatus}); err != nil || !rep.OK {
-		t.Fatalf("after malformed lines: %+v %v", rep, err)
+	conn.Write([]byte(`{"command":"status"}` + "\n"))
+	if l, err := r.ReadString('\n'); err != nil || !strings.Contains(l, `"ok":true`) {
+		t.Fatalf("after malformed lines: %s %v", l, err)
 	}
 	conn.Write([]byte(strings.Repeat("x", 4096) + "\n"))
-	l, err := readLine(raw.r, MaxReply)
-	if err != nil || !strings.Contains(string(l), "request longer than 1024 bytes") {
+	l, err := r.ReadString('\n')
+	if err != nil || !strings.Contains(l, "request longer than 1024 bytes") {
 		t.Fatalf("oversized: %s %v", l, err)
 	}
-	if _, err := readLine(raw.r, MaxReply); err == nil {
+	if _, err := r.ReadString('\n'); err == nil {
 		t.Fatal("connection still open after an oversized request")
 	}
 }
@@ -355,7 +357,7 @@ func TestBadRequests(t *testing.T) {
 // and the refusal is logged with its uid and pid.
 func TestRefusedPeer(t *testing.T) {
 	st := start(t, 1, Options{Allow: func(uid uint32) bool { return false }})
-	rep, err := dial(t, st.path).Do(Request{Command: CommandStatus})
+	rep, err := dial(t, st.path).Do(ctl.Request{Command: ctl.CommandStatus})
 	if err != nil || rep.OK || !strings.Contains(rep.Error, "permission denied") {
 		t.Fatalf("%+v %v", rep, err)
 	}
@@ -369,7 +371,7 @@ func TestRefusedPeer(t *testing.T) {
 // is answered with an error; Close waits for the handlers.
 func TestCloseAnswersWaiting(t *testing.T) {
 	st := start(t, 2, Options{})
-	ch := async(t, st.path, Request{Command: CommandRestart})
+	ch := async(t, st.path, ctl.Request{Command: ctl.CommandRestart})
 	waitInput[core.RestartRequested](t, st.f)
 	st.s.Close()
 	if rep := recv(t, ch); rep.OK || !strings.Contains(rep.Error, "exited before the rollout ended") {
@@ -380,7 +382,7 @@ func TestCloseAnswersWaiting(t *testing.T) {
 // TestDialErrors: no socket, and a stale one, are said so.
 func TestDialErrors(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := Dial(filepath.Join(dir, "none.sock"), time.Second); err == nil || !strings.Contains(err.Error(), "no control socket") {
+	if _, err := ctl.Dial(filepath.Join(dir, "none.sock"), time.Second); err == nil || !strings.Contains(err.Error(), "no control socket") {
 		t.Fatalf("missing: %v", err)
 	}
 	stale := filepath.Join(dir, "stale.sock")
@@ -390,11 +392,9 @@ func TestDialErrors(t *testing.T) {
 	}
 	l.SetUnlinkOnClose(false)
 	l.Close()
-	if _, err := Dial(stale, time.Second); err == nil || !strings.Contains(err.Error(), "stale") {
+	if _, err := ctl.Dial(stale, time.Second); err == nil || !strings.Contains(err.Error(), "stale") {
 		t.Fatalf("stale: %v", err)
 	}
 }
-
-func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
 
 func itoa(n int) string { return strconv.Itoa(n) }
