@@ -48,16 +48,9 @@ type Cluster struct {
 
 // Start spawns the cluster actor, which forks the first generation.
 func Start(system *actor.ActorSystem, opts Options) *Cluster {
-	if opts.Clock == nil {
-		opts.Clock = SystemClock{}
-	}
-	if opts.Workers == nil {
-		opts.Workers = func() int { return 2 }
-	}
 	c := &Cluster{system: system, done: make(chan struct{})}
 	props := actor.PropsFromProducer(func() actor.Actor {
-		return &clusterActor{opts: opts, core: core.New(opts.Core), done: c.done, workers: map[core.WorkerID]*actor.PID{},
-			timers: NewWorkerTimers(opts.Clock)}
+		return &clusterActor{exec: NewExecutor(opts), done: c.done, workers: map[core.WorkerID]*actor.PID{}}
 	}, actor.WithSupervisor(stopOnPanic()))
 	c.pid = system.Root.Spawn(props)
 	return c
@@ -117,136 +110,72 @@ type Reconfigure struct {
 type workerGone struct{ id core.WorkerID }
 
 type clusterActor struct {
-	opts    Options
-	core    *core.Cluster
+	exec    *Executor
 	done    chan struct{}
 	workers map[core.WorkerID]*actor.PID
 	ids     map[string]core.WorkerID
-	timers  *WorkerTimers
 }
 
 func (a *clusterActor) Receive(ctx actor.Context) {
+	h := actorHost{a: a, ctx: ctx, self: ctx.Self(), system: ctx.ActorSystem()}
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		a.step(ctx, core.Start{Target: a.opts.Workers()})
-	case core.RestartRequested:
-		if msg.Target == 0 {
-			msg.Target = a.opts.Workers()
-		}
-		a.step(ctx, msg)
+		a.exec.Start(h)
 	case Reconfigure:
-		if msg.Workers != nil {
-			a.opts.Workers = msg.Workers
-		}
-		a.opts.Ready, a.opts.Drain = msg.Ready, msg.Drain
-		a.step(ctx, core.Reconfigure{Config: msg.Core})
+		a.exec.Reconfigure(msg, h)
 	case core.Input:
-		a.step(ctx, msg)
+		a.exec.Step(msg, h)
 	case viewRequest:
-		ctx.Respond(a.core.View())
+		ctx.Respond(a.exec.View())
 	case *actor.Terminated:
 		if id, ok := a.ids[msg.Who.Id]; ok {
 			delete(a.ids, msg.Who.Id)
 			ctx.Send(ctx.Self(), workerGone{id})
 		}
 	case workerGone:
-		a.workerGone(ctx, msg.id)
+		a.workerGone(h, msg.id)
 	}
 }
 
 // workerGone handles a worker actor that stopped without reporting its
 // process's exit: it failed. Its process may still run, so it is killed,
 // and the cluster treats the worker as exited.
-func (a *clusterActor) workerGone(ctx actor.Context, id core.WorkerID) {
+func (a *clusterActor) workerGone(h actorHost, id core.WorkerID) {
 	delete(a.workers, id)
-	if _, ok := a.core.Worker(id); ok {
-		a.opts.Runtime.Kill(id)
-		a.step(ctx, core.WorkerExited{Worker: id, Reason: fsm.ExitReason{Kind: fsm.ExitHardKill, Detail: "worker actor failed"}})
+	if _, ok := a.exec.Worker(id); ok {
+		a.exec.Options().Runtime.Kill(id)
+		a.exec.Step(core.WorkerExited{Worker: id, Reason: fsm.ExitReason{Kind: fsm.ExitHardKill, Detail: "worker actor failed"}}, h)
 	}
 }
 
-func (a *clusterActor) step(ctx actor.Context, in core.Input) {
-	now := a.opts.Clock.Now()
-	out := a.core.Step(now, in)
-	if a.opts.Observe != nil {
-		a.opts.Observe(now, in, out)
+// actorHost carries the executor's decisions out as actor messages: a
+// worker actor per worker, orders to its mailbox, timers to the cluster
+// actor's own.
+type actorHost struct {
+	a   *clusterActor
+	ctx actor.Context // valid during the Receive that made the host
+	// self and system outlive that Receive: timers fire after it.
+	self   *actor.PID
+	system *actor.ActorSystem
+}
+
+func (h actorHost) StartWorker(m *WorkerMachine) {
+	opts := h.a.exec.Options()
+	w := &workerActor{machine: m, cluster: h.ctx.Self(), runtime: opts.Runtime, clock: opts.Clock}
+	pid := h.ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return w }, actor.WithSupervisor(stopOnPanic())))
+	h.a.workers[m.Spec.ID] = pid
+	if h.a.ids == nil {
+		h.a.ids = map[string]core.WorkerID{}
 	}
-	a.timers.Stepped(in)
-	for _, d := range out {
-		a.execute(ctx, d)
+	h.a.ids[pid.Id] = m.Spec.ID
+}
+
+func (h actorHost) Order(id core.WorkerID, order any) {
+	if pid, ok := h.a.workers[id]; ok {
+		h.ctx.Send(pid, order)
 	}
 }
 
-func (a *clusterActor) execute(ctx actor.Context, d core.Decision) {
-	log := a.opts.Logger
-	switch d := d.(type) {
-	case core.Note:
-		LogNote(log, d)
-	case core.Fork:
-		// No pid yet: the process is made after this line.
-		log.Info().Int(FieldWorker, int(d.Worker)).Int(FieldSlot, d.Slot).Int(FieldGeneration, d.Generation).
-			Str(FieldState, string(fsm.Forking)).Bool("replacement", d.Replacement).Msg("fork")
-		a.spawnWorker(ctx, d)
-	case core.Drain:
-		a.order(ctx, d.Worker, "drain", d.Reason, DrainOrder{d.Reason})
-	case core.Kill:
-		a.order(ctx, d.Worker, "kill", d.Reason, KillOrder{d.Reason})
-	case core.SetTimer:
-		self, system := ctx.Self(), ctx.ActorSystem()
-		a.timers.Set(d, func(t core.Timer) { system.Root.Send(self, core.TimerFired{Timer: t}) })
-	case core.Stopped:
-		close(a.done)
-	}
-}
+func (h actorHost) FireTimer(t core.Timer) { h.system.Root.Send(h.self, core.TimerFired{Timer: t}) }
 
-func (a *clusterActor) order(ctx actor.Context, id core.WorkerID, what, reason string, msg any) {
-	e := a.opts.Logger.Info()
-	if w, ok := a.core.Worker(id); ok {
-		e = withWorker(e, w)
-	}
-	e.Str(FieldReason, reason).Msg(what)
-	if pid, ok := a.workers[id]; ok {
-		ctx.Send(pid, msg)
-	}
-}
-
-func (a *clusterActor) spawnWorker(ctx actor.Context, d core.Fork) {
-	spec := WorkerSpec{ID: d.Worker, Slot: d.Slot, Generation: d.Generation}
-	log := a.opts.Logger.With().Int(FieldWorker, int(d.Worker)).Int(FieldSlot, d.Slot).Int(FieldGeneration, d.Generation).Logger()
-	w := &workerActor{
-		machine: NewWorkerMachine(spec, a.opts.Ready, a.opts.Drain, log),
-		cluster: ctx.Self(), runtime: a.opts.Runtime, clock: a.opts.Clock,
-	}
-	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return w }, actor.WithSupervisor(stopOnPanic())))
-	a.workers[d.Worker] = pid
-	if a.ids == nil {
-		a.ids = map[string]core.WorkerID{}
-	}
-	a.ids[pid.Id] = d.Worker
-}
-
-// LogNote writes a note of the core as one log line.
-func LogNote(log zerolog.Logger, n core.Note) {
-	e := log.WithLevel(n.Level)
-	if n.Worker != nil {
-		e = withWorker(e, *n.Worker)
-	}
-	for _, f := range n.Fields {
-		e = addField(e, f)
-	}
-	e.Msg(n.Message)
-}
-
-// addField writes durations as text ("1.5s") rather than nanoseconds, so
-// logs read the way the flags are written.
-func addField(e *zerolog.Event, f core.Field) *zerolog.Event {
-	switch v := f.Value.(type) {
-	case time.Duration:
-		return e.Str(f.Key, v.String())
-	case string:
-		return e.Str(f.Key, v)
-	case int:
-		return e.Int(f.Key, v)
-	}
-	return e.Interface(f.Key, f.Value)
-}
+func (h actorHost) Stopped() { close(h.a.done) }

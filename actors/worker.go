@@ -195,24 +195,23 @@ type workerActor struct {
 
 func (w *workerActor) Receive(ctx actor.Context) {
 	msg := ctx.Message()
+	self, system := ctx.Self(), ctx.ActorSystem()
 	if _, ok := msg.(*actor.Started); ok {
-		self, system := ctx.Self(), ctx.ActorSystem()
 		w.runtime.Fork(w.machine.Spec, func(m any) { system.Root.Send(self, m) })
 		return
 	}
-	for _, effect := range w.machine.Handle(msg) {
-		switch e := effect.(type) {
-		case core.Input:
-			ctx.Send(w.cluster, e)
-		case RuntimeDrain:
-			w.runtime.Drain(w.machine.Spec.ID, e.How)
-		case RuntimeKill:
-			w.runtime.Kill(w.machine.Spec.ID)
-		case StartReadyTimer:
-			self, system := ctx.Self(), ctx.ActorSystem()
-			w.clock.AfterFunc(e.After, func() { system.Root.Send(self, ReadyTimerFired{}) })
-		case Finished:
-			ctx.Stop(ctx.Self())
-		}
-	}
+	w.machine.Apply(msg, w.runtime, w.clock, workerMailbox{ctx: ctx, cluster: w.cluster, self: self, system: system})
 }
+
+// workerMailbox carries a worker machine's effects out as actor messages.
+type workerMailbox struct {
+	ctx     actor.Context // valid during the Receive that made it
+	cluster *actor.PID
+	// self and system outlive that Receive: the ready timer fires after it.
+	self   *actor.PID
+	system *actor.ActorSystem
+}
+
+func (b workerMailbox) Report(in core.Input) { b.ctx.Send(b.cluster, in) }
+func (b workerMailbox) Deliver(msg any)      { b.system.Root.Send(b.self, msg) }
+func (b workerMailbox) Finished()            { b.ctx.Stop(b.self) }

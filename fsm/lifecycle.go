@@ -55,6 +55,56 @@ var Transitions = lfsm.Events{
 	{Name: string(Exit), Src: []string{string(Forking), string(Listening), string(Draining)}, Dst: string(Killed)},
 }
 
+// moves is Transitions as a lookup, for Next: the state each event leads
+// to from each state it is allowed in.
+var moves = func() map[State]map[Event]State {
+	m := map[State]map[Event]State{}
+	for _, t := range Transitions {
+		for _, src := range t.Src {
+			if m[State(src)] == nil {
+				m[State(src)] = map[Event]State{}
+			}
+			m[State(src)][Event(t.Name)] = State(t.Dst)
+		}
+	}
+	return m
+}()
+
+// Next is the state that e leads to from a worker in state from, by the
+// table; an error wrapping ErrInvalidEvent when the table does not allow
+// e there. It is the check for code that keeps a worker's state as a
+// plain value (the core's view of the cluster) rather than in a
+// Lifecycle: every change of such a state goes through Next.
+func Next(from State, e Event) (State, error) {
+	to, ok := moves[from][e]
+	if !ok {
+		return from, fmt.Errorf("%w: %s in %s", ErrInvalidEvent, e, from)
+	}
+	return to, nil
+}
+
+// Reachable reports whether the table leads from one state to another in
+// one or more moves. Observers that see a worker's state only now and
+// then (a view after each step) check its changes with it.
+func Reachable(from, to State) bool {
+	seen := map[State]bool{from: true}
+	next := []State{from}
+	for len(next) > 0 {
+		s := next[0]
+		next = next[1:]
+		for _, dst := range moves[s] {
+			if dst == to {
+				return true
+			}
+			if !seen[dst] {
+				seen[dst] = true
+				next = append(next, dst)
+			}
+		}
+	}
+	return false
+}
+
 // ErrInvalidEvent is wrapped by every error for an event that the table
 // does not allow in the current state.
 var ErrInvalidEvent = errors.New("fsm: event not allowed in this state")

@@ -123,3 +123,47 @@ func squeeze(s string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestNextAgreesWithLifecycle: Next, the table as a lookup, allows exactly
+// the moves a Lifecycle makes, to the same states.
+func TestNextAgreesWithLifecycle(t *testing.T) {
+	walk := map[State][]Event{
+		Forking:   nil,
+		Listening: {Ready},
+		Draining:  {Drain},
+		Killed:    {Exit},
+	}
+	for from, path := range walk {
+		for _, e := range []Event{Ready, Drain, Exit} {
+			l := New()
+			for _, p := range path {
+				if p == Exit {
+					_, _ = l.Exit(ExitReason{Kind: ExitClean})
+				} else {
+					_, _ = l.fire(p)
+				}
+			}
+			if l.State() != from {
+				t.Fatalf("walk to %s ended in %s", from, l.State())
+			}
+			tr, lerr := l.fire(e)
+			to, nerr := Next(from, e)
+			switch {
+			case (lerr == nil) != (nerr == nil):
+				t.Errorf("%s in %s: Lifecycle says %v, Next says %v", e, from, lerr, nerr)
+			case nerr != nil && !errors.Is(nerr, ErrInvalidEvent):
+				t.Errorf("%s in %s: %v does not wrap ErrInvalidEvent", e, from, nerr)
+			case nerr == nil && tr.To != to:
+				t.Errorf("%s in %s: Lifecycle goes to %s, Next to %s", e, from, tr.To, to)
+			case nerr == nil && !Reachable(from, to):
+				t.Errorf("Reachable(%s, %s) is false for a move of the table", from, to)
+			}
+		}
+	}
+	if !Reachable(Forking, Killed) || !Reachable(Forking, Draining) {
+		t.Error("Reachable misses a path of the table")
+	}
+	if Reachable(Killed, Forking) || Reachable(Listening, Forking) || Reachable(Draining, Listening) || Reachable(Killed, Killed) {
+		t.Error("Reachable accepts a path the table does not have")
+	}
+}

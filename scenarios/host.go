@@ -49,15 +49,16 @@ func (h *ActorHost) View() core.View {
 	return v
 }
 
-// SyncHost hosts core.Cluster and one actors.WorkerMachine per worker the
-// way the actors do, with one FIFO queue standing in for the mailboxes.
+// SyncHost runs the cluster's Executor and one actors.WorkerMachine per
+// worker the way the actors do, with one FIFO queue standing in for the
+// mailboxes. It shares the executor with the cluster actor, so the two
+// hosts differ only in how a message reaches its mailbox.
 type SyncHost struct {
+	exec     *actors.Executor
 	opts     actors.Options
-	core     *core.Cluster
 	machines map[core.WorkerID]*actors.WorkerMachine
 	queue    []envelope
 	stopped  bool
-	timers   *actors.WorkerTimers
 }
 
 type envelope struct {
@@ -67,15 +68,18 @@ type envelope struct {
 
 // NewSyncHost starts a cluster on the caller's goroutine.
 func NewSyncHost(opts actors.Options) *SyncHost {
-	h := &SyncHost{opts: opts, core: core.New(opts.Core), machines: map[core.WorkerID]*actors.WorkerMachine{},
-		timers: actors.NewWorkerTimers(opts.Clock)}
-	h.Send(core.Start{Target: opts.Workers()})
+	exec := actors.NewExecutor(opts)
+	h := &SyncHost{exec: exec, opts: exec.Options(), machines: map[core.WorkerID]*actors.WorkerMachine{}}
+	exec.Start(h)
 	return h
 }
 
 func (h *SyncHost) Send(in core.Input) { h.queue = append(h.queue, envelope{0, in}) }
-func (h *SyncHost) View() core.View    { return h.core.View() }
+func (h *SyncHost) View() core.View    { return h.exec.View() }
 func (h *SyncHost) Close()             {}
+
+// PendingTimers is how many worker timers are pending.
+func (h *SyncHost) PendingTimers() int { return h.exec.PendingTimers() }
 
 // maxMessages bounds one Idle: a cluster that keeps talking to itself
 // without any input is a bug, reported instead of spinning.
@@ -89,64 +93,33 @@ func (h *SyncHost) Idle() {
 		e := h.queue[0]
 		h.queue = h.queue[1:]
 		if e.to == 0 {
-			h.step(e.msg.(core.Input))
+			h.exec.Step(e.msg.(core.Input), h)
 			continue
 		}
 		if m := h.machines[e.to]; m != nil {
-			h.workerEffects(m, m.Handle(e.msg))
+			m.Apply(e.msg, h.opts.Runtime, h.opts.Clock, workerQueue{h, e.to})
 		}
 	}
 }
 
-func (h *SyncHost) step(in core.Input) {
-	if r, ok := in.(core.RestartRequested); ok && r.Target == 0 {
-		r.Target = h.opts.Workers()
-		in = r
-	}
-	now := h.opts.Clock.Now()
-	out := h.core.Step(now, in)
-	if h.opts.Observe != nil {
-		h.opts.Observe(now, in, out)
-	}
-	h.timers.Stepped(in)
-	for _, d := range out {
-		switch d := d.(type) {
-		case core.Note:
-			actors.LogNote(h.opts.Logger, d)
-		case core.Drain, core.Kill, core.RolloutStarted, core.RolloutEnded:
-			h.opts.Logger.Debug().Str("decision", fmt.Sprintf("%T %+v", d, d)).Msg("decision")
-		}
-		switch d := d.(type) {
-		case core.Fork:
-			spec := actors.WorkerSpec{ID: d.Worker, Slot: d.Slot, Generation: d.Generation}
-			h.machines[d.Worker] = actors.NewWorkerMachine(spec, h.opts.Ready, h.opts.Drain, h.opts.Logger)
-			h.opts.Runtime.Fork(spec, func(msg any) { h.queue = append(h.queue, envelope{d.Worker, msg}) })
-		case core.Drain:
-			h.queue = append(h.queue, envelope{d.Worker, actors.DrainOrder{Reason: d.Reason}})
-		case core.Kill:
-			h.queue = append(h.queue, envelope{d.Worker, actors.KillOrder{Reason: d.Reason}})
-		case core.SetTimer:
-			h.timers.Set(d, func(t core.Timer) { h.Send(core.TimerFired{Timer: t}) })
-		case core.Stopped:
-			h.stopped = true
-		}
-	}
-}
+// The actors.ClusterHost side: every message goes to the queue.
 
-func (h *SyncHost) workerEffects(m *actors.WorkerMachine, effects []any) {
+func (h *SyncHost) StartWorker(m *actors.WorkerMachine) {
 	id := m.Spec.ID
-	for _, e := range effects {
-		switch e := e.(type) {
-		case core.Input:
-			h.Send(e)
-		case actors.RuntimeDrain:
-			h.opts.Runtime.Drain(id, e.How)
-		case actors.RuntimeKill:
-			h.opts.Runtime.Kill(id)
-		case actors.StartReadyTimer:
-			h.opts.Clock.AfterFunc(e.After, func() { h.queue = append(h.queue, envelope{id, actors.ReadyTimerFired{}}) })
-		case actors.Finished:
-			delete(h.machines, id)
-		}
-	}
+	h.machines[id] = m
+	h.opts.Runtime.Fork(m.Spec, func(msg any) { h.queue = append(h.queue, envelope{id, msg}) })
 }
+
+func (h *SyncHost) Order(id core.WorkerID, order any) { h.queue = append(h.queue, envelope{id, order}) }
+func (h *SyncHost) FireTimer(t core.Timer)            { h.Send(core.TimerFired{Timer: t}) }
+func (h *SyncHost) Stopped()                          { h.stopped = true }
+
+// workerQueue is one worker's actors.WorkerHost on the queue.
+type workerQueue struct {
+	h  *SyncHost
+	id core.WorkerID
+}
+
+func (q workerQueue) Report(in core.Input) { q.h.Send(in) }
+func (q workerQueue) Deliver(msg any)      { q.h.queue = append(q.h.queue, envelope{q.id, msg}) }
+func (q workerQueue) Finished()            { delete(q.h.machines, q.id) }

@@ -5,7 +5,6 @@ import (
 	"os"
 
 	"fmt"
-	"github.com/rs/zerolog"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -13,6 +12,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"pgregory.net/rapid"
 
@@ -51,9 +52,56 @@ func TestGeneratedSequencesCore(t *testing.T) {
 		rapid.Check(t, func(rt *rapid.T) {
 			d := NewDriver()
 			defer d.Close()
-			runSequence(rt, d, func(o actors.Options) Host { return NewSyncHost(o) })
+			moves := &movesChecked{}
+			runSequence(rt, d, moves.host)
+			if len(moves.bad) > 0 {
+				rt.Fatalf("state changes the lifecycle table does not allow: %v", moves.bad)
+			}
 		})
 	})
+}
+
+// movesChecked hosts a cluster on a SyncHost and compares the cluster's
+// view after every step with the view after the step before: every
+// worker whose state changed must have made moves that package fsm's
+// table allows (one step may make several: a fork drained at once). A SyncHost steps on the caller's goroutine, so its view
+// can be read from Observe, between two steps.
+type movesChecked struct {
+	h    *SyncHost
+	last map[core.WorkerID]fsm.State
+	bad  []string
+}
+
+func (m *movesChecked) host(o actors.Options) Host {
+	observe := o.Observe
+	o.Observe = func(now time.Time, in core.Input, out []core.Decision) {
+		if observe != nil {
+			observe(now, in, out)
+		}
+		if m.h != nil {
+			m.check(in)
+		}
+	}
+	m.h = nil
+	m.h = NewSyncHost(o)
+	m.last = nil
+	m.check(core.Start{})
+	return m.h
+}
+
+func (m *movesChecked) check(in core.Input) {
+	now := map[core.WorkerID]fsm.State{}
+	for _, w := range m.h.View().Workers {
+		now[w.ID] = w.State
+		before, seen := m.last[w.ID]
+		switch {
+		case !seen && w.State != fsm.Forking && !fsm.Reachable(fsm.Forking, w.State):
+			m.bad = append(m.bad, fmt.Sprintf("%s appeared %s (input %T)", w.ID, w.State, in))
+		case seen && before != w.State && !fsm.Reachable(before, w.State):
+			m.bad = append(m.bad, fmt.Sprintf("%s went from %s to %s (input %T)", w.ID, before, w.State, in))
+		}
+	}
+	m.last = now
 }
 
 // TestGeneratedSequencesActors does the same through the real actors,

@@ -259,7 +259,7 @@ func (c *Cluster) listening(in WorkerListening) {
 	if w == nil || w.State != fsm.Forking {
 		return
 	}
-	w.State = fsm.Listening
+	c.move(w, fsm.Ready)
 	w.ReadyAt = c.now
 	c.note(zerolog.InfoLevel, "worker listening", w, Field{"boot", c.now.Sub(w.ForkedAt)})
 	if r := c.rollout; r != nil {
@@ -280,7 +280,7 @@ func (c *Cluster) exited(in WorkerExited) {
 		return
 	}
 	prev := w.State
-	w.State = fsm.Killed
+	c.move(w, fsm.Exit)
 	c.workers = slices.DeleteFunc(c.workers, func(x *Worker) bool { return x == w })
 	level := zerolog.InfoLevel
 	if prev != fsm.Draining {
@@ -404,14 +404,34 @@ func (c *Cluster) fork(slot int, replacement bool) {
 }
 
 func (c *Cluster) drain(w *Worker, why string) {
-	w.State = fsm.Draining
+	c.toDraining(w)
 	c.emit(Drain{Worker: w.ID, Reason: why})
 	c.emit(SetTimer{Timer: Timer{Kind: KillTimeout, Worker: w.ID}, After: c.cfg.KillTimeout})
 }
 
 func (c *Cluster) kill(w *Worker, why string) {
-	w.State = fsm.Draining
+	c.toDraining(w)
 	c.emit(Kill{Worker: w.ID, Reason: why})
+}
+
+// toDraining moves w to draining for a drain or kill order; an order to
+// a worker already draining (a kill after its drain) leaves it there.
+func (c *Cluster) toDraining(w *Worker) {
+	if w.State != fsm.Draining {
+		c.move(w, fsm.Drain)
+	}
+}
+
+// move changes w's state by the lifecycle table (package fsm), the only
+// way the core changes a worker's state. A move the table does not allow
+// would be a bug of the core: it is logged and the state stays.
+func (c *Cluster) move(w *Worker, e fsm.Event) {
+	to, err := fsm.Next(w.State, e)
+	if err != nil {
+		c.note(zerolog.ErrorLevel, "worker state unchanged: the lifecycle does not allow this move", w, Field{"event", string(e)})
+		return
+	}
+	w.State = to
 }
 
 func (c *Cluster) listeningCount() int {
