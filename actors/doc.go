@@ -5,9 +5,9 @@
 // replacement is listening. Outside a graceful stop, a listening worker is
 // drained only when the workers that are listening and not draining would
 // still number at least the target count without it. The rule is written
-// once, in core.Cluster (drainIfSafe), and the cluster actor is the only
-// caller of core: signals, control commands, worker reports and timers all
-// reach it as messages, one at a time.
+// once, in package core (drainAllowed), and the cluster actor is the only
+// caller of core, through the Executor: signals, control commands, worker
+// reports and timers all reach it as messages, one at a time.
 //
 // Worker actors own one process each through its fsm.Lifecycle. They turn
 // runtime events (spawned, IPC and notify messages, exit) and their own

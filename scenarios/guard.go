@@ -8,7 +8,7 @@ import (
 	"github.com/dutchmaster/dutchmaster/fsm"
 )
 
-// Guard checks the replace-before-stop invariant (DESIGN.md section 2)
+// Guard checks the replace-before-stop invariant (docs/architecture.md)
 // against the scripted processes, not against the cluster's own view: at
 // the moment a serving process is asked to drain or is killed outside a
 // stop, the processes still serving must number at least the target (or,

@@ -43,7 +43,7 @@ func CheckJournal(path string, opts ...Options) (journal.Summary, error) {
 	return journal.ReplayFile(path, ro)
 }
 
-// checkStep is the invariant (DESIGN.md section 2) on the core's own
+// checkStep is the invariant (docs/architecture.md) on the core's own
 // views, since a journal has no processes to check against (Guard does,
 // for scenario files): outside a stop, a step that drains or kills a
 // listening worker leaves at least the target listening, or during a

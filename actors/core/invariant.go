@@ -2,11 +2,11 @@ package core
 
 import "github.com/dutchmaster/dutchmaster/fsm"
 
-// drainAllowed is the replace-before-stop invariant (DESIGN.md section 2),
-// the one rule every drain outside a stop must pass: a worker that is not
-// listening may always be drained (it serves nothing); a listening one
-// only if the listening workers would still number at least `required`
-// without it.
+// drainAllowed is the replace-before-stop invariant (docs/architecture.md,
+// "Where the invariant lives"), the one rule every drain outside a stop
+// must pass: a worker that is not listening may always be drained (it
+// serves nothing); a listening one only if the listening workers would
+// still number at least `required` without it.
 func drainAllowed(state fsm.State, listening, required int) bool {
 	return state != fsm.Listening || listening-1 >= required
 }

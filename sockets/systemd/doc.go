@@ -1,17 +1,14 @@
-// Package systemd is the master's side of systemd's two protocols
-// (../shared reference: sd_listen_fds(3), sd_notify(3)):
+// Package systemd is the master's side of systemd's socket activation
+// (sd_listen_fds(3)): ListenFDs takes the sockets systemd passed to the
+// master (LISTEN_FDS, LISTEN_FDNAMES, meant for this process only when
+// LISTEN_PID is its pid) and removes the variables, so that no child ever
+// sees them; Match pairs them with the listener specs by name. A socket
+// systemd holds survives a restart of the master: connections wait in its
+// queue meanwhile.
 //
-//   - socket activation: ListenFDs takes the sockets systemd passed to
-//     the master (LISTEN_FDS, LISTEN_FDNAMES, meant for this process only
-//     when LISTEN_PID is its pid) and removes the variables, so that no
-//     child ever sees them; Match pairs them with the --listen specs by
-//     name. A socket systemd holds survives a restart of the master:
-//     connections wait in its queue meanwhile.
-//   - sd_notify: Notifier tells systemd when the cluster is ready
-//     (READY=1, the first generation listens), when a rolling restart
-//     begins and ends (RELOADING=1 with MONOTONIC_USEC, then READY=1),
-//     when the master stops (STOPPING=1), with a one-line STATUS=, and
-//     pets the watchdog (WATCHDOG=1) while the cluster actor answers.
+// The master's sd_notify (READY=1, RELOADING=1, STOPPING=1, STATUS=, the
+// watchdog) follows the cluster's steps, so it lives with the other
+// observers of the cluster, in actors/observers/sdnotify.
 //
 // Workers never see the master's variables: sockets.WorkerFiles strips
 // every protocol variable from their environment and sets its own.
