@@ -16,6 +16,11 @@
 // and returns after a graceful stop, or when ctx is done (which stops
 // gracefully too).
 //
+// This package is the facade: it checks the Options (a *ConfigError names
+// the field at fault) and wires the cluster (package actors) to the OS
+// (package actors/osproc, which also holds the master's pidfile, reaper,
+// credentials and before-fork command) and to the operator's ways in.
+//
 // An operator reaches a running master through the options of
 // docs/operations.md: a control socket (ControlSocket, for `dutchmaster
 // ctl`), metrics and health endpoints (MetricsAddress), a journal of the
@@ -31,13 +36,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
-	"os/user"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -85,11 +87,11 @@ type Options struct {
 	MaxSurge int
 	// Policy is a custom restart policy; it wins over PolicyName.
 	Policy Policy
-	// PolicyName picks a built-in policy: rolling (the default),
-	// blue-green or canary.
+	// PolicyName picks a built-in policy (PolicyNames): rolling (the
+	// default), blue-green or canary.
 	PolicyName string
 	// CanarySoak is how long the canary must stay up before the rest roll.
-	// Default 30 s.
+	// Default DefaultCanarySoak, 30 s.
 	CanarySoak time.Duration
 	// Backoff spaces the re-forks of a slot whose workers keep failing
 	// (defaults 500 ms, doubling up to 30 s, reset after 60 s up).
@@ -138,7 +140,7 @@ type Options struct {
 	// digits, '.', '_' and '-', at most 64. Default: none.
 	Name string
 	// ControlSocket is the path of the control socket (package
-	// sockets/control; `dutchmaster ctl`), created mode 0600 in an
+	// actors/observers/control; `dutchmaster ctl`), created mode 0600 in an
 	// existing directory. A stale socket file is replaced, a live one
 	// (another master) refuses the start. Default: none. The dutchmaster
 	// binary defaults it to control.DefaultPath(Name).
@@ -149,11 +151,12 @@ type Options struct {
 	// path, so that a default never keeps a master from starting.
 	ControlSocketOptional bool
 	// MetricsAddress is a host:port to serve /metrics (Prometheus text),
-	// /healthz and /readyz on (package actors/metrics). Default: none.
+	// /healthz and /readyz on (package actors/observers/metrics). Default: none.
 	MetricsAddress string
-	// Record is a file to write the journal to (package actors/journal):
-	// every input of the cluster's core and every decision, for `dutchmaster
-	// replay`. The file is created or truncated. Default: none.
+	// Record is a file to write the journal to (package
+	// actors/observers/journal): every input of the cluster's core and
+	// every decision, for `dutchmaster replay`. The file is created or
+	// truncated. Default: none.
 	Record string
 	// PIDFile is written with the master's pid at start, locked for its
 	// life and removed at exit. A PIDFile locked by a live master refuses
@@ -188,13 +191,42 @@ type (
 )
 
 // ConfigError is an error in the Options, found before any worker starts.
-type ConfigError struct{ Err error }
+// Its message names the fields it is about as Options.Field, e.g.
+// `Options.KillTimeout -1s: must not be negative`, a form a front end can
+// rewrite into its own terms (the dutchmaster binary writes the flag that
+// sets the field).
+type ConfigError struct {
+	// Field is the Options field at fault, e.g. "KillTimeout"; empty for
+	// a fault of no one field (a listener that cannot be bound).
+	Field string
+	Err   error
+}
 
 func (e *ConfigError) Error() string { return e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
 
-func configErr(format string, args ...any) error {
-	return &ConfigError{Err: fmt.Errorf(format, args...)}
+// fieldErr is a *ConfigError about field; format writes the whole
+// message, naming the field as Options.Field.
+func fieldErr(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+// PolicyNames are the built-in policies PolicyName may name; the first is
+// the default.
+func PolicyNames() []string { return core.PolicyNames() }
+
+// DefaultCanarySoak is the soak of the canary policy when CanarySoak is
+// not set.
+const DefaultCanarySoak = core.DefaultCanarySoak
+
+// Check returns the *ConfigError Run would return for the values of opts,
+// without opening or starting anything (so not the errors of listeners,
+// sockets and files that cannot be opened). A front end that reloads its
+// configuration can check it first, to speak of a bad value in its own
+// terms.
+func Check(opts Options) error {
+	_, err := prepare(opts)
+	return err
 }
 
 // AutoWorkers is the worker count for "auto": max(NumCPU, 2).
@@ -231,11 +263,14 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log := opts.Logger
 	if opts.PIDFile != "" {
-		pf, err := createPIDFile(opts.PIDFile)
-		if err != nil {
-			return &ConfigError{Err: err}
+		pf, err := osproc.CreatePIDFile(opts.PIDFile)
+		if errors.Is(err, osproc.ErrPIDFileHeld) {
+			return fieldErr("PIDFile", "Options.PIDFile %w; stop it first, or give this one another Options.PIDFile", err)
 		}
-		defer pf.remove()
+		if err != nil {
+			return fieldErr("PIDFile", "Options.PIDFile %w", err)
+		}
+		defer pf.Remove()
 	}
 	// Launchers leak descriptors without close-on-exec; none of them may
 	// reach a worker. Done before binding, which sets the flag itself.
@@ -244,7 +279,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	listeners, activated, err := openListeners(plan.specs, log)
 	if err != nil {
-		return &ConfigError{Err: err}
+		return &ConfigError{Field: "Listen", Err: err}
 	}
 	defer func() {
 		for _, l := range listeners {
@@ -259,7 +294,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return &ConfigError{Err: err}
 	}
-	warnDescriptorLimit(log, plan.workers(), plan.core.MaxSurge)
+	osproc.WarnDescriptorLimit(log, plan.workers(), plan.core.MaxSurge)
 	defer rt.Close()
 	ops, err := openOperations(opts, plan, log, start)
 	if err != nil {
@@ -398,58 +433,58 @@ var restartSignals = []syscall.Signal{syscall.SIGUSR2, syscall.SIGHUP, syscall.S
 func prepare(opts Options) (plan, error) {
 	var p plan
 	if len(opts.Command) == 0 || opts.Command[0] == "" {
-		return p, configErr("no worker command: give it after --, e.g. dutchmaster -- node app.js")
+		return p, fieldErr("Command", "Options.Command: no worker command, want the program and its arguments")
 	}
 	if err := checkName(opts.Name); err != nil {
-		return p, &ConfigError{Err: err}
+		return p, err
 	}
-	if err := findCommand(opts.Command[0], opts.Dir); err != nil {
-		return p, &ConfigError{Err: err}
+	if err := osproc.FindCommand(opts.Command[0], opts.Dir); err != nil {
+		return p, &ConfigError{Field: "Command", Err: err}
 	}
 	if opts.Dir != "" {
 		if fi, err := os.Stat(opts.Dir); err != nil || !fi.IsDir() {
-			return p, configErr("--dir %s: not a directory", opts.Dir)
+			return p, fieldErr("Dir", "Options.Dir %s: not a directory", opts.Dir)
 		}
 	}
 	var err error
 	if p.specs, err = sockets.ParseSpecs(opts.Listen); err != nil {
-		return p, &ConfigError{Err: err}
+		return p, listenErr(err)
 	}
 	if p.ready, err = actors.ParseReadyMode(opts.Ready); err != nil {
-		return p, &ConfigError{Err: fmt.Errorf("--ready: %w", err)}
+		return p, fieldErr("Ready", "Options.Ready: %w", err)
 	}
 	if p.drain, err = actors.ParseDrainMethod(opts.Drain); err != nil {
-		return p, &ConfigError{Err: fmt.Errorf("--drain: %w", err)}
+		return p, fieldErr("Drain", "Options.Drain: %w", err)
 	}
 	switch {
 	case opts.KillTimeout < 0:
-		return p, configErr("--kill-timeout %s: must not be negative", opts.KillTimeout)
+		return p, fieldErr("KillTimeout", "Options.KillTimeout %s: must not be negative", opts.KillTimeout)
 	case opts.ReadyTimeout < 0:
-		return p, configErr("--ready-timeout %s: must not be negative", opts.ReadyTimeout)
+		return p, fieldErr("ReadyTimeout", "Options.ReadyTimeout %s: must not be negative", opts.ReadyTimeout)
 	case opts.MaxSurge < 0:
-		return p, configErr("--max-surge %d: must not be negative", opts.MaxSurge)
+		return p, fieldErr("MaxSurge", "Options.MaxSurge %d: must not be negative", opts.MaxSurge)
 	}
 	p.core = core.Config{MaxSurge: opts.MaxSurge, KillTimeout: opts.KillTimeout, ReadyTimeout: opts.ReadyTimeout, Backoff: opts.Backoff}.WithDefaults()
 	if p.ready.Source == actors.ReadyTimer && p.ready.After >= p.core.ReadyTimeout {
-		return p, configErr("--ready %s: the timer must be shorter than --ready-timeout (%s), or every worker is killed as not ready", p.ready, p.core.ReadyTimeout)
+		return p, fieldErr("Ready", "Options.Ready %s: the timer must be shorter than Options.ReadyTimeout (%s), or every worker is killed as not ready", p.ready, p.core.ReadyTimeout)
 	}
 	if p.core.Policy, err = policy(opts, p.core.MaxSurge); err != nil {
-		return p, &ConfigError{Err: err}
+		return p, err
 	}
 	p.restartSignal = opts.RestartSignal
 	if p.restartSignal == 0 {
 		p.restartSignal = syscall.SIGUSR2
 	}
 	if !slices.Contains(restartSignals, p.restartSignal) {
-		return p, configErr("--restart-signal %s: want SIGUSR2, SIGHUP, SIGUSR1, SIGQUIT or SIGWINCH", fsm.SignalName(p.restartSignal))
+		return p, fieldErr("RestartSignal", "Options.RestartSignal %s: want SIGUSR2, SIGHUP, SIGUSR1, SIGQUIT or SIGWINCH", fsm.SignalName(p.restartSignal))
 	}
 	switch opts.StopSignal {
 	case syscall.SIGKILL, syscall.SIGSTOP:
-		return p, configErr("--stop-signal %s: a worker cannot drain on it", fsm.SignalName(opts.StopSignal))
+		return p, fieldErr("StopSignal", "Options.StopSignal %s: a worker cannot drain on it", fsm.SignalName(opts.StopSignal))
 	}
 	for _, kv := range opts.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
-			return p, configErr("--env %q: want KEY=VALUE", kv)
+			return p, fieldErr("Env", "Options.Env %q: want KEY=VALUE", kv)
 		}
 	}
 	p.workers = opts.Workers
@@ -457,11 +492,11 @@ func prepare(opts Options) (plan, error) {
 		p.workers = func() int { return 2 }
 	}
 	if n := p.workers(); n < 1 || n > core.MaxWorkers {
-		return p, configErr("--workers %d: want 1 to %d", n, core.MaxWorkers)
+		return p, fieldErr("Workers", "Options.Workers %d: want 1 to %d", n, core.MaxWorkers)
 	}
-	p.beforeFork = beforeFork(opts, p.core.ReadyTimeout)
-	if p.credential, err = credential(opts.User, opts.Group); err != nil {
-		return p, &ConfigError{Err: err}
+	p.beforeFork = osproc.BeforeForkHook(opts.BeforeFork, opts.BeforeForkCommand, p.core.ReadyTimeout)
+	if p.credential, err = osproc.Credential(opts.User, opts.Group); err != nil {
+		return p, credentialErr(err)
 	}
 	switch opts.WorkerProtocol {
 	case "", "auto":
@@ -471,7 +506,7 @@ func prepare(opts Options) (plan, error) {
 	case "node-cluster":
 		p.nodeCluster = true
 	default:
-		return p, configErr("--worker-protocol %q: want auto, fds or node-cluster", opts.WorkerProtocol)
+		return p, fieldErr("WorkerProtocol", "Options.WorkerProtocol %q: want auto, fds or node-cluster", opts.WorkerProtocol)
 	}
 	return p, nil
 }
@@ -481,137 +516,44 @@ func policy(opts Options, maxSurge int) (Policy, error) {
 	if opts.Policy != nil {
 		return opts.Policy, nil
 	}
-	soak := opts.CanarySoak
-	if soak <= 0 {
-		soak = 30 * time.Second
+	p, err := core.PolicyByName(opts.PolicyName, core.PolicyParams{MaxSurge: maxSurge, CanarySoak: opts.CanarySoak}.WithDefaults())
+	if err != nil {
+		return nil, fieldErr("PolicyName", "Options.PolicyName %q: want %s", opts.PolicyName, core.PolicyChoices())
 	}
-	switch opts.PolicyName {
-	case "", "rolling":
-		return core.Rolling{MaxSurge: maxSurge}, nil
-	case "blue-green":
-		return core.BlueGreen{}, nil
-	case "canary":
-		return core.Canary{Soak: soak, MaxSurge: maxSurge}, nil
-	}
-	return nil, fmt.Errorf("--policy %q: want rolling, blue-green or canary", opts.PolicyName)
+	return p, nil
 }
 
-// findCommand fails early for a command that does not exist or cannot be
-// run, so the operator hears about it before any worker starts.
-func findCommand(name, dir string) error {
-	if strings.Contains(name, "/") {
-		path := name
-		if !filepath.IsAbs(path) && dir != "" {
-			path = filepath.Join(dir, path)
-		}
-		fi, err := os.Stat(path)
-		if err != nil {
-			return fmt.Errorf("worker command %s: %w", name, errors.Unwrap(err))
-		}
-		if fi.IsDir() || fi.Mode()&0o111 == 0 {
-			return fmt.Errorf("worker command %s: not an executable file", name)
-		}
-		return nil
+// listenErr names Options.Listen in an error of sockets.ParseSpecs, whose
+// messages are written for the command line.
+func listenErr(err error) error {
+	var se *sockets.SpecError
+	if !errors.As(err, &se) {
+		return &ConfigError{Field: "Listen", Err: err}
 	}
-	if _, err := exec.LookPath(name); err != nil {
-		return fmt.Errorf("worker command %s: not found in PATH", name)
-	}
-	return nil
+	reason := strings.ReplaceAll(se.Reason, "--listen ", "Options.Listen ")
+	return &ConfigError{Field: "Listen", Err: fmt.Errorf("Options.Listen %q: %s", se.Spec, reason)}
 }
 
-// beforeFork runs the hooks before a fork. The command gets at most the
-// ready timeout, which bounds the whole start of a worker: a hook that
-// hangs would otherwise hold its worker in forking for ever, where no
-// kill reaches it, and with it the rollout and any stop. It runs in a
-// process group of its own, killed whole at the timeout, so that what it
-// started in the background goes too.
-func beforeFork(opts Options, timeout time.Duration) func(dir string, env []string) error {
-	if opts.BeforeFork == nil && opts.BeforeForkCommand == "" {
-		return nil
+// credentialErr names the field an error of osproc.Credential is about.
+func credentialErr(err error) error {
+	switch {
+	case errors.Is(err, osproc.ErrNoSuchUser):
+		return fieldErr("User", "Options.User %w", err)
+	case errors.Is(err, osproc.ErrNoSuchGroup):
+		return fieldErr("Group", "Options.Group %w", err)
 	}
-	return func(dir string, env []string) error {
-		if opts.BeforeFork != nil {
-			if err := opts.BeforeFork(); err != nil {
-				return err
-			}
-		}
-		if opts.BeforeForkCommand == "" {
-			return nil
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", opts.BeforeForkCommand)
-		cmd.Dir, cmd.Env = dir, env
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-		// A background child that keeps the output pipe open must not hold
-		// up the end of the hook.
-		cmd.WaitDelay = 2 * time.Second
-		out, err := cmd.CombinedOutput()
-		// Whatever the hook left in its group goes with it.
-		if cmd.Process != nil {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("%q: not done after %s", opts.BeforeForkCommand, timeout)
-		}
-		if err != nil {
-			if last := lastLine(out); last != "" {
-				return fmt.Errorf("%q: %w: %s", opts.BeforeForkCommand, err, last)
-			}
-			return fmt.Errorf("%q: %w", opts.BeforeForkCommand, err)
-		}
-		return nil
-	}
-}
-
-func lastLine(b []byte) string {
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return lines[len(lines)-1]
+	return fieldErr("User", "Options.User/Options.Group: %w", err)
 }
 
 // checkName: a name goes into file names, log fields and metric labels.
 func checkName(name string) error {
 	if len(name) > 64 {
-		return fmt.Errorf("--name %q: at most 64 characters", name)
+		return fieldErr("Name", "Options.Name %q: at most 64 characters", name)
 	}
 	for _, r := range name {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return fmt.Errorf("--name %q: use letters, digits, '.', '_' or '-'", name)
+			return fieldErr("Name", "Options.Name %q: use letters, digits, '.', '_' or '-'", name)
 		}
 	}
 	return nil
-}
-
-// credential resolves --user and --group. Changing user needs root.
-func credential(name, group string) (*syscall.Credential, error) {
-	if name == "" && group == "" {
-		return nil, nil
-	}
-	cred := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), NoSetGroups: true}
-	if name != "" {
-		u, err := user.Lookup(name)
-		if err != nil {
-			if u, err = user.LookupId(name); err != nil {
-				return nil, fmt.Errorf("--user %s: no such user", name)
-			}
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred.Uid, cred.Gid = uint32(uid), uint32(gid)
-	}
-	if group != "" {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			if g, err = user.LookupGroupId(group); err != nil {
-				return nil, fmt.Errorf("--group %s: no such group", group)
-			}
-		}
-		gid, _ := strconv.Atoi(g.Gid)
-		cred.Gid = uint32(gid)
-	}
-	if os.Geteuid() != 0 && (int(cred.Uid) != os.Getuid() || int(cred.Gid) != os.Getgid()) {
-		return nil, fmt.Errorf("--user/--group: running workers as another user needs a master started as root")
-	}
-	return cred, nil
 }

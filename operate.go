@@ -3,7 +3,6 @@ package dutchmaster
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io/fs"
 	"net"
 	"net/http"
@@ -20,6 +19,7 @@ import (
 	"github.com/dutchmaster/dutchmaster/actors/observers/journal"
 	"github.com/dutchmaster/dutchmaster/actors/observers/metrics"
 	"github.com/dutchmaster/dutchmaster/actors/observers/sdnotify"
+	"github.com/dutchmaster/dutchmaster/actors/osproc"
 	"github.com/dutchmaster/dutchmaster/sockets"
 	"github.com/dutchmaster/dutchmaster/sockets/systemd"
 )
@@ -41,8 +41,7 @@ type operations struct {
 	http     *http.Server
 	journal  *journal.Recorder
 	notifier *sdnotify.Notifier
-	reaper   *reaper
-	workers  *workerPIDs
+	reaper   *osproc.Reaper
 	cluster  *actors.Cluster // set by serve, before anything asks for the view
 
 	observers []Observer
@@ -53,29 +52,31 @@ type operations struct {
 // openOperations opens what can fail on bad options (sockets, files)
 // before any worker starts; errors are *ConfigError.
 func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time) (ops *operations, err error) {
-	ops = &operations{log: log, workers: newWorkerPIDs()}
+	ops = &operations{log: log}
 	defer func() {
 		if err != nil {
 			ops.close()
 		}
 	}()
 	if opts.ControlSocket != "" {
-		ops.control, err = control.Listen(control.Options{Path: opts.ControlSocket, Name: opts.Name, Logger: log})
+		var listenErr error
+		ops.control, listenErr = control.Listen(control.Options{Path: opts.ControlSocket, Name: opts.Name, Logger: log})
 		switch {
-		case err == nil:
+		case listenErr == nil:
 			ops.observers = append(ops.observers, ops.control.Observe)
 			log.Info().Str("path", opts.ControlSocket).Msg("control socket listening")
 		case opts.ControlSocketOptional:
-			log.Warn().Err(err).Msg("running without a control socket (give this master a --name or a --control path of its own)")
-			err = nil
+			// Only the binary's default path is optional: the hint is in its
+			// terms.
+			log.Warn().Err(listenErr).Msg("running without a control socket (give this master a --name or a --control path of its own)")
 		default:
-			return ops, &ConfigError{Err: err}
+			return ops, fieldErr("ControlSocket", "Options.ControlSocket %w", listenErr)
 		}
 	}
 	if opts.MetricsAddress != "" {
 		ops.httpLn, err = net.Listen("tcp", opts.MetricsAddress)
 		if err != nil {
-			return ops, configErr("--metrics %s: %v", opts.MetricsAddress, errors.Unwrap(err))
+			return ops, fieldErr("MetricsAddress", "Options.MetricsAddress %s: %v", opts.MetricsAddress, errors.Unwrap(err))
 		}
 		ops.metrics = metrics.New(metrics.Options{Name: opts.Name, View: ops.clusterView})
 		ops.observers = append(ops.observers, ops.metrics.Observe)
@@ -89,7 +90,7 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time) (
 			if errors.As(err, &pe) {
 				err = pe.Err
 			}
-			return ops, configErr("--record %s: %v", opts.Record, err)
+			return ops, fieldErr("Record", "Options.Record %s: %v", opts.Record, err)
 		}
 		ops.journal.OnError = func(err error) {
 			log.Error().Err(err).Str("path", opts.Record).Msg("journal recording stopped")
@@ -101,13 +102,13 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time) (
 		ops.observers = append(ops.observers, ops.notifier.Observe)
 	}
 	if opts.Subreaper {
-		if err := setSubreaper(); err != nil {
-			return ops, fmt.Errorf("PR_SET_CHILD_SUBREAPER: %w", err)
+		if err := osproc.SetSubreaper(); err != nil {
+			return ops, err
 		}
 	}
 	if opts.Subreaper || os.Getpid() == 1 {
-		ops.reaper = startReaper(log, ops.workers)
-		ops.observers = append(ops.observers, ops.observeWorkers)
+		ops.reaper = osproc.StartReaper(log)
+		ops.observers = append(ops.observers, ops.reaper.Observe)
 	}
 	if opts.Observe != nil {
 		ops.observers = append(ops.observers, opts.Observe)
@@ -120,17 +121,6 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time) (
 func (ops *operations) observe(now time.Time, in core.Input, out []core.Decision) {
 	for _, o := range ops.observers {
 		o(now, in, out)
-	}
-}
-
-// observeWorkers keeps the workers' pids for the reaper, which must never
-// take a worker.
-func (ops *operations) observeWorkers(_ time.Time, in core.Input, _ []core.Decision) {
-	switch in := in.(type) {
-	case core.WorkerSpawned:
-		ops.workers.add(int(in.Worker), in.PID)
-	case core.WorkerExited:
-		ops.workers.remove(int(in.Worker))
 	}
 }
 
@@ -199,7 +189,7 @@ func (ops *operations) close() {
 		}
 	}
 	if ops.reaper != nil {
-		ops.reaper.close()
+		ops.reaper.Close()
 	}
 }
 
@@ -238,7 +228,7 @@ func (p controlPort) Restart(ctx context.Context, source string) error {
 }
 
 // openListeners takes the listeners systemd passed (socket activation)
-// and binds the others. With no --listen at all, every socket systemd
+// and binds the others. With no Listen spec at all, every socket systemd
 // passed is used.
 func openListeners(specs []sockets.Spec, log zerolog.Logger) ([]*sockets.Listener, map[*sockets.Listener]bool, error) {
 	activated, err := systemd.ListenFDs()

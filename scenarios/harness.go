@@ -176,7 +176,8 @@ func (h *Harness) start(td *datadriven.TestData) error {
 	}
 	opts := actors.Options{Logger: h.log}
 	workers := 2
-	policy, soak := "rolling", 30*time.Second
+	var policy string
+	var params core.PolicyParams
 	for _, a := range td.CmdArgs {
 		v := first(a.Vals)
 		var err error
@@ -204,7 +205,7 @@ func (h *Harness) start(td *datadriven.TestData) error {
 		case "policy":
 			policy = v
 		case "canary-soak":
-			soak, err = time.ParseDuration(v)
+			params.CanarySoak, err = time.ParseDuration(v)
 		default:
 			err = fmt.Errorf("unknown argument")
 		}
@@ -212,7 +213,8 @@ func (h *Harness) start(td *datadriven.TestData) error {
 			return fmt.Errorf("start %s=%s: %v", a.Key, v, err)
 		}
 	}
-	p, err := h.policy(policy, opts.Core.MaxSurge, soak)
+	params.MaxSurge = opts.Core.MaxSurge
+	p, err := h.policy(policy, params.WithDefaults())
 	if err != nil {
 		return err
 	}
@@ -223,19 +225,11 @@ func (h *Harness) start(td *datadriven.TestData) error {
 	return nil
 }
 
-func (h *Harness) policy(name string, maxSurge int, soak time.Duration) (core.Policy, error) {
+func (h *Harness) policy(name string, params core.PolicyParams) (core.Policy, error) {
 	if p, ok := h.Policies[name]; ok {
 		return p, nil
 	}
-	switch name {
-	case "rolling":
-		return core.Rolling{MaxSurge: maxSurge}, nil
-	case "blue-green":
-		return core.BlueGreen{}, nil
-	case "canary":
-		return core.Canary{Soak: soak, MaxSurge: maxSurge}, nil
-	}
-	return nil, fmt.Errorf("unknown policy %q", name)
+	return core.PolicyByName(name, params)
 }
 
 func (h *Harness) ready(td *datadriven.TestData) error {

@@ -14,6 +14,13 @@
 // stop signal to the worker's process, or both; Kill sends SIGKILL to the
 // worker's whole process group, so children it spawned go too.
 //
+// The master's other dealings with the OS sit beside the runtime, each in
+// a file of its own: the before-fork command (BeforeForkHook, started and
+// killed the way a worker is), the user and group workers run as
+// (Credential), the early check of the worker command (FindCommand), the
+// reaping of adopted orphans (SetSubreaper, Reaper), the pidfile
+// (CreatePIDFile) and the descriptor limit (WarnDescriptorLimit).
+//
 // With Config.NodeCluster the runtime is also the Node.js cluster primary
 // (package sockets/nodecluster): each worker's channel has a session that
 // answers Node's internal messages, the servers its listen() asks for come

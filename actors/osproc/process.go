@@ -37,6 +37,9 @@ type process struct {
 	// exitWatch is a pidfd of the worker to await its exit on, without a
 	// thread; nil where the kernel makes none. awaitExit closes it.
 	exitWatch *os.File
+	// killGroup sends SIGKILL to the worker's process group; only while
+	// the worker is not reaped.
+	killGroup func() error
 
 	mu     sync.Mutex
 	reaped bool // Wait returned: the pid and its group may belong to others now
@@ -82,15 +85,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		cmd.Env = append(cmd.Env, nodecluster.EnvUniqueID+"="+strconv.Itoa(int(spec.ID)))
 	}
 	cmd.ExtraFiles = files.ExtraFiles
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid: true,
-		// The parent-death signal is tied to the OS thread that forks, not
-		// to the process: it fires when that thread exits. Go ends threads
-		// only when a goroutine exits while locked to one, and this
-		// goroutine never locks, so the signal fires when the master dies.
-		Pdeathsig:  syscall.SIGKILL,
-		Credential: cfg.Credential,
-	}
+	killGroup := ownProcessGroup(cmd, cfg.Credential)
 	out := newOutput(cfg, spec)
 	cmd.Stdout, cmd.Stderr = out.stdout, out.stderr
 	// A grandchild that keeps the worker's output pipes open must not hold
@@ -101,7 +96,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		out.close()
 		return nil, fmt.Errorf("starting %s: %w", cfg.Command[0], err)
 	}
-	p := &process{spec: spec, events: events, cmd: cmd, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r}
+	p := &process{spec: spec, events: events, cmd: cmd, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r, killGroup: killGroup}
 	p.exitWatch = openExitWatch(p.pid)
 	p.log = cfg.Logger.With().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldSlot, spec.Slot).
 		Int(actors.FieldGeneration, spec.Generation).Int(actors.FieldPID, p.pid).Logger()
@@ -173,7 +168,7 @@ func (p *process) run() {
 	// unreaped worker keeps) cannot have been reused, and so that a child
 	// holding the worker's output does not hold up Wait.
 	p.awaitExit()
-	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	_ = p.killGroup()
 	err := p.cmd.Wait()
 	p.mu.Lock()
 	p.reaped = true
@@ -240,7 +235,7 @@ func (p *process) drain(how actors.DrainMethod, stop syscall.Signal) {
 func (p *process) kill() {
 	p.mu.Lock()
 	if !p.reaped {
-		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		_ = p.killGroup()
 	}
 	p.mu.Unlock()
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)

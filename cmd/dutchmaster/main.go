@@ -90,16 +90,23 @@ func run(args []string, stderr io.Writer) int {
 				log.Warn().Str("log_format", s.LogFormat).Str("log_level", s.LogLevel).
 					Msg("log-format and log-level change only with a new master; keeping the current ones")
 			}
-			return s.resolve()
+			next, err := s.resolve()
+			if err == nil {
+				// Checked here too, so that the master's refusal names the
+				// flag of a bad value, as at start.
+				err = inFlagTerms(dutchmaster.Check(next))
+			}
+			return next, err
 		}
 	}
 	err = dutchmaster.Run(context.Background(), opts)
 	var cfgErr *dutchmaster.ConfigError
 	switch {
 	case errors.As(err, &cfgErr):
-		fmt.Fprintf(stderr, "dutchmaster: %v\n", err)
+		fmt.Fprintf(stderr, "dutchmaster: %v\n", inFlagTerms(err))
 		return exitUsage
 	case err != nil:
+		err = inFlagTerms(err)
 		opts.Logger.Error().Err(err).Msg("dutchmaster failed")
 		fmt.Fprintf(stderr, "dutchmaster: %v\n", err)
 		return exitError

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -61,44 +62,48 @@ type settings struct {
 // option is one flag and config key.
 type option struct {
 	name, usage string
-	text        func(*settings) *string   // a single value
-	list        func(*settings) *[]string // a repeatable value
-	isBool      bool
+	// field is the dutchmaster.Options field the option sets, as the
+	// errors of dutchmaster.Run name it (Options.FIELD); none for the
+	// options of the binary alone.
+	field  string
+	text   func(*settings) *string   // a single value
+	list   func(*settings) *[]string // a repeatable value
+	isBool bool
 }
 
 // options lists every flag but --config, in the order of the usage text.
 var options = []option{
-	{name: "workers", usage: "number of workers, or auto (= max(CPUs, 2)); re-evaluated at every rolling restart", text: func(s *settings) *string { return &s.Workers }},
-	{name: "listen", usage: "listener `SPEC`: [NAME=]tcp://HOST:PORT, tcp6://[::1]:PORT, unix:///path.sock, udp://HOST:PORT (repeatable)", list: func(s *settings) *[]string { return &s.Listen }},
-	{name: "policy", usage: "rolling restart policy: rolling, blue-green or canary", text: func(s *settings) *string { return &s.Policy }},
-	{name: "max-surge", usage: "replacements starting at once (rolling, canary)", text: func(s *settings) *string { return &s.MaxSurge }},
-	{name: "canary-soak", usage: "how long the canary must stay up before the rest roll (canary)", text: func(s *settings) *string { return &s.CanarySoak }},
-	{name: "restart-signal", usage: "signal that starts a rolling restart: SIGUSR2, SIGHUP, SIGUSR1, SIGQUIT or SIGWINCH", text: func(s *settings) *string { return &s.RestartSignal }},
-	{name: "stop-signal", usage: "signal that drains a worker that does not speak IPC", text: func(s *settings) *string { return &s.StopSignal }},
-	{name: "kill-timeout", usage: "SIGKILL a draining worker still alive after this long", text: func(s *settings) *string { return &s.KillTimeout }},
-	{name: "ready", usage: "what counts as ready: auto, ipc, notify or timer:DURATION", text: func(s *settings) *string { return &s.Ready }},
-	{name: "ready-timeout", usage: "kill a worker not ready after this long", text: func(s *settings) *string { return &s.ReadyTimeout }},
-	{name: "drain", usage: "how to ask a worker to stop: auto, ipc, signal or both", text: func(s *settings) *string { return &s.Drain }},
-	{name: "backoff", usage: "wait before re-forking a slot after its second failure in a row, doubled each time", text: func(s *settings) *string { return &s.Backoff }},
-	{name: "backoff-max", usage: "longest wait between re-forks of a failing slot", text: func(s *settings) *string { return &s.BackoffMax }},
-	{name: "backoff-reset", usage: "a worker up this long (or a rollout's replacement, once it listens) clears its slot's failures", text: func(s *settings) *string { return &s.BackoffReset }},
-	{name: "worker-protocol", usage: "auto (node-cluster for node, else fds), fds or node-cluster", text: func(s *settings) *string { return &s.WorkerProtocol }},
-	{name: "env", usage: "`KEY=VALUE` added to the workers' environment (repeatable)", list: func(s *settings) *[]string { return &s.Env }},
-	{name: "env-clear", usage: "withhold the master's environment from workers (but --env-allow keys)", text: func(s *settings) *string { return &s.EnvClear }, isBool: true},
-	{name: "env-allow", usage: "`KEY` of the master's environment that workers keep under --env-clear (repeatable)", list: func(s *settings) *[]string { return &s.EnvAllow }},
-	{name: "user", usage: "run workers as this user (name or uid); the master keeps the sockets", text: func(s *settings) *string { return &s.User }},
-	{name: "group", usage: "run workers with this group (name or gid); default the user's", text: func(s *settings) *string { return &s.Group }},
-	{name: "dir", usage: "workers' working directory, symlinks resolved at every fork", text: func(s *settings) *string { return &s.Dir }},
-	{name: "before-fork", usage: "shell `COMMAND` run before every fork; failure fails the fork", text: func(s *settings) *string { return &s.BeforeFork }},
+	{name: "workers", field: "Workers", usage: "number of workers, or auto (= max(CPUs, 2)); re-evaluated at every rolling restart", text: func(s *settings) *string { return &s.Workers }},
+	{name: "listen", field: "Listen", usage: "listener `SPEC`: [NAME=]tcp://HOST:PORT, tcp6://[::1]:PORT, unix:///path.sock, udp://HOST:PORT (repeatable)", list: func(s *settings) *[]string { return &s.Listen }},
+	{name: "policy", field: "PolicyName", usage: "rolling restart policy: " + oneOf(dutchmaster.PolicyNames()), text: func(s *settings) *string { return &s.Policy }},
+	{name: "max-surge", field: "MaxSurge", usage: "replacements starting at once (rolling, canary)", text: func(s *settings) *string { return &s.MaxSurge }},
+	{name: "canary-soak", field: "CanarySoak", usage: "how long the canary must stay up before the rest roll (canary)", text: func(s *settings) *string { return &s.CanarySoak }},
+	{name: "restart-signal", field: "RestartSignal", usage: "signal that starts a rolling restart: SIGUSR2, SIGHUP, SIGUSR1, SIGQUIT or SIGWINCH", text: func(s *settings) *string { return &s.RestartSignal }},
+	{name: "stop-signal", field: "StopSignal", usage: "signal that drains a worker that does not speak IPC", text: func(s *settings) *string { return &s.StopSignal }},
+	{name: "kill-timeout", field: "KillTimeout", usage: "SIGKILL a draining worker still alive after this long", text: func(s *settings) *string { return &s.KillTimeout }},
+	{name: "ready", field: "Ready", usage: "what counts as ready: auto, ipc, notify or timer:DURATION", text: func(s *settings) *string { return &s.Ready }},
+	{name: "ready-timeout", field: "ReadyTimeout", usage: "kill a worker not ready after this long", text: func(s *settings) *string { return &s.ReadyTimeout }},
+	{name: "drain", field: "Drain", usage: "how to ask a worker to stop: auto, ipc, signal or both", text: func(s *settings) *string { return &s.Drain }},
+	{name: "backoff", field: "Backoff.Initial", usage: "wait before re-forking a slot after its second failure in a row, doubled each time", text: func(s *settings) *string { return &s.Backoff }},
+	{name: "backoff-max", field: "Backoff.Max", usage: "longest wait between re-forks of a failing slot", text: func(s *settings) *string { return &s.BackoffMax }},
+	{name: "backoff-reset", field: "Backoff.Reset", usage: "a worker up this long (or a rollout's replacement, once it listens) clears its slot's failures", text: func(s *settings) *string { return &s.BackoffReset }},
+	{name: "worker-protocol", field: "WorkerProtocol", usage: "auto (node-cluster for node, else fds), fds or node-cluster", text: func(s *settings) *string { return &s.WorkerProtocol }},
+	{name: "env", field: "Env", usage: "`KEY=VALUE` added to the workers' environment (repeatable)", list: func(s *settings) *[]string { return &s.Env }},
+	{name: "env-clear", field: "EnvClear", usage: "withhold the master's environment from workers (but --env-allow keys)", text: func(s *settings) *string { return &s.EnvClear }, isBool: true},
+	{name: "env-allow", field: "EnvAllow", usage: "`KEY` of the master's environment that workers keep under --env-clear (repeatable)", list: func(s *settings) *[]string { return &s.EnvAllow }},
+	{name: "user", field: "User", usage: "run workers as this user (name or uid); the master keeps the sockets", text: func(s *settings) *string { return &s.User }},
+	{name: "group", field: "Group", usage: "run workers with this group (name or gid); default the user's", text: func(s *settings) *string { return &s.Group }},
+	{name: "dir", field: "Dir", usage: "workers' working directory, symlinks resolved at every fork", text: func(s *settings) *string { return &s.Dir }},
+	{name: "before-fork", field: "BeforeForkCommand", usage: "shell `COMMAND` run before every fork; failure fails the fork", text: func(s *settings) *string { return &s.BeforeFork }},
 	{name: "log-format", usage: "auto (console on a terminal, else json), json or console", text: func(s *settings) *string { return &s.LogFormat }},
 	{name: "log-level", usage: "debug, info, warn or error", text: func(s *settings) *string { return &s.LogLevel }},
-	{name: "log-worker-output", usage: "log each line of worker output with the worker's fields", text: func(s *settings) *string { return &s.LogWorkerOutput }, isBool: true},
-	{name: "name", usage: "`NAME` of this master, in logs, metrics, the journal and the default control socket's file name", text: func(s *settings) *string { return &s.Name }},
-	{name: "control", usage: "control socket `PATH` for `dutchmaster ctl` (mode 0600), or none; default $XDG_RUNTIME_DIR (else the working directory)/dutchmaster[-NAME].sock", text: func(s *settings) *string { return &s.Control }},
-	{name: "metrics", usage: "serve /metrics (Prometheus), /healthz and /readyz on `HOST:PORT`", text: func(s *settings) *string { return &s.Metrics }},
-	{name: "record", usage: "write every input and decision of the cluster's core to `FILE` (JSON lines), for `dutchmaster replay`", text: func(s *settings) *string { return &s.Record }},
-	{name: "pidfile", usage: "write the master's pid to `FILE` (locked while it runs, removed at exit); refuse to start if a running master holds it", text: func(s *settings) *string { return &s.PIDFile }},
-	{name: "subreaper", usage: "become a child subreaper: adopt and reap the orphans of the workers' children (always done as PID 1)", text: func(s *settings) *string { return &s.Subreaper }, isBool: true},
+	{name: "log-worker-output", field: "LogWorkerOutput", usage: "log each line of worker output with the worker's fields", text: func(s *settings) *string { return &s.LogWorkerOutput }, isBool: true},
+	{name: "name", field: "Name", usage: "`NAME` of this master, in logs, metrics, the journal and the default control socket's file name", text: func(s *settings) *string { return &s.Name }},
+	{name: "control", field: "ControlSocket", usage: "control socket `PATH` for `dutchmaster ctl` (mode 0600), or none; default $XDG_RUNTIME_DIR (else the working directory)/dutchmaster[-NAME].sock", text: func(s *settings) *string { return &s.Control }},
+	{name: "metrics", field: "MetricsAddress", usage: "serve /metrics (Prometheus), /healthz and /readyz on `HOST:PORT`", text: func(s *settings) *string { return &s.Metrics }},
+	{name: "record", field: "Record", usage: "write every input and decision of the cluster's core to `FILE` (JSON lines), for `dutchmaster replay`", text: func(s *settings) *string { return &s.Record }},
+	{name: "pidfile", field: "PIDFile", usage: "write the master's pid to `FILE` (locked while it runs, removed at exit); refuse to start if a running master holds it", text: func(s *settings) *string { return &s.PIDFile }},
+	{name: "subreaper", field: "Subreaper", usage: "become a child subreaper: adopt and reap the orphans of the workers' children (always done as PID 1)", text: func(s *settings) *string { return &s.Subreaper }, isBool: true},
 }
 
 // defaults are the values in force when neither a flag nor the config
@@ -108,7 +113,7 @@ func defaults() settings {
 		Workers: "2", RestartSignal: "SIGUSR2", StopSignal: "SIGTERM", KillTimeout: "30s",
 		Ready: "auto", ReadyTimeout: "60s", Drain: "auto", MaxSurge: "1",
 		LogFormat: "auto", LogLevel: "info", LogWorkerOutput: "false",
-		Policy: "rolling", CanarySoak: "30s", Backoff: "500ms", BackoffMax: "30s", BackoffReset: "60s",
+		Policy: dutchmaster.PolicyNames()[0], CanarySoak: dutchmaster.DefaultCanarySoak.String(), Backoff: "500ms", BackoffMax: "30s", BackoffReset: "60s",
 		WorkerProtocol: "auto", EnvClear: "false", Subreaper: "false",
 	}
 }
@@ -230,6 +235,37 @@ func (s settings) resolve() (dutchmaster.Options, error) {
 	}
 	o.Command = s.Command
 	return o, nil
+}
+
+// optionsField matches the Options fields that errors of dutchmaster.Run
+// name: Options.KillTimeout, Options.Backoff.Max.
+var optionsField = regexp.MustCompile(`Options(\.[A-Z][A-Za-z0-9]*)+`)
+
+// inFlagTerms rewrites an error of dutchmaster.Run for the command line:
+// each Options field it names becomes the flag (and config key) that sets
+// it, so `Options.KillTimeout -1s: ...` reads `--kill-timeout -1s: ...`.
+func inFlagTerms(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := optionsField.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		field := strings.TrimPrefix(m, "Options.")
+		for _, o := range options {
+			if o.field == field {
+				return "--" + o.name
+			}
+		}
+		return m
+	})
+	return errors.New(msg)
+}
+
+// oneOf lists choices as a sentence: "a, b or c".
+func oneOf(choices []string) string {
+	if len(choices) < 2 {
+		return strings.Join(choices, "")
+	}
+	return strings.Join(choices[:len(choices)-1], ", ") + " or " + choices[len(choices)-1]
 }
 
 func parseSignalFlag(key, v string) (syscall.Signal, error) {

@@ -90,7 +90,7 @@ func Listen(opts Options) (*Server, error) {
 		opts.Allow = func(uid uint32) bool { return uid == me || uid == 0 }
 	}
 	if len(opts.Path) > maxPath {
-		return nil, fmt.Errorf("--control %s: the path is %d bytes, more than the %d a unix socket allows", opts.Path, len(opts.Path), maxPath)
+		return nil, fmt.Errorf("%s: the path is %d bytes, more than the %d a unix socket allows", opts.Path, len(opts.Path), maxPath)
 	}
 	sock, err := sockets.Bind(sockets.Spec{Name: "control", Network: "unix", Address: opts.Path, Mode: 0o600})
 	if err != nil {
@@ -98,16 +98,16 @@ func Listen(opts Options) (*Server, error) {
 		if errors.As(err, &be) {
 			reason := be.Reason
 			if errors.Is(err, unix.EADDRINUSE) {
-				reason = "another master runs on this control socket (give each master its own --name or --control)"
+				reason = "another master runs on this control socket (give each master its own name or control socket)"
 			}
-			return nil, fmt.Errorf("--control %s: %s", opts.Path, reason)
+			return nil, fmt.Errorf("%s: %s", opts.Path, reason)
 		}
-		return nil, fmt.Errorf("--control %s: %w", opts.Path, err)
+		return nil, fmt.Errorf("%s: %w", opts.Path, err)
 	}
 	fl, err := net.FileListener(sock.File())
 	if err != nil {
 		sock.Close()
-		return nil, fmt.Errorf("--control %s: %w", opts.Path, err)
+		return nil, fmt.Errorf("%s: %w", opts.Path, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{

@@ -98,19 +98,12 @@ func (c Config) Core(policies map[string]core.Policy) (core.Config, error) {
 		out.Policy = custom
 		return out, nil
 	}
-	switch {
-	case p.Custom:
+	if p.Custom {
 		return out, fmt.Errorf("policy %q is a custom policy: replay it from Go with journal.ReplayOptions.Policies", p.Name)
-	case p.Name == "rolling":
-		out.Policy = core.Rolling{MaxSurge: p.MaxSurge}
-	case p.Name == "blue-green":
-		out.Policy = core.BlueGreen{}
-	case p.Name == "canary":
-		out.Policy = core.Canary{Soak: time.Duration(p.Soak), MaxSurge: p.MaxSurge}
-	default:
-		return out, fmt.Errorf("unknown policy %q (want rolling, blue-green or canary)", p.Name)
 	}
-	return out, nil
+	var err error
+	out.Policy, err = core.PolicyByName(p.Name, core.PolicyParams{MaxSurge: p.MaxSurge, CanarySoak: time.Duration(p.Soak)})
+	return out, err
 }
 
 // Duration is a time.Duration written as Go writes it ("1.5s", "250ms");

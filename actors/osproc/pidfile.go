@@ -1,4 +1,4 @@
-package dutchmaster
+package osproc
 
 import (
 	"errors"
@@ -10,26 +10,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pidFile is a --pidfile held by this master: the file holds its pid and
+// PIDFile is a pidfile held by this master: the file holds its pid and
 // an exclusive flock(2) on it for the master's whole life. "Held by a
 // live master" means exactly "locked": the kernel drops the lock when its
 // holder dies, however it dies, so a file left by a killed master is
 // taken over, and a reused pid never fools the check.
-type pidFile struct {
+type PIDFile struct {
 	path     string
 	f        *os.File
 	dev, ino uint64
 }
 
-// createPIDFile takes path, or says which master holds it.
-func createPIDFile(path string) (*pidFile, error) {
+// ErrPIDFileHeld is CreatePIDFile's error for a file a running master
+// holds.
+var ErrPIDFileHeld = errors.New("held by a running master")
+
+// CreatePIDFile takes path, or says which master holds it. Its errors
+// start with the path.
+func CreatePIDFile(path string) (*PIDFile, error) {
 	// The file can be removed between open and lock by the master that
 	// held it, exiting; then the lock is on a file nobody sees, and the
 	// open is tried again.
 	for range 5 {
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644) // close-on-exec, as every os.OpenFile
 		if err != nil {
-			return nil, fmt.Errorf("--pidfile %s: %w", path, errors.Unwrap(err))
+			return nil, fmt.Errorf("%s: %w", path, errors.Unwrap(err))
 		}
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 			held, _ := os.ReadFile(path)
@@ -39,14 +44,14 @@ func createPIDFile(path string) (*pidFile, error) {
 				if _, err := strconv.Atoi(pid); err != nil {
 					pid = "unknown"
 				}
-				return nil, fmt.Errorf("--pidfile %s: held by a running master (pid %s); stop it first, or give this one another --pidfile", path, pid)
+				return nil, fmt.Errorf("%s: %w (pid %s)", path, ErrPIDFileHeld, pid)
 			}
-			return nil, fmt.Errorf("--pidfile %s: lock: %w", path, err)
+			return nil, fmt.Errorf("%s: lock: %w", path, err)
 		}
 		var open, named unix.Stat_t
 		if err := unix.Fstat(int(f.Fd()), &open); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("--pidfile %s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		if err := unix.Stat(path, &named); err != nil || named.Dev != open.Dev || named.Ino != open.Ino {
 			f.Close()
@@ -54,20 +59,20 @@ func createPIDFile(path string) (*pidFile, error) {
 		}
 		if err := f.Truncate(0); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("--pidfile %s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("--pidfile %s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		return &pidFile{path: path, f: f, dev: open.Dev, ino: open.Ino}, nil
+		return &PIDFile{path: path, f: f, dev: open.Dev, ino: open.Ino}, nil
 	}
-	return nil, fmt.Errorf("--pidfile %s: replaced again and again while being locked", path)
+	return nil, fmt.Errorf("%s: replaced again and again while being locked", path)
 }
 
-// remove deletes the file, if it is still this master's, then drops the
+// Remove deletes the file, if it is still this master's, then drops the
 // lock (in that order, so that no other master takes a file about to go).
-func (p *pidFile) remove() {
+func (p *PIDFile) Remove() {
 	var st unix.Stat_t
 	if err := unix.Stat(p.path, &st); err == nil && st.Dev == p.dev && st.Ino == p.ino {
 		os.Remove(p.path)

@@ -1,4 +1,4 @@
-package dutchmaster
+package osproc
 
 import (
 	"os"
@@ -12,14 +12,14 @@ import (
 // its exit is awaited on.
 const descriptorsPerWorker = 3
 
-// warnDescriptorLimit says at start-up when the descriptor limit cannot
+// WarnDescriptorLimit says at start-up when the descriptor limit cannot
 // hold the workers: each fork past it fails ("too many open files") and
 // its slot backs off, which reads as a crash loop rather than as the
 // limit it is. A rollout may hold up to 2×workers+max-surge workers at
 // once (old ones draining while replacements start). Go raises the soft
 // limit to the hard one at start, so the soft limit read here is the one
 // in force.
-func warnDescriptorLimit(log zerolog.Logger, workers, maxSurge int) {
+func WarnDescriptorLimit(log zerolog.Logger, workers, maxSurge int) {
 	var lim unix.Rlimit
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) != nil {
 		return

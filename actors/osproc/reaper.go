@@ -1,7 +1,8 @@
-package dutchmaster
+package osproc
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -12,41 +13,57 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/dutchmaster/dutchmaster/actors/core"
 )
 
 // reapGrace is how long a child must have been a zombie before the reaper
-// takes it. The master's own waits (os/exec, for workers and --before-fork
-// shells) reap their children as soon as they exit; a zombie still there
+// takes it. The master's own waits (os/exec, for workers and before-fork
+// commands) reap their children as soon as they exit; a zombie still there
 // after this long is an orphan nobody in the master waits for.
 const reapGrace = time.Second
 
-// reaper reaps the zombies of orphans the master adopted, which is the
+// Reaper reaps the zombies of orphans the master adopted, which is the
 // job of PID 1, and of a child subreaper (PR_SET_CHILD_SUBREAPER): when a
 // worker's own child outlives the worker, it becomes the master's child,
 // and once it exits only the master can clear its process table entry.
 //
-// It never takes a worker (workers are waited for by the runtime) and
-// never a child of the master younger than reapGrace as a zombie, so it
-// does not steal an exit status an os/exec Wait is about to collect.
-type reaper struct {
+// It never takes a worker (workers are waited for by the runtime; the
+// reaper learns them from the cluster's steps, through Observe) and never
+// a child of the master younger than reapGrace as a zombie, so it does
+// not steal an exit status an os/exec Wait is about to collect.
+type Reaper struct {
 	log     zerolog.Logger
 	workers *workerPIDs
 	stop    chan struct{}
 	done    chan struct{}
 }
 
-func startReaper(log zerolog.Logger, workers *workerPIDs) *reaper {
-	r := &reaper{log: log, workers: workers, stop: make(chan struct{}), done: make(chan struct{})}
+// StartReaper starts reaping; Close ends it.
+func StartReaper(log zerolog.Logger) *Reaper {
+	r := &Reaper{log: log, workers: newWorkerPIDs(), stop: make(chan struct{}), done: make(chan struct{})}
 	go r.run()
 	return r
 }
 
-func (r *reaper) close() {
+// Close stops reaping and waits until the reaper is done.
+func (r *Reaper) Close() {
 	close(r.stop)
 	<-r.done
 }
 
-func (r *reaper) run() {
+// Observe keeps the workers' pids from the cluster's steps (an
+// actors.Options.Observe), so that the reaper never takes a worker.
+func (r *Reaper) Observe(_ time.Time, in core.Input, _ []core.Decision) {
+	switch in := in.(type) {
+	case core.WorkerSpawned:
+		r.workers.add(int(in.Worker), in.PID)
+	case core.WorkerExited:
+		r.workers.remove(int(in.Worker))
+	}
+}
+
+func (r *Reaper) run() {
 	defer close(r.done)
 	sigchld := make(chan os.Signal, 1)
 	signal.Notify(sigchld, syscall.SIGCHLD)
@@ -141,9 +158,14 @@ func children(pid int) []int {
 	return out
 }
 
-// setSubreaper makes the master the reaper of its descendants' orphans.
-func setSubreaper() error {
-	return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+// SetSubreaper makes this process a child subreaper
+// (PR_SET_CHILD_SUBREAPER): the orphans of its descendants become its
+// children, for a Reaper to reap.
+func SetSubreaper() error {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("PR_SET_CHILD_SUBREAPER: %w", err)
+	}
+	return nil
 }
 
 // workerPIDs are the pids of the running workers, from the cluster's steps.
