@@ -6,8 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -24,7 +27,9 @@ Talks to a running master over its control socket.
   stop       a graceful stop; waits until every worker is gone
   scale N    run N workers from now on (until a restart re-reads --workers)
 
-Exit status: 0 done, 1 refused or failed (or no master), 2 bad usage.
+Exit status: 0 done, 1 refused or failed (or no master), 2 bad usage,
+130 or 143 interrupted (Ctrl-C, SIGTERM): the master goes on with what it
+was asked (a restart runs to its end; ctl status shows it).
 
 flags (before or after the command):`
 
@@ -94,7 +99,11 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	if *timeout > 0 {
 		c.SetDeadline(time.Now().Add(*timeout))
 	}
-	rep, err := c.Do(req)
+	rep, sig, err := doInterruptible(c, req)
+	if sig != nil {
+		fmt.Fprintf(stderr, "dutchmaster ctl: %s: stopped waiting; the master goes on with the %s (ctl status shows it)\n", sig, req.Command)
+		return 128 + int(sig.(syscall.Signal))
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "dutchmaster ctl: %v\n", err)
 		return exitError
@@ -195,4 +204,30 @@ func human(d time.Duration) string {
 		return d.Round(time.Millisecond).String()
 	}
 	return d.Round(time.Second).String()
+}
+
+// doInterruptible sends req and waits for its reply, or for SIGINT or
+// SIGTERM, whichever comes first. A request already sent is the
+// master's to finish: stopping to wait does not take it back.
+func doInterruptible(c *control.Client, req control.Request) (control.Reply, os.Signal, error) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	type result struct {
+		rep control.Reply
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := c.Do(req)
+		done <- result{rep, err}
+	}()
+	select {
+	case r := <-done:
+		return r.rep, nil, r.err
+	case sig := <-sigs:
+		c.Close() // ends the read the goroutine is blocked in
+		<-done
+		return control.Reply{}, sig, nil
+	}
 }

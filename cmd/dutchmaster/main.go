@@ -38,12 +38,8 @@ func main() {
 }
 
 func run(args []string, stderr io.Writer) int {
-	// Run stops taking signals when it returns; a stop or scale signal that
-	// arrives after that, while the binary exits, must not end it by the
-	// signal's default action (exit 143, or a suspended master).
-	// SIGPIPE likewise: a last log line into a closed pipe fails instead.
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGTERM, syscall.SIGINT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP, syscall.SIGUSR1,
-		syscall.SIGPIPE)
+	// The subcommands are clients: Ctrl-C, SIGTERM and timeout(1) end them
+	// as they end any command (ctl says what the master goes on doing).
 	if len(args) > 0 {
 		switch args[0] {
 		case "version":
@@ -55,6 +51,13 @@ func run(args []string, stderr io.Writer) int {
 			return runReplay(args[1:], os.Stdout, stderr)
 		}
 	}
+	// The master: Run stops taking signals when it returns; a stop or
+	// scale signal that arrives after that, while the binary exits, must
+	// not end it by the signal's default action (exit 143, or a suspended
+	// master). SIGPIPE likewise: a last log line into a closed pipe fails
+	// instead.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGTERM, syscall.SIGINT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP, syscall.SIGUSR1,
+		syscall.SIGPIPE)
 	s, err := parse(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
