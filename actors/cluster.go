@@ -98,6 +98,25 @@ func (c *Cluster) View(ctx context.Context) (core.View, error) {
 	return res.(core.View), nil
 }
 
+// Ask delivers an input as Send does and returns the decisions of the
+// step it caused, so that the asker learns what became of its own request
+// (a Refused, a RolloutStarted) from the step itself. Observers see that
+// step before Ask returns.
+func (c *Cluster) Ask(ctx context.Context, in core.Input) ([]core.Decision, error) {
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	res, err := c.system.Root.RequestFuture(c.pid, askRequest{in}, timeout).Result()
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %T: %w", in, err)
+	}
+	return res.([]core.Decision), nil
+}
+
+// askRequest is an input whose step's decisions go back to the asker.
+type askRequest struct{ in core.Input }
+
 // Shutdown stops the cluster actor itself (after Done, to release it).
 func (c *Cluster) Shutdown() { c.system.Root.Stop(c.pid) }
 
@@ -142,6 +161,13 @@ func (a *clusterActor) Receive(ctx actor.Context) {
 		a.step(ctx, core.Reconfigure{Config: msg.Core})
 	case core.Input:
 		a.step(ctx, msg)
+	case askRequest:
+		in := msg.in
+		if r, ok := in.(core.RestartRequested); ok && r.Target == 0 {
+			r.Target = a.opts.Workers() // as for a sent restart
+			in = r
+		}
+		ctx.Respond(a.step(ctx, in))
 	case viewRequest:
 		ctx.Respond(a.core.View())
 	case *actor.Terminated:
@@ -165,7 +191,7 @@ func (a *clusterActor) workerGone(ctx actor.Context, id core.WorkerID) {
 	}
 }
 
-func (a *clusterActor) step(ctx actor.Context, in core.Input) {
+func (a *clusterActor) step(ctx actor.Context, in core.Input) []core.Decision {
 	now := a.opts.Clock.Now()
 	out := a.core.Step(now, in)
 	if a.opts.Observe != nil {
@@ -175,6 +201,7 @@ func (a *clusterActor) step(ctx actor.Context, in core.Input) {
 	for _, d := range out {
 		a.execute(ctx, d)
 	}
+	return out
 }
 
 func (a *clusterActor) execute(ctx actor.Context, d core.Decision) {
