@@ -333,11 +333,13 @@ func Run(ctx context.Context, opts Options) error {
 			m.cluster.Send(in)
 		case req := <-restarts:
 			if err := m.reload(); err != nil {
-				req.reply <- fmt.Errorf("restart refused: the configuration does not load: %w", err)
+				req.reply <- restartReply{err: fmt.Errorf("restart refused: the configuration does not load: %w", err)}
 				continue
 			}
-			m.cluster.Send(core.RestartRequested{Source: req.source})
-			req.reply <- nil
+			// The answer waits only for the cluster's step, not for the
+			// rollout; the control socket follows that through Observe.
+			out, err := m.cluster.Ask(context.Background(), core.RestartRequested{Source: req.source})
+			req.reply <- restartReply{decisions: out, err: err}
 		case <-done:
 			done = nil
 			m.cluster.Stop("context done")

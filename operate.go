@@ -194,10 +194,17 @@ func (ops *operations) close() {
 }
 
 // restartRequest is a restart asked for on the control socket, carried
-// out by Run's loop, which owns the configuration reload.
+// out by Run's loop, which owns the configuration reload. The reply is the
+// decisions of the cluster's step that took the restart, or why it was
+// never asked for (the configuration does not load).
 type restartRequest struct {
 	source string
-	reply  chan error
+	reply  chan restartReply
+}
+
+type restartReply struct {
+	decisions []core.Decision
+	err       error
 }
 
 // controlPort is the cluster as the control socket sees it.
@@ -208,22 +215,22 @@ type controlPort struct {
 
 func (p controlPort) View(ctx context.Context) (core.View, error) { return p.cluster.View(ctx) }
 func (p controlPort) Stop(source string)                          { p.cluster.Stop(source) }
-func (p controlPort) Scale(n int, source string) {
-	p.cluster.Send(core.ScaleTo{Target: n, Source: source})
+func (p controlPort) Scale(ctx context.Context, n int, source string) ([]core.Decision, error) {
+	return p.cluster.Ask(ctx, core.ScaleTo{Target: n, Source: source})
 }
 
-func (p controlPort) Restart(ctx context.Context, source string) error {
-	req := restartRequest{source: source, reply: make(chan error, 1)}
+func (p controlPort) Restart(ctx context.Context, source string) ([]core.Decision, error) {
+	req := restartRequest{source: source, reply: make(chan restartReply, 1)}
 	select {
 	case p.restarts <- req:
 	case <-ctx.Done():
-		return errors.New("the master is exiting")
+		return nil, errors.New("the master is exiting")
 	}
 	select {
-	case err := <-req.reply:
-		return err
+	case rep := <-req.reply:
+		return rep.decisions, rep.err
 	case <-ctx.Done():
-		return errors.New("the master is exiting")
+		return nil, errors.New("the master is exiting")
 	}
 }
 

@@ -91,6 +91,25 @@ func (c *Cluster) View(ctx context.Context) (core.View, error) {
 	return res.(core.View), nil
 }
 
+// Ask delivers an input as Send does and returns the decisions of the
+// step it caused, so that the asker learns what became of its own request
+// (a Refused, a RolloutStarted) from the step itself. Observers see that
+// step before Ask returns.
+func (c *Cluster) Ask(ctx context.Context, in core.Input) ([]core.Decision, error) {
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	res, err := c.system.Root.RequestFuture(c.pid, askRequest{in}, timeout).Result()
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %T: %w", in, err)
+	}
+	return res.([]core.Decision), nil
+}
+
+// askRequest is an input whose step's decisions go back to the asker.
+type askRequest struct{ in core.Input }
+
 // Shutdown stops the cluster actor itself (after Done, to release it).
 func (c *Cluster) Shutdown() { c.system.Root.Stop(c.pid) }
 
@@ -125,6 +144,9 @@ func (a *clusterActor) Receive(ctx actor.Context) {
 		a.exec.Reconfigure(msg, h)
 	case core.Input:
 		a.exec.Step(msg, h)
+	case askRequest:
+		// Step fills a restart's target as for a sent one.
+		ctx.Respond(a.exec.Step(msg.in, h))
 	case viewRequest:
 		ctx.Respond(a.exec.View())
 	case *actor.Terminated:

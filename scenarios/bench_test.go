@@ -59,11 +59,11 @@ func BenchmarkRollingRestart100(b *testing.B) {
 		Observe: func(_ time.Time, _ core.Input, out []core.Decision) {
 			inputs.Add(1)
 			for _, d := range out {
-				if n, ok := d.(core.Note); ok {
-					switch n.Message {
-					case "cluster ready":
-						ready <- struct{}{}
-					case "restart complete":
+				switch d := d.(type) {
+				case core.Ready:
+					ready <- struct{}{}
+				case core.RolloutEnded:
+					if d.Outcome == core.OutcomeComplete {
 						complete <- struct{}{}
 					}
 				}

@@ -67,9 +67,9 @@ func (c *Cluster) Step(now time.Time, in Input) []Decision {
 	case StopRequested:
 		c.stop(in)
 	case ScaleBy:
-		c.scale(c.target()+in.Delta, in.Source)
+		c.scale(in, c.target()+in.Delta, in.Source)
 	case ScaleTo:
-		c.scale(in.Target, in.Source)
+		c.scale(in, in.Target, in.Source)
 	case Reconfigure:
 		c.cfg = in.Config.WithDefaults()
 		c.note(zerolog.InfoLevel, "configuration changed", nil, Field{"policy", c.cfg.Policy.Name()})
@@ -137,6 +137,7 @@ func (c *Cluster) View() View {
 func (c *Cluster) start(in Start) {
 	if c.started {
 		c.note(zerolog.WarnLevel, "start ignored: already started", nil)
+		c.emit(Refused{Input: in, Reason: "already started"})
 		return
 	}
 	c.started = true
@@ -149,6 +150,7 @@ func (c *Cluster) start(in Start) {
 func (c *Cluster) restart(in RestartRequested) {
 	if c.stopping || !c.started {
 		c.note(zerolog.WarnLevel, "restart ignored", nil, Field{"source", in.Source}, Field{"reason", c.notRunningReason()})
+		c.emit(Refused{Input: in, Reason: c.notRunningReason()})
 		return
 	}
 	if in.Target > 0 && in.Target != c.target() {
@@ -162,6 +164,7 @@ func (c *Cluster) restart(in RestartRequested) {
 		c.rollout.First, c.rollout.FirstReadyAt, c.rollout.FirstDiedAt = 0, time.Time{}, time.Time{}
 		c.note(zerolog.InfoLevel, "restart requested during rollout: coalesced", nil,
 			Field{"generation", c.generation}, Field{"source", in.Source})
+		c.emit(RolloutCoalesced{Generation: c.generation, Source: in.Source})
 		return
 	}
 	c.beginRollout(c.generation, in.Source)
@@ -181,7 +184,9 @@ func (c *Cluster) workerRestart(in WorkerRestartRequested) {
 	case w == nil:
 		return
 	case c.stopping || w.State != fsm.Listening:
-		c.note(zerolog.WarnLevel, "worker restart request ignored", w, Field{"reason", "worker is " + c.stateOrStopping(w)})
+		why := "worker is " + c.stateOrStopping(w)
+		c.note(zerolog.WarnLevel, "worker restart request ignored", w, Field{"reason", why})
+		c.emit(Refused{Input: in, Reason: why})
 		return
 	case w.RestartRequested:
 		c.note(zerolog.InfoLevel, "worker restart request already pending", w)

@@ -6,7 +6,13 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Decision is something the cluster actor must do.
+// Decision is something the cluster actor must do, or a fact it reports.
+//
+// Notes are for people: their messages may be reworded at any time.
+// Whatever a program acts on (a control reply, systemd's readiness, a
+// metric) is a typed fact instead: Ready, Refused, RolloutStarted,
+// RolloutCoalesced, RolloutEnded, TargetChanged, Stopped. The cluster
+// actor executes the orders and passes every decision to its observers.
 type Decision interface{ isDecision() }
 
 // Fork starts a new worker.
@@ -89,6 +95,33 @@ type RolloutEnded struct {
 	Reason  string
 }
 
+// RolloutCoalesced: a restart asked for during a rollout joined it; the
+// rollout now replaces every worker older than Generation, and its end
+// (RolloutEnded) answers this restart too.
+type RolloutCoalesced struct {
+	Generation int
+	Source     string
+}
+
+// Ready: for the first time, at least the target count of workers listen
+// (the service is up: systemd's READY=1). It comes once per cluster.
+type Ready struct {
+	Generation int
+	Workers    int
+}
+
+// Refused: an input asked for something the cluster will not do now, and
+// it changed nothing. Input is the input as stepped (its Source, if it has
+// one, says who asked); Reason says why, in words fit for the asker.
+//
+// The refused inputs are Start (already started), RestartRequested and
+// ScaleBy/ScaleTo (the cluster stops or has not started) and
+// WorkerRestartRequested (the worker does not listen, or the cluster stops).
+type Refused struct {
+	Input  Input
+	Reason string
+}
+
 // Rollout outcomes.
 const (
 	OutcomeComplete  = "complete"
@@ -96,12 +129,15 @@ const (
 	OutcomeCancelled = "cancelled"
 )
 
-func (Fork) isDecision()           {}
-func (Drain) isDecision()          {}
-func (Kill) isDecision()           {}
-func (SetTimer) isDecision()       {}
-func (Note) isDecision()           {}
-func (Stopped) isDecision()        {}
-func (TargetChanged) isDecision()  {}
-func (RolloutStarted) isDecision() {}
-func (RolloutEnded) isDecision()   {}
+func (Fork) isDecision()             {}
+func (Drain) isDecision()            {}
+func (Kill) isDecision()             {}
+func (SetTimer) isDecision()         {}
+func (Note) isDecision()             {}
+func (Stopped) isDecision()          {}
+func (TargetChanged) isDecision()    {}
+func (RolloutStarted) isDecision()   {}
+func (RolloutEnded) isDecision()     {}
+func (RolloutCoalesced) isDecision() {}
+func (Ready) isDecision()            {}
+func (Refused) isDecision()          {}

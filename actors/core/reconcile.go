@@ -44,6 +44,7 @@ func (c *Cluster) reconcile() {
 	if !c.ready && c.listeningCount() >= c.target() {
 		c.ready = true
 		c.note(zerolog.InfoLevel, "cluster ready", nil, Field{"workers", c.target()}, Field{"generation", c.generation})
+		c.emit(Ready{Generation: c.generation, Workers: c.target()})
 	}
 }
 

@@ -75,9 +75,11 @@ func (c *Cluster) retireSlot() {
 	c.slots[best].active = false
 }
 
-func (c *Cluster) scale(n int, source string) {
+// scale sets the target count to n; in is the ScaleBy or ScaleTo asking.
+func (c *Cluster) scale(in Input, n int, source string) {
 	if c.stopping || !c.started {
 		c.note(zerolog.WarnLevel, "scale ignored", nil, Field{"source", source}, Field{"reason", c.notRunningReason()})
+		c.emit(Refused{Input: in, Reason: c.notRunningReason()})
 		return
 	}
 	n = min(max(n, 1), MaxWorkers)

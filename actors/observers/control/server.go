@@ -1,3 +1,14 @@
+// Package control serves the master's control socket (the protocol and
+// its client are package sockets/control): status, restart, stop and
+// scale, each answered once the cluster has decided it.
+//
+// A request's answer comes from the cluster's own step for it: restart and
+// scale reach the cluster through Supervisor, which returns the decisions
+// of that step. A Refused among them is an error reply with its reason;
+// an accepted restart then waits for the RolloutEnded of the rollout that
+// carries its generation (RolloutStarted or RolloutCoalesced in its step),
+// which Observe sees. Nothing depends on the wording of the cluster's
+// log lines (Notes) or on matching requests by their source.
 package control
 
 import (
@@ -9,7 +20,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,17 +27,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/actors/core"
-	ctl "github.com/dutchmaster/dutchmaster/sockets/control"
 	"github.com/dutchmaster/dutchmaster/sockets"
+	ctl "github.com/dutchmaster/dutchmaster/sockets/control"
 )
 
-// Supervisor is what the server asks of the cluster. Restart may refuse
-// (the configuration does not load); the others only send.
+// Supervisor is what the server asks of the cluster. Restart and Scale
+// return the decisions of the cluster's step that took the request, after
+// Observe has seen that step; Restart fails without a step when the master
+// refuses it first (the configuration does not load) or exits.
 type Supervisor interface {
 	View(ctx context.Context) (core.View, error)
-	Restart(ctx context.Context, source string) error
+	Restart(ctx context.Context, source string) ([]core.Decision, error)
 	Stop(source string)
-	Scale(target int, source string)
+	Scale(ctx context.Context, target int, source string) ([]core.Decision, error)
 }
 
 // Options configure a Server.
@@ -53,26 +65,34 @@ type Server struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 
-	mu       sync.Mutex
-	conns    map[*net.UnixConn]bool
-	closed   bool
-	seq      int
-	waiting  map[string]*waiter // by source: restart and scale requests not yet seen by the cluster
-	ending   []*waiter          // restarts waiting for their rollout to end
-	stops    []*waiter          // stops waiting for the cluster to stop
-	running  bool               // a rollout runs
-	stopped  bool               // the cluster has stopped
-	gen      int                // newest generation seen
-	target   int
-	forks    map[int]int // forks into each slot
-	sup      Supervisor
-	serveErr chan error
+	mu     sync.Mutex
+	conns  map[*net.UnixConn]bool
+	closed bool
+	seq    int
+	ending []*waiter // restarts waiting for their rollout to end
+	stops  []*waiter // stops waiting for the cluster to stop
+	// asking counts the restarts whose step may have been observed but
+	// whose decisions their handler has not read yet; while there are
+	// any, the rollouts that end are kept in ended, since one of them may
+	// be the end such a restart waits for.
+	asking     int
+	ended      []endedRollout
+	rolloutGen int         // the running rollout's generation, the newest restart it carries
+	stopped    bool        // the cluster has stopped
+	forks      map[int]int // forks into each slot
+	sup        Supervisor
 }
 
 type waiter struct {
-	command string
-	source  string
-	done    chan ctl.Reply // buffered: resolving never blocks
+	source     string
+	generation int            // a restart's: its rollout ends at a RolloutEnded of this generation or newer
+	done       chan ctl.Reply // buffered: resolving never blocks
+}
+
+// endedRollout is a RolloutEnded with the generation of its rollout.
+type endedRollout struct {
+	generation int
+	ended      core.RolloutEnded
 }
 
 // maxPath is the longest socket path the kernel takes (sun_path).
@@ -112,7 +132,7 @@ func Listen(opts Options) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		opts: opts, ln: fl.(*net.UnixListener), sock: sock, ctx: ctx, stop: cancel,
-		conns: map[*net.UnixConn]bool{}, waiting: map[string]*waiter{}, forks: map[int]int{},
+		conns: map[*net.UnixConn]bool{}, forks: map[int]int{},
 	}, nil
 }
 
@@ -161,16 +181,13 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.stop()
-	for _, w := range s.waiting {
-		w.done <- ctl.Reply{Error: "the master is exiting"}
-	}
 	for _, w := range s.ending {
 		w.done <- ctl.Reply{Error: "the master exited before the rollout ended"}
 	}
 	for _, w := range s.stops {
 		w.done <- ctl.Reply{OK: true}
 	}
-	s.waiting, s.ending, s.stops = nil, nil, nil
+	s.ending, s.stops = nil, nil
 	for c := range s.conns {
 		// Unblocks a read between requests; a reply being written still
 		// completes (it has a write deadline of its own).
@@ -257,70 +274,95 @@ func (s *Server) do(req ctl.Request, cred *unix.Ucred, log zerolog.Logger) ctl.R
 		if req.Workers < 1 || req.Workers > core.MaxWorkers {
 			return ctl.Reply{Error: fmt.Sprintf("scale %d: want 1 to %d workers", req.Workers, core.MaxWorkers)}
 		}
-		w := s.wait(ctl.CommandScale, source)
-		sup.Scale(req.Workers, source)
-		return s.await(w)
+		return s.scale(sup, req.Workers, source)
 	case "":
 		return ctl.Reply{Error: `no "command" (want status, restart, stop or scale)`}
 	}
 	return ctl.Reply{Error: fmt.Sprintf("unknown command %q (want status, restart, stop or scale)", req.Command)}
 }
 
-// wait registers a request whose answer comes from the cluster's steps.
-func (s *Server) wait(command, source string) *waiter {
-	w := &waiter{command: command, source: source, done: make(chan ctl.Reply, 1)}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		w.done <- ctl.Reply{Error: "the master is exiting"}
-		return w
-	}
-	switch {
-	case command == ctl.CommandStop && s.stopped:
-		w.done <- ctl.Reply{OK: true}
-	case command == ctl.CommandStop:
-		s.stops = append(s.stops, w)
-	default:
-		s.waiting[source] = w
-	}
-	return w
-}
-
-func (s *Server) forget(w *waiter) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.waiting[w.source] == w {
-		delete(s.waiting, w.source)
-	}
-}
-
-func (s *Server) await(w *waiter) ctl.Reply { return <-w.done }
-
 func (s *Server) restart(sup Supervisor, source string) ctl.Reply {
-	w := s.wait(ctl.CommandRestart, source)
-	if err := sup.Restart(s.ctx, source); err != nil {
-		s.forget(w)
-		select {
-		case rep := <-w.done: // Close answered first
-			return rep
-		default:
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ctl.Reply{Error: "the master is exiting"}
+	}
+	s.asking++
+	s.mu.Unlock()
+	out, err := sup.Restart(s.ctx, source)
+	w, rep := s.restarted(source, out, err)
+	if w == nil {
+		return rep
+	}
+	return <-w.done
+}
+
+// restarted reads the decisions of a restart's step: the reply, or the
+// waiter that Observe answers when the restart's rollout ends.
+func (s *Server) restarted(source string, out []core.Decision, err error) (*waiter, ctl.Reply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ended := s.ended
+	if s.asking--; s.asking == 0 {
+		s.ended = nil
+	}
+	if err != nil {
+		return nil, ctl.Reply{Error: err.Error()}
+	}
+	if r, ok := refusal(out); ok {
+		return nil, ctl.Reply{Error: "restart ignored: " + r.Reason}
+	}
+	gen, ok := restartGeneration(out)
+	if !ok {
+		return nil, ctl.Reply{Error: "restart: the cluster began no rollout"}
+	}
+	// The rollout may have ended already, in the restart's own step or
+	// in one the cluster took before this handler read the decisions.
+	for _, e := range ended {
+		if e.generation >= gen {
+			return nil, rolloutReply(e, source)
 		}
+	}
+	if s.closed {
+		return nil, ctl.Reply{Error: "the master exited before the rollout ended"}
+	}
+	w := &waiter{source: source, generation: gen, done: make(chan ctl.Reply, 1)}
+	s.ending = append(s.ending, w)
+	return w, ctl.Reply{}
+}
+
+func (s *Server) scale(sup Supervisor, workers int, source string) ctl.Reply {
+	out, err := sup.Scale(s.ctx, workers, source)
+	if err != nil {
 		return ctl.Reply{Error: err.Error()}
 	}
-	return s.await(w)
+	if r, ok := refusal(out); ok {
+		return ctl.Reply{Error: "scale ignored: " + r.Reason}
+	}
+	return ctl.Reply{OK: true, Target: workers}
 }
 
 func (s *Server) stopCluster(sup Supervisor, source string) ctl.Reply {
 	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	v, err := sup.View(ctx)
 	cancel()
-	w := s.wait(ctl.CommandStop, source)
+	w := &waiter{source: source, done: make(chan ctl.Reply, 1)}
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		w.done <- ctl.Reply{Error: "the master is exiting"}
+	case s.stopped:
+		w.done <- ctl.Reply{OK: true}
+	default:
+		s.stops = append(s.stops, w)
+	}
+	s.mu.Unlock()
 	// A second stop request kills the workers (as a second SIGTERM does);
 	// ctl stop only ever asks for the graceful one, and waits for it.
 	if err != nil || !v.Stopping {
 		sup.Stop(source)
 	}
-	return s.await(w)
+	return <-w.done
 }
 
 func (s *Server) status(sup Supervisor) ctl.Reply {
@@ -366,49 +408,33 @@ func buildStatus(v core.View, name string, forks map[int]int, now time.Time) *ct
 }
 
 // Observe follows one step of the cluster (actors.Options.Observe): it
-// answers the requests whose outcome the step decided, and counts forks
-// per slot for status.
+// answers the restarts whose rollout ended and the stops once the cluster
+// stopped, and counts forks per slot for status.
 func (s *Server) Observe(now time.Time, in core.Input, out []core.Decision) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	wasRunning := s.running
-	switch in := in.(type) {
-	case core.RestartRequested:
-		if w := s.take(in.Source); w != nil {
-			if wasRunning || contains[core.RolloutStarted](out) {
-				s.ending = append(s.ending, w)
-			} else {
-				w.done <- ctl.Reply{Error: "restart ignored: " + ignored(out)}
-			}
-		}
-	case core.ScaleTo:
-		if w := s.take(in.Source); w != nil {
-			target := in.Target
-			if why := ignored(out); why != "" {
-				w.done <- ctl.Reply{Error: "scale ignored: " + why}
-			} else {
-				w.done <- ctl.Reply{OK: true, Target: target}
-			}
-		}
-	}
 	for _, d := range out {
 		switch d := d.(type) {
 		case core.Fork:
 			s.forks[d.Slot]++
-			s.gen = max(s.gen, d.Generation)
-		case core.TargetChanged:
-			s.target = d.Target
 		case core.RolloutStarted:
-			s.running = true
-			s.gen = max(s.gen, d.Generation)
+			s.rolloutGen = d.Generation
+		case core.RolloutCoalesced:
+			s.rolloutGen = d.Generation
 		case core.RolloutEnded:
-			s.running = false
-			for _, w := range s.ending {
-				w.done <- ctl.Reply{OK: d.Outcome == core.OutcomeComplete,
-					Error:   rolloutError(d),
-					Rollout: &ctl.RolloutResult{Outcome: d.Outcome, Reason: d.Reason, Generation: s.gen, Source: w.source}}
+			e := endedRollout{generation: s.rolloutGen, ended: d}
+			if s.asking > 0 {
+				s.ended = append(s.ended, e)
 			}
-			s.ending = nil
+			waiting := s.ending[:0]
+			for _, w := range s.ending {
+				if w.generation <= e.generation {
+					w.done <- rolloutReply(e, w.source)
+				} else {
+					waiting = append(waiting, w)
+				}
+			}
+			s.ending = waiting
 		case core.Stopped:
 			s.stopped = true
 			for _, w := range s.stops {
@@ -419,10 +445,11 @@ func (s *Server) Observe(now time.Time, in core.Input, out []core.Decision) {
 	}
 }
 
-func (s *Server) take(source string) *waiter {
-	w := s.waiting[source]
-	delete(s.waiting, source)
-	return w
+// rolloutReply answers a restart whose rollout ended.
+func rolloutReply(e endedRollout, source string) ctl.Reply {
+	d := e.ended
+	return ctl.Reply{OK: d.Outcome == core.OutcomeComplete, Error: rolloutError(d),
+		Rollout: &ctl.RolloutResult{Outcome: d.Outcome, Reason: d.Reason, Generation: e.generation, Source: source}}
 }
 
 func rolloutError(d core.RolloutEnded) string {
@@ -435,31 +462,29 @@ func rolloutError(d core.RolloutEnded) string {
 	return "rollout " + d.Outcome + ": " + d.Reason
 }
 
-func contains[T core.Decision](out []core.Decision) bool {
+// refusal finds the cluster's refusal of the input of a step.
+func refusal(out []core.Decision) (core.Refused, bool) {
 	for _, d := range out {
-		if _, ok := d.(T); ok {
-			return true
+		if r, ok := d.(core.Refused); ok {
+			return r, true
 		}
 	}
-	return false
+	return core.Refused{}, false
 }
 
-// ignored finds why the core ignored a request: its "… ignored" note's
-// reason, "" when it did not.
-func ignored(out []core.Decision) string {
+// restartGeneration is the generation an accepted restart's step rolls
+// to: that of the rollout it began or joined. The restart is handled
+// before anything else in its step, so the first such fact is its own.
+func restartGeneration(out []core.Decision) (int, bool) {
 	for _, d := range out {
-		n, ok := d.(core.Note)
-		if !ok || !strings.HasSuffix(n.Message, " ignored") {
-			continue
+		switch d := d.(type) {
+		case core.RolloutStarted:
+			return d.Generation, true
+		case core.RolloutCoalesced:
+			return d.Generation, true
 		}
-		for _, f := range n.Fields {
-			if f.Key == "reason" {
-				return fmt.Sprint(f.Value)
-			}
-		}
-		return n.Message
 	}
-	return ""
+	return 0, false
 }
 
 func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {

@@ -35,16 +35,25 @@ type fakeCluster struct {
 	calls chan func()
 	done  chan struct{}
 	seen  chan core.Input // every input, after Observe
+	// asked is the step of the input ask sent, once taken; only the
+	// cluster's goroutine uses it.
+	asking bool
+	asked  []core.Decision
 	// refuse, when set, is Restart's answer (a configuration that does
-	// not load).
-	mu     sync.Mutex
-	refuse error
+	// not load); afterRestart, when set, runs on the cluster's goroutine
+	// after a restart's step, before Restart returns.
+	mu           sync.Mutex
+	refuse       error
+	afterRestart func()
 }
 
 func newFakeCluster(t *testing.T, s *Server, workers int) *fakeCluster {
 	f := &fakeCluster{d: scenarios.NewDriver(), calls: make(chan func()), done: make(chan struct{}), seen: make(chan core.Input, 1000)}
 	observe := func(now time.Time, in core.Input, out []core.Decision) {
 		s.Observe(now, in, out)
+		if f.asking {
+			f.asking, f.asked = false, out
+		}
 		f.seen <- in
 	}
 	f.d.Start(actors.Options{Logger: zerolog.Nop(), Observe: observe, Workers: func() int { return workers }},
@@ -71,21 +80,38 @@ func (f *fakeCluster) View(ctx context.Context) (core.View, error) {
 	f.do(func() { v = f.d.Host.View() })
 	return v, nil
 }
-func (f *fakeCluster) Restart(ctx context.Context, source string) error {
+
+// ask sends an input as actors.Cluster.Ask does: the decisions of its
+// step come back once Observe has seen it. Between calls the driver's
+// queue is empty, so the first step after the send is the input's.
+func (f *fakeCluster) ask(in core.Input) []core.Decision {
+	var out []core.Decision
+	f.do(func() {
+		f.asking = true
+		f.d.Send(in)
+		out, f.asked = f.asked, nil
+	})
+	return out
+}
+
+func (f *fakeCluster) Restart(ctx context.Context, source string) ([]core.Decision, error) {
 	f.mu.Lock()
-	refuse := f.refuse
+	refuse, after := f.refuse, f.afterRestart
 	f.mu.Unlock()
 	if refuse != nil {
-		return refuse
+		return nil, refuse
 	}
-	f.calls <- func() { f.d.Send(core.RestartRequested{Source: source}) }
-	return nil
+	out := f.ask(core.RestartRequested{Source: source})
+	if after != nil {
+		f.do(after)
+	}
+	return out, nil
 }
 func (f *fakeCluster) Stop(source string) {
 	f.calls <- func() { f.d.Send(core.StopRequested{Source: source}) }
 }
-func (f *fakeCluster) Scale(n int, source string) {
-	f.calls <- func() { f.d.Send(core.ScaleTo{Target: n, Source: source}) }
+func (f *fakeCluster) Scale(ctx context.Context, n int, source string) ([]core.Decision, error) {
+	return f.ask(core.ScaleTo{Target: n, Source: source}), nil
 }
 
 // waitInput waits until the cluster has taken an input of type T.
@@ -269,6 +295,46 @@ func TestRestart(t *testing.T) {
 	}
 	if !strings.Contains(st.logs.String(), `"command":"restart"`) {
 		t.Errorf("restart not logged:\n%s", st.logs)
+	}
+}
+
+// TestRestartEndedBeforeRead: a restart whose rollout ends before its
+// handler has read the decisions of its step is answered with that end.
+func TestRestartEndedBeforeRead(t *testing.T) {
+	st := start(t, 2, Options{})
+	st.f.mu.Lock()
+	st.f.afterRestart = func() { must(t, st.f.d.SettleWorkers()) }
+	st.f.mu.Unlock()
+	rep := recv(t, async(t, st.path, ctl.Request{Command: ctl.CommandRestart}))
+	if !rep.OK || rep.Rollout == nil || rep.Rollout.Outcome != core.OutcomeComplete || rep.Rollout.Generation != 2 {
+		t.Fatalf("reply %+v %+v", rep, rep.Rollout)
+	}
+	// A later restart waits for its own rollout, not the one that ended.
+	st.f.mu.Lock()
+	st.f.afterRestart = nil
+	st.f.mu.Unlock()
+	ch := async(t, st.path, ctl.Request{Command: ctl.CommandRestart})
+	waitInput[core.RestartRequested](t, st.f)
+	select {
+	case rep := <-ch:
+		t.Fatalf("answered before its rollout ended: %+v", rep)
+	case <-time.After(50 * time.Millisecond):
+	}
+	st.f.do(func() { must(t, st.f.d.SettleWorkers()) })
+	if rep := recv(t, ch); !rep.OK || rep.Rollout == nil || rep.Rollout.Generation != 3 {
+		t.Fatalf("second reply %+v %+v", rep, rep.Rollout)
+	}
+}
+
+// TestScaleRefused: a scale the cluster refuses (it stops) is answered
+// with the reason.
+func TestScaleRefused(t *testing.T) {
+	st := start(t, 1, Options{})
+	st.f.Stop("test")
+	waitInput[core.StopRequested](t, st.f)
+	rep, err := dial(t, st.path).Do(ctl.Request{Command: ctl.CommandScale, Workers: 2})
+	if err != nil || rep.OK || rep.Error != "scale ignored: stopping" {
+		t.Fatalf("%+v %v", rep, err)
 	}
 }
 

@@ -55,6 +55,22 @@ type (
 		Outcome string `json:"outcome"`
 		Reason  string `json:"reason,omitempty"`
 	}
+	rolloutCoalescedOut struct {
+		Type       string `json:"type"`
+		Generation int    `json:"generation"`
+		Source     string `json:"source"`
+	}
+	readyOut struct {
+		Type       string `json:"type"`
+		Generation int    `json:"generation"`
+		Workers    int    `json:"workers"`
+	}
+	// refusedOut holds the refused input in its own journal form.
+	refusedOut struct {
+		Type   string          `json:"type"`
+		Input  json.RawMessage `json:"input"`
+		Reason string          `json:"reason"`
+	}
 	// worker is core.Worker; its times are offsets from the journal's start.
 	worker struct {
 		ID               int       `json:"id"`
@@ -115,6 +131,16 @@ func EncodeDecision(d core.Decision, start time.Time) (json.RawMessage, error) {
 		v = rolloutStartedOut{"RolloutStarted", d.Generation, d.Baseline, d.Source}
 	case core.RolloutEnded:
 		v = rolloutEndedOut{"RolloutEnded", d.Outcome, d.Reason}
+	case core.RolloutCoalesced:
+		v = rolloutCoalescedOut{"RolloutCoalesced", d.Generation, d.Source}
+	case core.Ready:
+		v = readyOut{"Ready", d.Generation, d.Workers}
+	case core.Refused:
+		in, err := EncodeInput(d.Input)
+		if err != nil {
+			return nil, fmt.Errorf("journal: refused input: %w", err)
+		}
+		v = refusedOut{"Refused", in, d.Reason}
 	default:
 		return nil, fmt.Errorf("journal: decision %T has no journal form", d)
 	}
@@ -159,6 +185,22 @@ func DecodeDecision(raw json.RawMessage, start time.Time) (core.Decision, error)
 	case "RolloutEnded":
 		v, err := decodeAs[rolloutEndedOut](raw)
 		return core.RolloutEnded{Outcome: v.Outcome, Reason: v.Reason}, err
+	case "RolloutCoalesced":
+		v, err := decodeAs[rolloutCoalescedOut](raw)
+		return core.RolloutCoalesced{Generation: v.Generation, Source: v.Source}, err
+	case "Ready":
+		v, err := decodeAs[readyOut](raw)
+		return core.Ready{Generation: v.Generation, Workers: v.Workers}, err
+	case "Refused":
+		v, err := decodeAs[refusedOut](raw)
+		if err != nil {
+			return nil, err
+		}
+		in, err := DecodeInput(v.Input, nil)
+		if err != nil {
+			return nil, fmt.Errorf("refused input: %w", err)
+		}
+		return core.Refused{Input: in, Reason: v.Reason}, nil
 	}
 	return nil, fmt.Errorf("unknown decision type %q", typ)
 }

@@ -25,6 +25,19 @@
 // any real run replays cleanly unless the core's behaviour changed, or
 // the journal was edited.
 //
+// # Versions
+//
+// The header's version says which decisions the journal records.
+// Version 1 records the orders (Fork, Drain, Kill, SetTimer), the Notes
+// and the facts Stopped, TargetChanged, RolloutStarted and RolloutEnded.
+// Version 2, written now, adds the facts Ready, Refused and
+// RolloutCoalesced, which the core reports so that programs never act on a
+// Note's wording. Replay reads both: for a version 1 journal it leaves the
+// later facts out of the replayed decisions before comparing (the core
+// reached the same points then, it only did not report them), and a
+// version 1 journal that holds one of them is a *FormatError. A journal
+// recorded by a real master in version 1 stays a valid regression test.
+//
 // The encoding is explicit, type by type (inputs.go, decisions.go): a
 // field added to a core type does not reach journals until it is added
 // here, and an unknown type tag or field is an error, never ignored.

@@ -12,8 +12,21 @@ import (
 // JSON lines.
 const Magic = "dutchmaster"
 
-// Version is the format version written; Replay reads only this one.
-const Version = 1
+// Version is the format version written. Replay reads it and every
+// earlier one (see the package documentation).
+const Version = 2
+
+// recordedIn says whether a journal of the given version records
+// decisions like d. Version 1 predates the facts Ready, Refused and
+// RolloutCoalesced: the core of that time reached the same points without
+// reporting them, so a replay leaves them out before comparing.
+func recordedIn(version int, d core.Decision) bool {
+	switch d.(type) {
+	case core.Ready, core.Refused, core.RolloutCoalesced:
+		return version >= 2
+	}
+	return true
+}
 
 // Epoch is where a replay's scripted clock starts: step times are offsets
 // from it. It is the scenario harness's epoch, so that replayed views read

@@ -89,6 +89,12 @@ func TestEveryDecisionRoundTrips(t *testing.T) {
 		core.TargetChanged{Target: 3},
 		core.RolloutStarted{Generation: 2, Baseline: 2, Source: "SIGUSR2"},
 		core.RolloutEnded{Outcome: core.OutcomeAborted, Reason: "exited before ready: code 1"},
+		core.RolloutCoalesced{Generation: 3, Source: "ctl#2 pid=7"},
+		core.Ready{Generation: 1, Workers: 2},
+		core.Refused{Input: core.RestartRequested{Source: "SIGUSR2", Target: 2}, Reason: "stopping"},
+		core.Refused{Input: core.ScaleBy{Delta: -1, Source: "SIGTTOU"}, Reason: "not started"},
+		core.Refused{Input: core.WorkerRestartRequested{Worker: 4}, Reason: "worker is forking"},
+		core.Refused{Input: core.Start{Target: 2}, Reason: "already started"},
 	}
 	for _, d := range decisions {
 		raw, err := journal.EncodeDecision(d, start)
@@ -245,7 +251,10 @@ func TestReplayFormatErrors(t *testing.T) {
 	cases := []struct{ name, journal, want string }{
 		{"empty", "", "empty file"},
 		{"not a journal", `{"hello":1}` + "\n", "not a dutchmaster journal"},
-		{"other version", strings.Replace(header, `"version":1`, `"version":9`, 1) + "\n", "journal version 9"},
+		{"other version", strings.Replace(header, `"version":2`, `"version":9`, 1) + "\n", "journal version 9"},
+		{"fact in version 1", strings.Replace(header, `"version":2`, `"version":1`, 1) + "\n" +
+			`{"at":"0s","input":{"type":"Start","target":1},"decisions":[{"type":"Ready","generation":1,"workers":1}]}` + "\n",
+			"line 2: decision 1: a core.Ready in a version 1 journal"},
 		{"unknown input", header + "\n" + `{"at":"0s","input":{"type":"Nope"}}` + "\n", "line 2: input: unknown input type"},
 		{"misspelt field", header + "\n" + `{"at":"0s","input":{"type":"Start","targte":2}}` + "\n", `unknown field "targte"`},
 		{"custom policy", strings.Replace(header, `"policy":{"name":"rolling","max_surge":1}`, `"policy":{"name":"mine","custom":true}`, 1) + "\n" + rest, `custom policy`},
@@ -327,4 +336,95 @@ func TestGeneratedRunsReplay(t *testing.T) {
 			rt.Fatalf("%v\njournal:\n%s", err, j)
 		}
 	})
+}
+
+// withFacts: start, ready, a restart, a second one that joins it, the
+// end of the rollout, a stop and a restart refused because of it.
+func withFacts(t fataler) func(d *scenarios.Driver) {
+	return func(d *scenarios.Driver) {
+		must(t, d.SettleWorkers())
+		must(t, d.Signal(syscall.SIGUSR2))
+		must(t, d.Signal(syscall.SIGUSR2))
+		must(t, d.SettleWorkers())
+		must(t, d.Signal(syscall.SIGTERM))
+		must(t, d.Signal(syscall.SIGUSR2))
+		must(t, d.SettleWorkers())
+	}
+}
+
+var factTags = []string{
+	`{"type":"Ready","generation":1,"workers":2}`,
+	`{"type":"RolloutCoalesced","generation":3,"source":"SIGUSR2"}`,
+	`{"type":"Refused","input":{"type":"RestartRequested","source":"SIGUSR2","target":2},"reason":"stopping"}`,
+}
+
+// TestReplayFacts: a journal records the facts (Ready, RolloutCoalesced,
+// Refused) and replays with them; an edited fact is a mismatch at its line.
+func TestReplayFacts(t *testing.T) {
+	j := string(record(t, core.Config{}, withFacts(t)))
+	if !strings.HasPrefix(j, `{"journal":"dutchmaster","version":2,`) {
+		t.Fatalf("header: %s", j[:strings.Index(j, "\n")])
+	}
+	for _, want := range factTags {
+		if !strings.Contains(j, want) {
+			t.Errorf("journal lacks %s:\n%s", want, j)
+		}
+	}
+	if _, err := journal.Replay(strings.NewReader(j), journal.ReplayOptions{}); err != nil {
+		t.Fatalf("%v\njournal:\n%s", err, j)
+	}
+	lines := strings.Split(j, "\n")
+	for _, c := range []struct{ from, to string }{
+		{`{"type":"Ready","generation":1,"workers":2}`, `{"type":"Ready","generation":1,"workers":3}`},
+		{`"reason":"stopping"}`, `"reason":"not started"}`},
+		{`{"type":"RolloutCoalesced","generation":3,`, `{"type":"RolloutCoalesced","generation":2,`},
+	} {
+		t.Run(c.from, func(t *testing.T) {
+			line := -1
+			for i, l := range lines {
+				if strings.Contains(l, c.from) {
+					line = i
+					break
+				}
+			}
+			if line < 0 {
+				t.Fatalf("no line with %s", c.from)
+			}
+			cp := append([]string(nil), lines...)
+			cp[line] = strings.Replace(cp[line], c.from, c.to, 1)
+			_, err := journal.Replay(strings.NewReader(strings.Join(cp, "\n")), journal.ReplayOptions{})
+			var m *journal.Mismatch
+			if !errors.As(err, &m) || m.Line != line+1 || !strings.Contains(m.Recorded, c.to) {
+				t.Fatalf("got %v, want a mismatch at line %d recording %s", err, line+1, c.to)
+			}
+		})
+	}
+}
+
+// TestReplayVersion1: a version 1 journal (the same run without the facts
+// version 2 added) replays: the replayed facts are left out before
+// comparing, and the summary counts the decisions compared.
+func TestReplayVersion1(t *testing.T) {
+	v2 := string(record(t, core.Config{}, withFacts(t)))
+	v1 := strings.Replace(v2, `"version":2`, `"version":1`, 1)
+	for _, fact := range factTags {
+		for _, sep := range []string{fact + ",", "," + fact, fact} {
+			v1 = strings.ReplaceAll(v1, sep, "")
+		}
+	}
+	v1 = strings.ReplaceAll(v1, `,"decisions":[]`, "")
+	if strings.Contains(v1, `"type":"Ready"`) || strings.Contains(v1, `"type":"Refused"`) || strings.Contains(v1, `"type":"RolloutCoalesced"`) {
+		t.Fatalf("facts left in the version 1 journal:\n%s", v1)
+	}
+	sum1, err := journal.Replay(strings.NewReader(v1), journal.ReplayOptions{})
+	if err != nil {
+		t.Fatalf("%v\njournal:\n%s", err, v1)
+	}
+	sum2, err := journal.Replay(strings.NewReader(v2), journal.ReplayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum1.Steps != sum2.Steps || sum1.Decisions != sum2.Decisions-len(factTags) {
+		t.Fatalf("version 1: %d steps, %d decisions; version 2: %d steps, %d decisions", sum1.Steps, sum1.Decisions, sum2.Steps, sum2.Decisions)
+	}
 }

@@ -26,9 +26,11 @@ type ReplayOptions struct {
 
 // Step is one replayed step, for ReplayOptions.AfterStep.
 type Step struct {
-	Line      int // 1-based line of the journal
-	At        time.Duration
-	Input     core.Input
+	Line  int // 1-based line of the journal
+	At    time.Duration
+	Input core.Input
+	// Decisions are every decision of the replayed step, facts included
+	// whatever the journal's version.
 	Decisions []core.Decision
 	// Before and After are the cluster's views around the step.
 	Before, After core.View
@@ -38,8 +40,10 @@ type Step struct {
 
 // Summary says what a replay covered.
 type Summary struct {
-	Header    Header
-	Steps     int
+	Header Header
+	Steps  int
+	// Decisions counts the decisions compared (those the journal's
+	// version records).
 	Decisions int
 	// Truncated: the journal's last line was cut short (the master died
 	// while writing it); it was ignored.
@@ -154,7 +158,7 @@ func Replay(r io.Reader, opts ReplayOptions) (Summary, error) {
 			}
 			return sum, &FormatError{Line: line, Err: err}
 		}
-		if err := replayStep(c, line, s, opts, &sum); err != nil {
+		if err := replayStep(c, h.Version, line, s, opts, &sum); err != nil {
 			return sum, err
 		}
 	}
@@ -167,13 +171,16 @@ func decodeHeader(b []byte) (Header, error) {
 	if err := dec.Decode(&h); err != nil || h.Journal != Magic {
 		return h, errors.New(`not a dutchmaster journal (the first line must be its header, {"journal":"dutchmaster",...})`)
 	}
-	if h.Version != Version {
-		return h, fmt.Errorf("journal version %d: this dutchmaster reads version %d", h.Version, Version)
+	if h.Version < 1 || h.Version > Version {
+		return h, fmt.Errorf("journal version %d: this dutchmaster reads versions 1 to %d", h.Version, Version)
 	}
 	return h, nil
 }
 
-func replayStep(c *core.Cluster, line int, s stepLine, opts ReplayOptions, sum *Summary) error {
+// replayStep steps c with one recorded input and compares the decisions,
+// leaving out of the replayed ones those the journal's version does not
+// record.
+func replayStep(c *core.Cluster, version, line int, s stepLine, opts ReplayOptions, sum *Summary) error {
 	in, err := DecodeInput(s.Input, opts.Policies)
 	if err != nil {
 		return &FormatError{Line: line, Err: fmt.Errorf("input: %w", err)}
@@ -183,6 +190,9 @@ func replayStep(c *core.Cluster, line int, s stepLine, opts ReplayOptions, sum *
 		d, err := DecodeDecision(raw, Epoch)
 		if err != nil {
 			return &FormatError{Line: line, Err: fmt.Errorf("decision %d: %w", i+1, err)}
+		}
+		if !recordedIn(version, d) {
+			return &FormatError{Line: line, Err: fmt.Errorf("decision %d: a %T in a version %d journal, which does not record them", i+1, d, version)}
 		}
 		canon, err := EncodeDecision(d, Epoch)
 		if err != nil {
@@ -196,13 +206,16 @@ func replayStep(c *core.Cluster, line int, s stepLine, opts ReplayOptions, sum *
 		before = c.View()
 	}
 	out := c.Step(Epoch.Add(at), in)
-	replayed := make([]string, len(out))
-	for i, d := range out {
+	replayed := make([]string, 0, len(out))
+	for _, d := range out {
+		if !recordedIn(version, d) {
+			continue
+		}
 		raw, err := EncodeDecision(d, Epoch)
 		if err != nil {
 			return err
 		}
-		replayed[i] = string(raw)
+		replayed = append(replayed, string(raw))
 	}
 	for i := range max(len(recorded), len(replayed)) {
 		var rec, rep string
@@ -218,7 +231,7 @@ func replayStep(c *core.Cluster, line int, s stepLine, opts ReplayOptions, sum *
 		}
 	}
 	sum.Steps++
-	sum.Decisions += len(out)
+	sum.Decisions += len(replayed)
 	if opts.AfterStep != nil {
 		step := Step{Line: line, At: at, Input: in, Decisions: out, Before: before, After: c.View(), Config: c.Config()}
 		if err := opts.AfterStep(step); err != nil {

@@ -1,7 +1,8 @@
 // Package metrics turns what the cluster actor sees and decides into
 // Prometheus metrics, and answers the health checks of container
-// orchestrators. Counters and histograms follow the inputs and decisions
-// (Collector.Observe, fed by actors.Options.Observe); gauges are read
+// orchestrators. Counters and histograms follow the inputs and the typed
+// decisions, never a Note's wording (Collector.Observe, fed by
+// actors.Options.Observe); gauges are read
 // from the cluster's view at scrape time, so they are never stale.
 //
 // Everything is registered on a private registry: the process's global

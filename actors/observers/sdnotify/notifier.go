@@ -16,16 +16,12 @@ import (
 	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
-// ClusterReady is the message of the core's Note at the moment the first
-// generation listens: the master's READY=1.
-const ClusterReady = "cluster ready"
-
 // Notifier speaks sd_notify for the master. Observe (fed by
 // actors.Options.Observe) turns the cluster's steps into notifications;
 // they are sent in order by a goroutine of the Notifier's own, so that the
 // cluster actor never waits on systemd.
 //
-//	READY=1                 once the first generation listens (the "cluster ready" note)
+//	READY=1                 once the first generation listens (the core's Ready)
 //	RELOADING=1             when a rolling restart begins, once ready, with
 //	MONOTONIC_USEC=…        CLOCK_MONOTONIC in µs (what Type=notify-reload wants)
 //	READY=1                 when that rollout ends, however it ends (but a stop)
@@ -34,6 +30,9 @@ const ClusterReady = "cluster ready"
 //
 // Rollouts a worker asked for (its own replacement) are no reload of the
 // service: they change STATUS only.
+//
+// Only the core's typed facts (Ready, RolloutStarted, RolloutEnded,
+// TargetChanged, Stopped) and inputs drive it, never a Note's wording.
 type Notifier struct {
 	send func(state string) error
 	log  zerolog.Logger
@@ -122,8 +121,8 @@ func (n *Notifier) Observe(now time.Time, in core.Input, out []core.Decision) {
 			}
 		case core.Fork:
 			n.generation = max(n.generation, d.Generation)
-		case core.Note:
-			if d.Message == ClusterReady && !n.ready && !n.stopping {
+		case core.Ready:
+			if !n.ready && !n.stopping {
 				n.ready = true
 				n.notify("READY=1", "STATUS="+n.status(""))
 			}

@@ -1,6 +1,7 @@
 package sdnotify
 
 import (
+	"fmt"
 	"net"
 	"path/filepath"
 	"slices"
@@ -115,18 +116,25 @@ func TestNotifySequence(t *testing.T) {
 	}
 }
 
-// TestClusterReadyNote pins the core's note that READY=1 waits for.
-func TestClusterReadyNote(t *testing.T) {
+// TestReadyFact pins the core's fact that READY=1 waits for: Ready, once,
+// at the step where the first generation listens.
+func TestReadyFact(t *testing.T) {
 	c := core.New(core.Config{})
 	now := time.Now()
-	c.Step(now, core.Start{Target: 1})
-	c.Step(now, core.WorkerSpawned{Worker: 1, PID: 10})
-	for _, d := range c.Step(now, core.WorkerListening{Worker: 1}) {
-		if n, ok := d.(core.Note); ok && n.Message == ClusterReady {
-			return
+	inputs := []core.Input{core.Start{Target: 2}, core.WorkerSpawned{Worker: 1, PID: 10}, core.WorkerSpawned{Worker: 2, PID: 11},
+		core.WorkerListening{Worker: 1}, core.WorkerListening{Worker: 2}, // ready here
+		core.RestartRequested{Source: "test", Target: 2}, core.WorkerListening{Worker: 3}}
+	var got []string
+	for i, in := range inputs {
+		for _, d := range c.Step(now, in) {
+			if r, ok := d.(core.Ready); ok {
+				got = append(got, fmt.Sprintf("step %d: %+v", i, r))
+			}
 		}
 	}
-	t.Fatalf("the core no longer notes %q when the first generation listens", ClusterReady)
+	if want := []string{"step 4: {Generation:1 Workers:2}"}; !slices.Equal(got, want) {
+		t.Fatalf("Ready facts %q, want %q", got, want)
+	}
 }
 
 // TestNotifierSends: with NOTIFY_SOCKET set, notifications arrive as
