@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: all build test vet bench soak rewrite fmt demo express-demo
+.PHONY: all build test vet fuzz bench soak rewrite fmt demo express-demo
 
 all: build test
 
@@ -15,6 +15,29 @@ vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+# Fuzzing of the parsers of outside input, FUZZTIME each, one after
+# another. `make test` runs their seed corpora (f.Add and testdata/fuzz/)
+# as ordinary tests; a crasher found here is written to the package's
+# testdata/fuzz/ and so becomes a seed.
+FUZZTIME ?= 20s
+FUZZ_TARGETS = \
+	./sockets/wire:FuzzLineReader \
+	./sockets/wire:FuzzClassify \
+	./sockets:FuzzParseNotify \
+	./sockets/nodecluster:FuzzMessage \
+	./sockets/control:FuzzParseRequest \
+	./cmd/dutchmaster:FuzzLoadConfig \
+	./actors/observers/journal:FuzzReplay \
+	./actors/observers/journal:FuzzDecodeInput \
+	./actors/observers/journal:FuzzDecodeDecision
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 # Benchmarks: speed and memory targets are measured here, never asserted in tests.
 # cmd/dmbench: rolling restarts under load, 2/4/8 workers x new connection/keep-alive

@@ -1,75 +1,35 @@
 package actors
 
 import (
-	"bytes"
-	"encoding/json"
-	"strings"
+	"github.com/dutchmaster/dutchmaster/sockets"
+	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
+// What a worker says is read by the wire format's own classifier
+// (wire.Classify), which sits beside the event names it reads; these are
+// the names the worker machine and the fake runtime use for it.
+
 // WorkerMessage is what a worker said, classified.
-type WorkerMessage struct {
-	Kind  MessageKind
-	Event string // the event name, for unknown events
-}
+type WorkerMessage = wire.Message
 
 // MessageKind sorts what workers say.
-type MessageKind int
+type MessageKind = wire.Kind
 
 // The kinds of worker message.
 const (
-	MsgUnknown        MessageKind = iota // valid JSON the master does not act on
-	MsgMalformed                         // not JSON
-	MsgReady                             // {"event":"listening"}, {"event":"ready"}, "ready"
-	MsgRequestRestart                    // {"event":"request-restart"}
+	MsgUnknown        = wire.KindUnknown        // valid JSON the master does not act on
+	MsgMalformed      = wire.KindMalformed      // not JSON
+	MsgReady          = wire.KindReady          // {"event":"listening"}, {"event":"ready"}, "ready"
+	MsgRequestRestart = wire.KindRequestRestart // {"event":"request-restart"}
 )
 
-// ClassifyIPC reads one line from a worker's IPC channel. It accepts the
-// forms of DESIGN.md section 3: {"event":"listening"}, {"event":"ready"}
-// and the bare string "ready" mark readiness; {"event":"request-restart"}
-// asks for a replacement. Anything else is unknown or malformed; nothing
-// here fails on any input.
-func ClassifyIPC(line []byte) WorkerMessage {
-	line = bytes.TrimSpace(line)
-	var s string
-	if err := json.Unmarshal(line, &s); err == nil {
-		if s == "ready" {
-			return WorkerMessage{Kind: MsgReady}
-		}
-		return WorkerMessage{Kind: MsgUnknown, Event: clip(s)}
-	}
-	var m struct {
-		Event string `json:"event"`
-	}
-	if !json.Valid(line) {
-		return WorkerMessage{Kind: MsgMalformed}
-	}
-	if err := json.Unmarshal(line, &m); err != nil {
-		return WorkerMessage{Kind: MsgUnknown}
-	}
-	switch m.Event {
-	case "listening", "ready":
-		return WorkerMessage{Kind: MsgReady}
-	case "request-restart":
-		return WorkerMessage{Kind: MsgRequestRestart}
-	}
-	return WorkerMessage{Kind: MsgUnknown, Event: clip(m.Event)}
-}
+// ClassifyIPC reads one line from a worker's IPC channel, in the forms of
+// docs/protocol.md, section 2; nothing here fails on any input.
+func ClassifyIPC(line []byte) WorkerMessage { return wire.Classify(line) }
 
-// NotifyReady reports whether an sd_notify payload says READY=1.
+// NotifyReady reports whether an sd_notify payload marks its sender ready:
+// READY=1 as systemd reads a datagram, the last assignment of a key
+// winning (sockets.ParseNotify, the one sd_notify parser).
 func NotifyReady(payload string) bool {
-	for _, kv := range strings.Split(payload, "\n") {
-		if strings.TrimSpace(kv) == "READY=1" {
-			return true
-		}
-	}
-	return false
-}
-
-// clip keeps log lines short whatever a worker sends.
-func clip(s string) string {
-	const most = 64
-	if len(s) > most {
-		return s[:most] + "…"
-	}
-	return s
+	return sockets.Notification{Assignments: sockets.ParseNotify(payload)}.Ready()
 }

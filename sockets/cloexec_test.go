@@ -11,19 +11,20 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 	"golang.org/x/sys/unix"
 )
 
 func init() {
 	// report-fds: print the descriptors this process inherited, i.e. the
 	// open ones without close-on-exec (everything Go itself opens has it).
-	helpers["report-fds"] = func([]string) int {
+	testproc.Register("report-fds", func([]string) int {
 		fmt.Println(strings.Trim(fmt.Sprint(inheritedFDs()), "[]"))
 		return 0
-	}
+	})
 	// sweep: leak a descriptor, start report-fds before and after
 	// CloseOnExecAll, and print both reports.
-	helpers["sweep"] = sweepHelper
+	testproc.Register("sweep", sweepHelper)
 }
 
 func inheritedFDs() []int {
@@ -100,8 +101,8 @@ func TestCloseOnExecAll(t *testing.T) {
 // execHelper starts this test binary as a helper from inside a helper.
 func execHelper(name string) *exec.Cmd {
 	exe, _ := os.Executable()
-	cmd := exec.Command(exe, name)
-	cmd.Env = append(os.Environ(), helperEnv+"=1", "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), testproc.Environ(name)...)
 	cmd.Stderr = os.Stderr
 	return cmd
 }

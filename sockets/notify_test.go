@@ -10,13 +10,14 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 	"golang.org/x/sys/unix"
 )
 
 func init() {
 	// notify-send: send args[0] with go-systemd's client, as a real worker
 	// library would.
-	helpers["notify-send"] = func(args []string) int {
+	testproc.Register("notify-send", func(args []string) int {
 		if ok, err := daemon.SdNotify(true, args[0]); !ok || err != nil {
 			os.Stderr.WriteString("sd_notify failed\n")
 			return 1
@@ -25,7 +26,7 @@ func init() {
 			return 3 // unsetEnv=true must have cleared it
 		}
 		return 0
-	}
+	})
 }
 
 func newTestNotifySocket(t *testing.T) *NotifySocket {
@@ -223,5 +224,13 @@ func TestParseNotify(t *testing.T) {
 	}
 	if (Notification{Assignments: ParseNotify("READY=0")}).Ready() {
 		t.Error("READY=0 read as ready")
+	}
+	// systemd's rule: the last assignment of a key wins.
+	if (Notification{Assignments: ParseNotify("READY=1\nREADY=0")}).Ready() {
+		t.Error(`"READY=1\nREADY=0" read as ready`)
+	}
+	// systemd ends a line at '\r' as well as '\n'.
+	if got := ParseNotify("READY=1\r\nSTATUS=up\r"); len(got) != 2 || got[0] != (Assignment{"READY", "1"}) || got[1] != (Assignment{"STATUS", "up"}) {
+		t.Errorf("CRLF payload: got %q", got)
 	}
 }

@@ -14,12 +14,16 @@ type Assignment struct {
 	Key, Value string
 }
 
-// ParseNotify splits an sd_notify payload into its newline-separated
-// KEY=VALUE assignments, in order. Empty lines and lines without '=' or
-// with an empty key are skipped, as systemd does; values are kept verbatim.
+// ParseNotify splits an sd_notify payload into its KEY=VALUE assignments,
+// in order. It is the one reader of sd_notify payloads: the master's
+// readiness (actors.NotifyReady) reads through it too, so a datagram means
+// the same everywhere. As systemd splits a datagram (strv_split_newlines),
+// a line ends at '\n' or '\r', so "READY=1\r\n" counts; empty lines and
+// lines without '=' or with an empty key are skipped; values are kept
+// verbatim. A key may repeat: readers take the last assignment (Lookup).
 func ParseNotify(payload string) []Assignment {
 	var out []Assignment
-	for line := range strings.SplitSeq(payload, "\n") {
+	for line := range strings.FieldsFuncSeq(payload, isNotifyNewline) {
 		key, value, ok := strings.Cut(line, "=")
 		if !ok || key == "" {
 			continue
@@ -28,6 +32,8 @@ func ParseNotify(payload string) []Assignment {
 	}
 	return out
 }
+
+func isNotifyNewline(r rune) bool { return r == '\n' || r == '\r' }
 
 // Lookup returns the value of the last assignment of key, as systemd reads
 // a datagram that repeats one.

@@ -15,16 +15,17 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 )
 
 func init() {
 	// trampoline: what dutchmaster's hidden subcommand does.
-	helpers["trampoline"] = func(args []string) int {
+	testproc.Register("trampoline", func(args []string) int {
 		err := ExecWithListenPID(args)
 		fmt.Fprintln(os.Stderr, err)
 		return 127
-	}
-	helpers["activation-child"] = activationChild
+	})
+	testproc.Register("activation-child", activationChild)
 }
 
 // activationReport is what activation-child saw.
@@ -85,7 +86,7 @@ func TestListenersReachAChildThroughTheTrampoline(t *testing.T) {
 	defer ch.Close()
 	plan := PlanWorkerFiles([]*Listener{web, admin}, child, "")
 
-	cmd := helperCommand(t, "trampoline", testBinary(t), "activation-child")
+	cmd := helperCommand(t, "trampoline"+testproc.Chain+"activation-child", testBinary(t))
 	// Stale values from the master's own environment must not survive.
 	cmd.Env = plan.Environ(append(cmd.Env, "LISTEN_PID=1", "NOTIFY_SOCKET=/run/systemd/notify"))
 	cmd.ExtraFiles = plan.ExtraFiles

@@ -2,7 +2,6 @@ package osproc_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,56 +12,32 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/osproc"
 	"github.com/dutchmaster/dutchmaster/sockets"
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 )
 
 // The tests start real processes: the test binary itself, re-run in a
-// worker role (tableflip's and os/exec's own pattern, so no helper binary
-// can drift). roleEnv marks such a run; os.Args[1] names the role. The
-// binary is also its own trampoline: importing osproc installs it, and
+// worker role (testproc, so no helper binary can drift). The binary is
+// also its own trampoline: importing osproc installs it, and
 // Config.Executable defaults to os.Executable().
-const roleEnv = "DUTCHMASTER_OSPROC_TEST_ROLE"
+func TestMain(m *testing.M) { testproc.Main(m) }
 
 // testTimeout bounds every wait on a process or an event: generous, so a
 // loaded machine (and -race) does not fail, finite, so a bug does not hang.
-const testTimeout = 30 * time.Second
-
-func TestMain(m *testing.M) {
-	if os.Getenv(roleEnv) == "1" && len(os.Args) > 1 {
-		role, ok := roles[os.Args[1]]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown role %q\n", os.Args[1])
-			os.Exit(2)
-		}
-		os.Exit(role(os.Args[2:]))
-	}
-	goleak.VerifyTestMain(m)
-}
-
-// roleEnvironment is what every process in a role needs: the role marker,
-// and no 1 s sleep at exit under -race.
-func roleEnvironment() []string {
-	return []string{
-		roleEnv + "=1",
-		"GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"),
-	}
-}
+const testTimeout = testproc.Timeout
 
 func testBinary(t testing.TB) string {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return exe
+	return testproc.Executable(t)
 }
 
-// role is a worker command: this binary in the named role.
+// role is a worker command: this binary in the named role, with args.
+// newRuntime moves the role's name into the workers' environment
+// (testproc.Environ), so the workers' arguments are args alone.
 func role(t testing.TB, name string, args ...string) []string {
 	return append([]string{testBinary(t), name}, args...)
 }
@@ -73,7 +48,10 @@ func role(t testing.TB, name string, args ...string) []string {
 // (The zero Logger, the default, writes nowhere.)
 func newRuntime(t *testing.T, cfg osproc.Config) *osproc.Runtime {
 	t.Helper()
-	cfg.Env = append(roleEnvironment(), cfg.Env...)
+	if len(cfg.Command) >= 2 && cfg.Command[0] == testBinary(t) {
+		cfg.Env = append(testproc.Environ(cfg.Command[1]), cfg.Env...)
+		cfg.Command = append([]string{cfg.Command[0]}, cfg.Command[2:]...)
+	}
 	if cfg.Stdout == nil {
 		cfg.Stdout = os.Stderr
 	}
@@ -285,12 +263,7 @@ func alive(t *testing.T, fd int) bool {
 // killed if it outlives the test's bound.
 func helperCommand(t *testing.T, name string, args ...string) *exec.Cmd {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	cmd := exec.CommandContext(ctx, testBinary(t), append([]string{name}, args...)...)
-	cmd.Env = append(os.Environ(), roleEnvironment()...)
-	cmd.Stderr = os.Stderr
-	return cmd
+	return testproc.Command(t, name, args...)
 }
 
 // syncBuffer is a log destination safe for the runtime's goroutines.

@@ -12,11 +12,12 @@ import (
 
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/sockets/nodecluster"
+	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
 // listeningLine is what a Node.js cluster worker's first listening becomes
 // for the worker actor: the readiness message of the worker protocol.
-var listeningLine = []byte(`{"event":"listening"}`)
+var listeningLine = wire.EventLine(wire.EventListening)
 
 // receiveCluster handles one line from a Node.js cluster worker: the
 // session answers Node's internal messages; what they mean for the

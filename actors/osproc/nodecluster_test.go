@@ -18,9 +18,10 @@ import (
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/osproc"
 	"github.com/dutchmaster/dutchmaster/sockets"
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 )
 
-func init() { roles["cluster-worker"] = roleClusterWorker }
+func init() { testproc.Register("cluster-worker", roleClusterWorker) }
 
 // hello is what the "cluster-worker" role reports once it listens.
 type hello struct {

@@ -18,22 +18,27 @@ import (
 
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/osproc"
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 )
 
-// roles are what this binary does when re-run as a worker (or as a
+// The roles are what this binary does when re-run as a worker (or as a
 // master, or a worker's child); each returns the exit code. They speak on
 // the IPC channel with plain reads and writes on the inherited descriptor
 // (blocking, so no poller is set up and no descriptor is added).
-var roles = map[string]func(args []string) int{
-	"report":  roleReport,
-	"lines":   roleLines,
-	"drain":   roleDrain,
-	"notify":  roleNotify,
-	"spawner": roleSpawner,
-	"sleeper": roleSleeper,
-	"exit":    roleExit,
-	"chatter": roleChatter,
-	"master":  roleMaster,
+func init() {
+	for name, run := range map[string]func(args []string) int{
+		"report":  roleReport,
+		"lines":   roleLines,
+		"drain":   roleDrain,
+		"notify":  roleNotify,
+		"spawner": roleSpawner,
+		"sleeper": roleSleeper,
+		"exit":    roleExit,
+		"chatter": roleChatter,
+		"master":  roleMaster,
+	} {
+		testproc.Register(name, run)
+	}
 }
 
 // report is what the "report" role tells about itself, as its one IPC line.
@@ -261,7 +266,8 @@ func roleSpawner(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	child := exec.Command(exe, "sleeper")
+	child := exec.Command(exe)
+	child.Env = append(os.Environ(), testproc.Environ("sleeper")...)
 	child.Stdout, child.Stderr = os.Stdout, os.Stderr // as a shell's child would
 	if err := child.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -302,7 +308,7 @@ func roleChatter([]string) int {
 // Runtime, prints "worker PID NOTIFY_SOCKET" on stdout and blocks (until
 // killed).
 func roleMaster([]string) int {
-	rt, err := osproc.New(osproc.Config{Command: []string{os.Args[0], "sleeper"}})
+	rt, err := osproc.New(osproc.Config{Command: []string{os.Args[0]}, Env: testproc.Environ("sleeper")})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "master:", err)
 		return 1

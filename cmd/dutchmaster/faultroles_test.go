@@ -19,9 +19,9 @@ import (
 )
 
 // The fault roles: workers that misbehave on purpose, for faults_test.go.
-// They are the "worker" role with DM_FAULT set, dispatched from init, so
-// that they run before TestMain (whose switch is roles_test.go's); without
-// DM_FAULT nothing here runs and the "worker" role is apiWorker.
+// They are the "worker" role with DM_FAULT set (roles_test.go calls
+// faultRole first); without DM_FAULT nothing here runs and the "worker"
+// role is apiWorker.
 //
 //	DM_FAULT=raw           rawWorker: the protocol by hand (fd 3, the IPC fd), with
 //	                       HTTP endpoints that trigger each fault
@@ -32,12 +32,6 @@ import (
 //	DM_FAULT_DEAF_GEN=N    workers of generation <= N ignore the drain: SIGTERM
 //	                       and {"event":"disconnect"}/EOF on the IPC channel
 const faultEnv = "DM_FAULT"
-
-func init() {
-	if os.Getenv(roleEnv) == "worker" {
-		faultRole()
-	}
-}
 
 // faultRole runs the fault role DM_FAULT names and exits; it returns at
 // once when DM_FAULT is unset.

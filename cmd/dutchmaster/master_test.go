@@ -14,11 +14,12 @@ import (
 	"time"
 
 	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 )
 
-// Roles the test binary plays, chosen by DM_TEST_ROLE (the helper-process
+// Roles the test binary plays (roles_test.go), chosen by testproc.Env (the helper-process
 // pattern: no separate binaries to build or drift).
-const roleEnv = "DM_TEST_ROLE"
+const roleEnv = testproc.Env
 
 // patience bounds every wait on an event: generous, since these machines
 // are shared; a healthy run takes a fraction of it.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dutchmaster/dutchmaster/sockets"
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 )
 
 // The operations suite (ctl_test.go, systemd_test.go, metrics_test.go,
@@ -21,34 +22,29 @@ import (
 // control socket, systemd protocols, metrics, journal, pidfile and
 // subreaper, each through the real binary.
 //
-// Its extra roles are dispatched from init, before TestMain (whose
-// switch is roles_test.go's):
+// Its extra role and knob (testproc; roles_test.go has the others):
 //
-//	DM_TEST_ROLE=listen-pid-master  the master, started the way systemd
-//	                                starts it: LISTEN_PID set to its own pid
-//	                                (a re-exec that keeps the pid)
-//	DM_TEST_ORPHAN=FILE             (with the worker role) the worker first
-//	                                leaves an orphan behind, a `sleep 2`
-//	                                whose pid it writes to FILE
+//	listen-pid-master    the master, started the way systemd starts it:
+//	                     LISTEN_PID set to its own pid (a re-exec that
+//	                     keeps the pid)
+//	DM_TEST_ORPHAN=FILE  (with the worker role) the worker first leaves an
+//	                     orphan behind, a `sleep 2` whose pid it writes to FILE
 func init() {
-	switch os.Getenv(roleEnv) {
-	case "":
-		// Without --control, a master takes a control socket in
+	testproc.Register("listen-pid-master", func([]string) int {
+		os.Setenv(roleEnv, "master")
+		err := sockets.ExecWithListenPID(os.Args)
+		fmt.Fprintf(os.Stderr, "listen-pid-master: %v\n", err)
+		return 3
+	})
+	if os.Getenv(roleEnv) == "" {
+		// The test process, whose masters inherit this: without
+		// --control, a master takes a control socket in
 		// $XDG_RUNTIME_DIR (else its working directory, here the source
 		// tree). The other suites' masters run as they did before the
 		// control socket existed: its default directory does not exist,
 		// which a default path only warns about. Tests of the default
 		// set XDG_RUNTIME_DIR themselves.
 		os.Setenv("XDG_RUNTIME_DIR", filepath.Join(os.TempDir(), "dutchmaster-tests-have-no-runtime-dir"))
-	case "listen-pid-master":
-		os.Setenv(roleEnv, "master")
-		err := sockets.ExecWithListenPID(os.Args)
-		fmt.Fprintf(os.Stderr, "listen-pid-master: %v\n", err)
-		os.Exit(3)
-	case "worker":
-		if file := os.Getenv("DM_TEST_ORPHAN"); file != "" {
-			leaveOrphan(file)
-		}
 	}
 }
 

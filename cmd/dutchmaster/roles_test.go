@@ -16,29 +16,38 @@ import (
 
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
-	"go.uber.org/goleak"
 
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 	"github.com/dutchmaster/dutchmaster/sockets/worker"
 )
 
-func TestMain(m *testing.M) {
-	switch os.Getenv(roleEnv) {
-	case "":
-		goleak.VerifyTestMain(m)
-	case "master":
-		os.Exit(run(os.Args[1:], os.Stderr))
-	case "systemd-worker":
+// The roles this test binary plays, started by the tests (testproc):
+//
+//	master          dutchmaster itself, with the process's arguments
+//	worker          a Go worker written with sockets/worker (apiWorker),
+//	                or a fault worker when DM_FAULT is set (faultroles_test.go)
+//	systemd-worker  a worker that speaks only systemd's protocols
+//	listen-pid-master  (ops_test.go) the master, started the way systemd starts it
+func init() {
+	testproc.Register("master", func(args []string) int { return run(args, os.Stderr) })
+	testproc.Register("systemd-worker", func([]string) int {
 		systemdWorker(misbehave())
-	case "worker":
+		return 0
+	})
+	testproc.Register("worker", func([]string) int {
+		faultRole()
+		if file := os.Getenv("DM_TEST_ORPHAN"); file != "" {
+			leaveOrphan(file)
+		}
 		if misbehave() {
 			signal.Ignore(syscall.SIGTERM)
 		}
 		apiWorker()
-	default:
-		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", roleEnv, os.Getenv(roleEnv))
-		os.Exit(2)
-	}
+		return 0
+	})
 }
+
+func TestMain(m *testing.M) { testproc.Main(m) }
 
 // misbehave makes a worker whose generation is at least DM_TEST_FAIL_GEN
 // fail the way DM_TEST_FAIL says: crash (exit 1 before ready),

@@ -29,6 +29,8 @@
 package control
 
 import (
+	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"time"
@@ -143,4 +145,18 @@ func DefaultPath(name string) string {
 		}
 	}
 	return filepath.Join(dir, file)
+}
+
+// ParseRequest decodes one request line (its newline may be left on). A
+// field the protocol does not know is an error, not ignored: a client
+// newer than this master must not have part of its request dropped
+// silently. What follows the JSON value is not read.
+func ParseRequest(line []byte) (Request, error) {
+	var req Request
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return Request{}, err
+	}
+	return req, nil
 }

@@ -181,8 +181,10 @@ func jsNumber(f float64) string {
 // jsInt reads raw as an integer: ok is false for anything else (null,
 // absent, a string, a fraction).
 func jsInt(raw json.RawMessage) (int, bool) {
+	// json.Unmarshal leaves f at 0 for null without an error; null is no
+	// number (a null fd is not fd 0).
 	var f float64
-	if len(bytes.TrimSpace(raw)) == 0 || json.Unmarshal(raw, &f) != nil || f != math.Trunc(f) || math.Abs(f) > 1<<31 {
+	if v := bytes.TrimSpace(raw); len(v) == 0 || string(v) == "null" || json.Unmarshal(raw, &f) != nil || f != math.Trunc(f) || math.Abs(f) > 1<<31 {
 		return 0, false
 	}
 	return int(f), true

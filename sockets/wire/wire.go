@@ -1,12 +1,13 @@
 // Package wire holds what both ends of the worker protocol must agree on:
 // the environment variable names, the first inherited descriptor, the IPC
-// event names and the newline-delimited JSON framing. The master side
-// (package sockets) and the worker side (package sockets/worker) both import
-// it, so the two cannot drift apart; it imports nothing but the standard
-// library, so the worker side stays small.
+// event names, what a worker's IPC line means (Classify) and the
+// newline-delimited JSON framing. The master side (packages sockets and
+// actors) and the worker side (package sockets/worker) both import it, so
+// the two cannot drift apart; it imports nothing but the standard library,
+// so the worker side stays small.
 package wire
 
-// Environment variables of the worker protocol (DESIGN.md section 3).
+// Environment variables of the worker protocol (docs/protocol.md, section 1).
 const (
 	// EnvListenFDs is the number of inherited listeners, at FirstFD onwards.
 	EnvListenFDs = "LISTEN_FDS"
@@ -40,9 +41,12 @@ const SerializationJSON = "json"
 // FirstFD is the first inherited listener descriptor (SD_LISTEN_FDS_START).
 const FirstFD = 3
 
-// IPC events, carried as {"event":"<name>"}.
+// IPC events, carried as {"event":"<name>"} (docs/protocol.md, section 2).
+// They are the one list of names: the master reads them with Classify, the
+// worker API (sockets/worker) and the master's Channel send them.
 const (
-	// EventReady (worker to master): the worker accepts connections.
+	// EventReady (worker to master): the worker accepts connections. The
+	// bare JSON string "ready" (PM2's convention) means the same.
 	EventReady = "ready"
 	// EventListening (worker to master): same meaning as EventReady.
 	EventListening = "listening"

@@ -15,10 +15,11 @@ import (
 	"time"
 
 	"github.com/dutchmaster/dutchmaster/sockets"
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 )
 
 func init() {
-	helpers["http-worker"] = httpWorker
+	testproc.Register("http-worker", httpWorker)
 }
 
 // httpWorker is a Go application under dutchmaster: it serves the "web"

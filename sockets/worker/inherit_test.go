@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dutchmaster/dutchmaster/sockets"
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 )
 
 // fakeEnviron is an environment in a map, with a fixed pid.
@@ -168,14 +169,14 @@ func TestReadyOverNotifySocket(t *testing.T) {
 }
 
 func init() {
-	helpers["claim"] = claimHelper
-	helpers["sigterm"] = func([]string) int {
+	testproc.Register("claim", claimHelper)
+	testproc.Register("sigterm", func([]string) int {
 		d := Drained()
 		fmt.Println("watching")
 		<-d
 		fmt.Println("drained")
 		return 0
-	}
+	})
 }
 
 // claimReport is what the claim helper saw.

@@ -2,45 +2,32 @@ package worker
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/dutchmaster/dutchmaster/sockets"
-	"go.uber.org/goleak"
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 )
 
-// helperEnv marks a run of this test binary as a helper process named by
-// os.Args[1]: the master side of the tests starts real workers this way.
-const helperEnv = "DUTCHMASTER_WORKER_TEST_HELPER"
+// The master side of the tests starts real workers: this test binary
+// again, in a role (testproc), through the trampoline role.
 
 // testTimeout bounds every wait on a child or an event.
-const testTimeout = 30 * time.Second
+const testTimeout = testproc.Timeout
 
-var helpers = map[string]func(args []string) int{
+func init() {
 	// trampoline: what dutchmaster's hidden subcommand does.
-	"trampoline": func(args []string) int {
+	testproc.Register("trampoline", func(args []string) int {
 		fmt.Fprintln(os.Stderr, sockets.ExecWithListenPID(args))
 		return 127
-	},
+	})
 }
 
-func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "1" && len(os.Args) > 1 {
-		helper, ok := helpers[os.Args[1]]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown helper %q\n", os.Args[1])
-			os.Exit(2)
-		}
-		os.Exit(helper(os.Args[2:]))
-	}
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { testproc.Main(m) }
 
 // startWorker starts helper as a worker the way the master does: through
 // the LISTEN_PID trampoline, with the listeners, an IPC channel (when ch is
@@ -48,11 +35,9 @@ func TestMain(m *testing.M) {
 // the channel (or nil), and the worker's stdout lines.
 func startWorker(t *testing.T, listeners []*sockets.Listener, withChannel bool, env []string, helper string, args ...string) (*exec.Cmd, *sockets.Channel, <-chan string) {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	exe := testproc.Executable(t)
 	var ch *sockets.Channel
+	var err error
 	var childEnd *os.File
 	if withChannel {
 		ch, childEnd, err = sockets.NewChannel()
@@ -62,14 +47,10 @@ func startWorker(t *testing.T, listeners []*sockets.Listener, withChannel bool, 
 		t.Cleanup(func() { ch.Close() })
 	}
 	plan := sockets.PlanWorkerFiles(listeners, childEnd, "")
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	cmd := exec.CommandContext(ctx, exe, append([]string{"trampoline", exe, helper}, args...)...)
-	cmd.Env = append(plan.Environ(os.Environ()), helperEnv+"=1",
-		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-	cmd.Env = append(cmd.Env, env...)
+	// The trampoline execs the binary again, as the helper.
+	cmd := testproc.Command(t, "trampoline"+testproc.Chain+helper, append([]string{exe}, args...)...)
+	cmd.Env = append(plan.Environ(cmd.Env), env...)
 	cmd.ExtraFiles = plan.ExtraFiles
-	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

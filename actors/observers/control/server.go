@@ -13,7 +13,6 @@ package control
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -231,10 +230,8 @@ func (s *Server) handle(conn *net.UnixConn) {
 		if err != nil {
 			return // EOF, or Close
 		}
-		var req ctl.Request
-		dec := json.NewDecoder(bytes.NewReader(line))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
+		req, err := ctl.ParseRequest(line)
+		if err != nil {
 			s.reply(conn, ctl.Reply{Error: "malformed request: " + err.Error()})
 			continue
 		}

@@ -1,0 +1,45 @@
+package wire
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestClassify(t *testing.T) {
+	cases := map[string]Kind{
+		`{"event":"listening"}`:       KindReady,
+		`{"event":"ready"}`:           KindReady,
+		` "ready" `:                   KindReady,
+		`{"event":"request-restart"}`: KindRequestRestart,
+		`{"event":"made-up"}`:         KindUnknown,
+		`{"cmd":"NODE_HANDLE_ACK"}`:   KindUnknown,
+		`"hello"`:                     KindUnknown,
+		`42`:                          KindUnknown,
+		`{"event":42}`:                KindUnknown,
+		`{"event":"ready","port":1}`:  KindReady,
+		"{\"event\":\"ready\"}\r":     KindReady,
+		`["ready"]`:                   KindUnknown,
+		``:                            KindMalformed,
+		`{"event":`:                   KindMalformed,
+		"\xff\xfe":                    KindMalformed,
+		`not json`:                    KindMalformed,
+	}
+	for line, want := range cases {
+		if got := Classify([]byte(line)).Kind; got != want {
+			t.Errorf("Classify(%q) = %v, want %v", line, got, want)
+		}
+	}
+	long := `{"event":"` + strings.Repeat("x", 1000) + `"}`
+	if e := Classify([]byte(long)).Event; len(e) > 100 {
+		t.Errorf("an unknown event name is not clipped for the log: %d bytes", len(e))
+	}
+}
+
+func TestEventLine(t *testing.T) {
+	if got := string(EventLine(EventListening)); got != `{"event":"listening"}` {
+		t.Errorf("EventLine(listening) = %s", got)
+	}
+	if Classify(EventLine(EventListening)).Kind != KindReady {
+		t.Error("the listening line is not read as ready")
+	}
+}
