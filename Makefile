@@ -24,7 +24,7 @@ FUZZTIME ?= 20s
 FUZZ_TARGETS = \
 	./sockets/wire:FuzzLineReader \
 	./sockets/wire:FuzzClassify \
-	./sockets:FuzzParseNotify \
+	./sockets/wire:FuzzParseNotify \
 	./sockets/nodecluster:FuzzMessage \
 	./sockets/control:FuzzParseRequest \
 	./cmd/dutchmaster:FuzzLoadConfig \

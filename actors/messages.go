@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"github.com/dutchmaster/dutchmaster/sockets"
 	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
@@ -29,7 +28,5 @@ func ClassifyIPC(line []byte) WorkerMessage { return wire.Classify(line) }
 
 // NotifyReady reports whether an sd_notify payload marks its sender ready:
 // READY=1 as systemd reads a datagram, the last assignment of a key
-// winning (sockets.ParseNotify, the one sd_notify parser).
-func NotifyReady(payload string) bool {
-	return sockets.Notification{Assignments: sockets.ParseNotify(payload)}.Ready()
-}
+// winning (wire.ParseNotify, the one sd_notify parser).
+func NotifyReady(payload string) bool { return wire.ParseNotify(payload).Ready() }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 
+	"github.com/dutchmaster/dutchmaster/sockets/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -136,7 +137,7 @@ func (n *NotifySocket) Read() (Notification, error) {
 		return msg, ErrDatagramTooLarge
 	}
 	msg.Payload = string(buf[:nb])
-	msg.Assignments = ParseNotify(msg.Payload)
+	msg.Assignments = wire.ParseNotify(msg.Payload)
 	if !creds {
 		return msg, ErrNoCredentials
 	}

@@ -204,33 +204,3 @@ func TestNewNotifySocketDrawsAgainWhenTaken(t *testing.T) {
 		t.Errorf("%d names drawn, want %d", drawn, notifyBindAttempts)
 	}
 }
-
-func TestParseNotify(t *testing.T) {
-	n := Notification{Assignments: ParseNotify("READY=1\n\nSTATUS=a=b c\ngarbage\n=x\nSTATUS=second\nWATCHDOG=trigger\nSTOPPING=1\n")}
-	want := []Assignment{{"READY", "1"}, {"STATUS", "a=b c"}, {"STATUS", "second"}, {"WATCHDOG", "trigger"}, {"STOPPING", "1"}}
-	if len(n.Assignments) != len(want) {
-		t.Fatalf("got %q, want %q", n.Assignments, want)
-	}
-	for i := range want {
-		if n.Assignments[i] != want[i] {
-			t.Fatalf("got %q, want %q", n.Assignments, want)
-		}
-	}
-	if status, _ := n.Status(); status != "second" {
-		t.Errorf("Status = %q, want the last one", status)
-	}
-	if !n.Ready() || !n.Stopping() || n.Watchdog() {
-		t.Errorf("Ready %v Stopping %v Watchdog %v, want true true false (WATCHDOG=trigger is no ping)", n.Ready(), n.Stopping(), n.Watchdog())
-	}
-	if (Notification{Assignments: ParseNotify("READY=0")}).Ready() {
-		t.Error("READY=0 read as ready")
-	}
-	// systemd's rule: the last assignment of a key wins.
-	if (Notification{Assignments: ParseNotify("READY=1\nREADY=0")}).Ready() {
-		t.Error(`"READY=1\nREADY=0" read as ready`)
-	}
-	// systemd ends a line at '\r' as well as '\n'.
-	if got := ParseNotify("READY=1\r\nSTATUS=up\r"); len(got) != 2 || got[0] != (Assignment{"READY", "1"}) || got[1] != (Assignment{"STATUS", "up"}) {
-		t.Errorf("CRLF payload: got %q", got)
-	}
-}

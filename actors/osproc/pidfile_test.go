@@ -12,9 +12,10 @@ import (
 	"time"
 
 	"github.com/dutchmaster/dutchmaster/actors/osproc"
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 )
 
-func init() { roles["pidfile"] = rolePIDFile }
+func init() { testproc.Register("pidfile", rolePIDFile) }
 
 // rolePIDFile takes the pidfile args[0], says so, and holds it until
 // killed.

@@ -14,9 +14,10 @@ import (
 
 	"github.com/dutchmaster/dutchmaster/actors/core"
 	"github.com/dutchmaster/dutchmaster/actors/osproc"
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 )
 
-func init() { roles["subreaper"] = roleSubreaper }
+func init() { testproc.Register("subreaper", roleSubreaper) }
 
 // roleSubreaper is a master that is a child subreaper with a Reaper. It
 // has a worker (a child that exits at once, known to the reaper through

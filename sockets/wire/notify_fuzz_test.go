@@ -1,4 +1,4 @@
-package sockets
+package wire
 
 import (
 	"strings"
@@ -37,14 +37,13 @@ func FuzzParseNotify(f *testing.F) {
 				t.Fatalf("%q: %q written back parses to %q", payload, as, again)
 			}
 		}
-		n := Notification{Payload: payload, Assignments: as}
 		for key, want := range last {
-			if got, ok := n.Lookup(key); !ok || got != want {
+			if got, ok := as.Lookup(key); !ok || got != want {
 				t.Fatalf("%q: Lookup(%q) = %q, %v; want the last, %q", payload, key, got, ok, want)
 			}
 		}
-		if n.Ready() != (last["READY"] == "1") {
-			t.Fatalf("%q: Ready() = %v with READY=%q last", payload, n.Ready(), last["READY"])
+		if as.Ready() != (last["READY"] == "1") {
+			t.Fatalf("%q: Ready() = %v with READY=%q last", payload, as.Ready(), last["READY"])
 		}
 	})
 }
