@@ -172,7 +172,7 @@ func (c *Channel) writeWithRights(line []byte, f *os.File) (int, error) {
 // The master can still read what the worker sends until it closes its end.
 //
 // Never use it on a Node.js cluster worker: closing its channel makes it exit
-// at once, without draining (DESIGN.md section 3).
+// at once, without draining (docs/protocol.md).
 func (c *Channel) Disconnect() error {
 	return errors.Join(c.Send(wire.Event{Event: wire.EventDisconnect}), c.CloseWrite())
 }

@@ -15,10 +15,13 @@
 //   - Adopt, which wraps a listening socket the master inherited (systemd's
 //     socket activation, package sockets/systemd) as a Listener.
 //
-// Package sockets/control is the master's control socket, and
-// sockets/systemd its side of systemd's protocols.
+// Package sockets/wire holds the protocol's names, framing and parsers,
+// shared with the worker API; sockets/control is the control socket's
+// protocol and client; sockets/systemd is systemd's socket activation.
+// Nothing here knows the supervisor: the packages that watch the cluster
+// (the control server, sd_notify) are under actors/observers.
 //
-// The worker protocol itself is DESIGN.md section 3; the Go side of it for
+// The worker protocol itself is docs/protocol.md; the Go side of it for
 // applications is package sockets/worker. This package is Linux-only.
 //
 // Every descriptor this package hands out is close-on-exec in the master; a

@@ -9,7 +9,7 @@ import (
 )
 
 // WorkerFiles is what one worker inherits: descriptors and the environment
-// variables that describe them (DESIGN.md section 3).
+// variables that describe them (docs/protocol.md).
 type WorkerFiles struct {
 	// ExtraFiles is for exec.Cmd.ExtraFiles: the listeners in order (they
 	// become fds 3, 4, ...), then the IPC channel's child end if any.
