@@ -27,22 +27,18 @@ func Credential(name, group string) (*syscall.Credential, error) {
 	}
 	cred := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), NoSetGroups: true}
 	if name != "" {
-		u, err := user.Lookup(name)
+		u, err := byNameOrNumber(name, user.Lookup, user.LookupId)
 		if err != nil {
-			if u, err = user.LookupId(name); err != nil {
-				return nil, fmt.Errorf("%s: %w", name, ErrNoSuchUser)
-			}
+			return nil, fmt.Errorf("%s: %w", name, ErrNoSuchUser)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		cred.Uid, cred.Gid = uint32(uid), uint32(gid)
 	}
 	if group != "" {
-		g, err := user.LookupGroup(group)
+		g, err := byNameOrNumber(group, user.LookupGroup, user.LookupGroupId)
 		if err != nil {
-			if g, err = user.LookupGroupId(group); err != nil {
-				return nil, fmt.Errorf("%s: %w", group, ErrNoSuchGroup)
-			}
+			return nil, fmt.Errorf("%s: %w", group, ErrNoSuchGroup)
 		}
 		gid, _ := strconv.Atoi(g.Gid)
 		cred.Gid = uint32(gid)
@@ -51,4 +47,14 @@ func Credential(name, group string) (*syscall.Credential, error) {
 		return nil, ErrNotRoot
 	}
 	return cred, nil
+}
+
+// byNameOrNumber looks a user or a group up by name, then, failing that,
+// by number: "www-data" and "33" name the same account.
+func byNameOrNumber[T any](s string, byName, byNumber func(string) (T, error)) (T, error) {
+	v, err := byName(s)
+	if err != nil {
+		v, err = byNumber(s)
+	}
+	return v, err
 }
