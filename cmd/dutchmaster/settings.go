@@ -118,16 +118,28 @@ func defaults() settings {
 	}
 }
 
+// maxConfigSize bounds the --config file: it is read whole, at start and
+// at every rolling restart.
+const maxConfigSize = 1 << 20
+
 // loadConfig reads a YAML file with the flags' names as keys. Unknown
-// keys are errors: a typo must not pass silently.
+// keys are errors: a typo must not pass silently. So is a file with no
+// settings at all: one caught empty is more likely half-written than
+// meant to set every default.
 func loadConfig(path string, into *settings) error {
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path)
 	if err != nil {
-		return fmt.Errorf("--config %s: %w", path, errors.Unwrap(err))
+		return fmt.Errorf("--config %s: %w", path, err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return fmt.Errorf("--config %s: the file is empty (replace it in one step: write a new file beside it and rename it over the old)", path)
 	}
 	var raw any
 	if err := yaml.Unmarshal(data, &raw); err != nil {
 		return fmt.Errorf("--config %s: not valid YAML: %v", path, yamlErr(err))
+	}
+	if raw == nil {
+		return fmt.Errorf("--config %s: the file has no settings, only comments (replace it in one step: write a new file beside it and rename it over the old)", path)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -135,6 +147,73 @@ func loadConfig(path string, into *settings) error {
 		return fmt.Errorf("--config %s: %v", path, yamlErr(err))
 	}
 	return nil
+}
+
+// readConfig reads a regular file (through symlinks) of at most
+// maxConfigSize bytes. Anything else is refused before a read that could
+// block for ever (a FIFO with no writer, a terminal) or never end (a
+// device). The file is checked before it is opened, since opening some
+// devices acts on them, and again once open, in case it was replaced in
+// between; it is opened non-blocking, so that even then a FIFO does not
+// block the open.
+func readConfig(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, pathErr(err)
+	}
+	if err := regularFile(fi); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, pathErr(err)
+	}
+	defer f.Close()
+	if fi, err = f.Stat(); err != nil {
+		return nil, pathErr(err)
+	}
+	if err := regularFile(fi); err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, pathErr(err)
+	}
+	if len(data) > maxConfigSize {
+		return nil, errConfigTooBig
+	}
+	return data, nil
+}
+
+var errConfigTooBig = errors.New("larger than 1 MiB; a configuration is a few lines")
+
+func regularFile(fi os.FileInfo) error {
+	mode := fi.Mode()
+	switch {
+	case mode.IsRegular():
+		if fi.Size() > maxConfigSize {
+			return errConfigTooBig
+		}
+		return nil
+	case mode.IsDir():
+		return errors.New("not a regular file, a directory")
+	case mode&os.ModeNamedPipe != 0:
+		return errors.New("not a regular file, a FIFO (named pipe)")
+	case mode&os.ModeSocket != 0:
+		return errors.New("not a regular file, a socket")
+	case mode&os.ModeDevice != 0:
+		return errors.New("not a regular file, a device")
+	}
+	return errors.New("not a regular file")
+}
+
+// pathErr drops the path and operation of a *PathError, which the caller
+// names.
+func pathErr(err error) error {
+	if u := errors.Unwrap(err); u != nil {
+		return u
+	}
+	return err
 }
 
 // yamlErr makes one line of a YAML error, in the terms of this file.

@@ -90,6 +90,11 @@ func (m *Mismatch) Error() string {
 	return b.String()
 }
 
+// MaxLine bounds a journal line that Replay reads. A step of the largest
+// cluster (core.MaxWorkers workers, each with a few decisions of a few
+// hundred bytes) takes a few MiB.
+const MaxLine = 64 << 20
+
 // ReplayFile replays the journal at path; see Replay.
 func ReplayFile(path string, opts ReplayOptions) (Summary, error) {
 	f, err := os.Open(path)
@@ -109,17 +114,30 @@ func Replay(r io.Reader, opts ReplayOptions) (Summary, error) {
 	var sum Summary
 	br := bufio.NewReaderSize(r, 64<<10)
 	line := 0
+	// A line is read only up to MaxLine: a file that is not a journal (or
+	// a damaged one) must not take the reader's memory with one endless
+	// line.
 	next := func() ([]byte, bool, error) {
-		b, err := br.ReadBytes('\n')
-		if len(b) == 0 && err == io.EOF {
-			return nil, false, io.EOF
+		var b []byte
+		for {
+			chunk, err := br.ReadSlice('\n')
+			if len(b)+len(chunk) > MaxLine {
+				return nil, false, &FormatError{Line: line + 1, Err: fmt.Errorf("longer than %d MiB, which no journal line is: not a journal, or a damaged one", MaxLine>>20)}
+			}
+			b = append(b, chunk...)
+			if errors.Is(err, bufio.ErrBufferFull) {
+				continue
+			}
+			if len(b) == 0 && err == io.EOF {
+				return nil, false, io.EOF
+			}
+			if err != nil && err != io.EOF {
+				return nil, false, err
+			}
+			line++
+			complete := err == nil
+			return bytes.TrimRight(b, "\r\n"), complete, nil
 		}
-		if err != nil && err != io.EOF {
-			return nil, false, err
-		}
-		line++
-		complete := err == nil
-		return bytes.TrimRight(b, "\r\n"), complete, nil
 	}
 
 	first, _, err := next()
