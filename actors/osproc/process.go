@@ -116,6 +116,9 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		err = r.fork(cmd, nil, limit)
 	}
 	if err != nil {
+		if cg != nil {
+			cg.remove()
+		}
 		channel.Close()
 		out.close()
 		return nil, fmt.Errorf("starting %s: %w", cfg.Command[0], err)
