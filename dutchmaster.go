@@ -299,8 +299,9 @@ func Run(ctx context.Context, opts Options) error {
 		return &ConfigError{Err: err}
 	}
 	osproc.WarnDescriptorLimit(log, plan.workers(), plan.core.MaxSurge)
+	osproc.WarnProcessLimit(log, plan.workers(), plan.core.MaxSurge)
 	defer rt.Close()
-	ops, err := openOperations(opts, plan, log, start)
+	ops, err := openOperations(opts, plan, log, start, func(id int) int { return rt.Processes(core.WorkerID(id)) })
 	if err != nil {
 		return err
 	}

@@ -51,7 +51,8 @@ type operations struct {
 
 // openOperations opens what can fail on bad options (sockets, files)
 // before any worker starts; errors are *ConfigError.
-func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time) (ops *operations, err error) {
+// processes counts a worker's processes for the control socket's status.
+func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, processes func(worker int) int) (ops *operations, err error) {
 	ops = &operations{log: log}
 	defer func() {
 		if err != nil {
@@ -60,7 +61,7 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time) (
 	}()
 	if opts.ControlSocket != "" {
 		var listenErr error
-		ops.control, listenErr = control.Listen(control.Options{Path: opts.ControlSocket, Name: opts.Name, Logger: log})
+		ops.control, listenErr = control.Listen(control.Options{Path: opts.ControlSocket, Name: opts.Name, Logger: log, Processes: processes})
 		switch {
 		case listenErr == nil:
 			ops.observers = append(ops.observers, ops.control.Observe)

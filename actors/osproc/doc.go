@@ -12,14 +12,21 @@
 // the master) and dies with the master (parent-death signal SIGKILL).
 // Drain sends {"event":"disconnect"} and closes the IPC channel, or the
 // stop signal to the worker's process, or both; Kill sends SIGKILL to the
-// worker's whole process group, so children it spawned go too.
+// worker's whole process group, so children it spawned go too. Where the
+// master may create cgroups (cgroup.go), each worker is also forked into a
+// cgroup of its own, killed and removed when the worker exits, so that
+// even the daemons it started (which left its process group) go with it;
+// elsewhere, a subreaper master ends the orphans it adopted from the
+// worker (orphans.go). Under a process limit, workers get a lower one than
+// the master, which keeps room for its own threads (limits.go).
 //
 // The master's other dealings with the OS sit beside the runtime, each in
 // a file of its own: the before-fork command (BeforeForkHook, started and
 // killed the way a worker is), the user and group workers run as
 // (Credential), the early check of the worker command (FindCommand), the
 // reaping of adopted orphans (SetSubreaper, Reaper), the pidfile
-// (CreatePIDFile) and the descriptor limit (WarnDescriptorLimit).
+// (CreatePIDFile) and the descriptor and process limits
+// (WarnDescriptorLimit, WarnProcessLimit).
 //
 // With Config.NodeCluster the runtime is also the Node.js cluster primary
 // (package sockets/nodecluster): each worker's channel has a session that

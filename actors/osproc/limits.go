@@ -1,7 +1,12 @@
 package osproc
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -34,4 +39,118 @@ func WarnDescriptorLimit(log zerolog.Logger, workers, maxSurge int) {
 		log.Warn().Uint64("limit", lim.Cur).Uint64("needed", need).Int("workers", workers).
 			Msg("descriptor limit too low for the workers during a rollout: raise it (ulimit -n, LimitNOFILE=) or forks will fail")
 	}
+}
+
+// The process limit (RLIMIT_NPROC, ulimit -u) counts every task (process
+// or thread) of the master's user, the workers' included. A Go master that
+// cannot start a thread aborts, and every worker dies with it; so the
+// master keeps room of its own: workers get a lower limit, set by the
+// trampoline before it execs the worker (nprocHeadroom below the
+// master's), and the master forks no worker once its user's tasks leave
+// less than that room. A root master is exempt from the limit, and so
+// none of this applies to it.
+const nprocHeadroom = 16
+
+// trampolineNprocEnv carries the workers' process limit to the trampoline.
+const trampolineNprocEnv = "DUTCHMASTER_TRAMPOLINE_NPROC"
+
+// processLimit is the master's process limit, or 0 where none binds it.
+func processLimit() uint64 {
+	if os.Getuid() == 0 {
+		return 0
+	}
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NPROC, &lim) != nil || lim.Cur == unix.RLIM_INFINITY {
+		return 0
+	}
+	return lim.Cur
+}
+
+// workerProcessLimit is the process limit workers get; 0: theirs is the
+// master's.
+func workerProcessLimit(limit uint64) uint64 {
+	if limit == 0 {
+		return 0
+	}
+	return max(limit, nprocHeadroom+1) - nprocHeadroom
+}
+
+// userTasks counts the tasks whose real user is this process's, as the
+// kernel does for the process limit.
+func userTasks() uint64 {
+	uid := strconv.Itoa(os.Getuid())
+	procs, _ := filepath.Glob("/proc/[0-9]*/status")
+	var n uint64
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		var mine bool
+		for line := range strings.Lines(string(data)) {
+			if f, ok := strings.CutPrefix(line, "Uid:"); ok {
+				ids := strings.Fields(f)
+				mine = len(ids) > 0 && ids[0] == uid
+			}
+			if f, ok := strings.CutPrefix(line, "Threads:"); ok && mine {
+				t, _ := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+				n += t
+				break
+			}
+		}
+	}
+	return n
+}
+
+// ErrProcessLimit: a fork would have left the master too little of its
+// process limit.
+var ErrProcessLimit = errors.New("process limit (ulimit -u, LimitNPROC=) reached: no room for another worker beside the master's own threads")
+
+// checkProcessLimit fails a fork that would leave the master less than
+// nprocHeadroom tasks below its limit.
+func checkProcessLimit(limit uint64) error {
+	if limit == 0 {
+		return nil
+	}
+	if used := userTasks(); used+1 > workerProcessLimit(limit) {
+		return fmt.Errorf("%w (%d of %d tasks in use, %d kept for the master)", ErrProcessLimit, used, limit, nprocHeadroom)
+	}
+	return nil
+}
+
+// WarnProcessLimit says at start-up when the process limit cannot hold
+// the workers beside the master's room: forks past it fail and back off.
+// Each worker counts as one task here; its threads come on top.
+func WarnProcessLimit(log zerolog.Logger, workers, maxSurge int) {
+	limit := processLimit()
+	if limit == 0 {
+		return
+	}
+	need := userTasks() + uint64(2*workers+maxSurge) + nprocHeadroom
+	if need > limit {
+		log.Warn().Uint64("limit", limit).Uint64("needed", need).Int("workers", workers).Int("kept_for_master", nprocHeadroom).
+			Msg("process limit too low for the workers: raise it (ulimit -u, LimitNPROC=) or forks will fail")
+	}
+}
+
+// limitWorkerProcesses lowers the process limit of the trampoline, and so
+// of the worker it execs, to what DUTCHMASTER_TRAMPOLINE_NPROC says.
+func limitWorkerProcesses() error {
+	s := os.Getenv(trampolineNprocEnv)
+	os.Unsetenv(trampolineNprocEnv)
+	if s == "" {
+		return nil
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%s=%q: %w", trampolineNprocEnv, s, err)
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NPROC, &lim); err != nil {
+		return err
+	}
+	// The hard limit goes down too: a worker must not take the master's
+	// room back.
+	lim.Cur, lim.Max = min(lim.Cur, n), min(lim.Max, n)
+	return unix.Setrlimit(unix.RLIMIT_NPROC, &lim)
 }

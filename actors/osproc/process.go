@@ -40,6 +40,10 @@ type process struct {
 	// killGroup sends SIGKILL to the worker's process group; only while
 	// the worker is not reaped.
 	killGroup func() error
+	// cgroup holds the worker and everything it starts; nil where the
+	// runtime has no cgroups (then the orphans a subreaper master adopted
+	// from it stand in).
+	cgroup *workerCgroup
 
 	mu     sync.Mutex
 	reaped bool // Wait returned: the pid and its group may belong to others now
@@ -77,26 +81,49 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 	defer childEnd.Close()
 	files := sockets.PlanWorkerFiles(cfg.Listeners, childEnd, r.notify.Path())
 
-	cmd := exec.Command(cfg.Executable, cfg.Command...)
-	cmd.Args[0] = cfg.Command[0]
-	cmd.Dir = dir
-	cmd.Env = append(files.Environ(env), trampolineEnv+"=1")
-	if cfg.NodeCluster {
-		cmd.Env = append(cmd.Env, nodecluster.EnvUniqueID+"="+strconv.Itoa(int(spec.ID)))
+	limit := processLimit()
+	newCmd := func() (*exec.Cmd, func() error) {
+		cmd := exec.Command(cfg.Executable, cfg.Command...)
+		cmd.Args[0] = cfg.Command[0]
+		cmd.Dir = dir
+		cmd.Env = append(files.Environ(env), trampolineEnv+"=1")
+		if cfg.NodeCluster {
+			cmd.Env = append(cmd.Env, nodecluster.EnvUniqueID+"="+strconv.Itoa(int(spec.ID)))
+		}
+		if n := workerProcessLimit(limit); n > 0 {
+			cmd.Env = append(cmd.Env, trampolineNprocEnv+"="+strconv.FormatUint(n, 10))
+		}
+		cmd.ExtraFiles = files.ExtraFiles
+		killGroup := ownProcessGroup(cmd, cfg.Credential)
+		// A grandchild that keeps the worker's output pipes open must not
+		// hold up the report of the worker's exit.
+		cmd.WaitDelay = 2 * time.Second
+		return cmd, killGroup
 	}
-	cmd.ExtraFiles = files.ExtraFiles
-	killGroup := ownProcessGroup(cmd, cfg.Credential)
 	out := newOutput(cfg, spec)
+	cmd, killGroup := newCmd()
 	cmd.Stdout, cmd.Stderr = out.stdout, out.stderr
-	// A grandchild that keeps the worker's output pipes open must not hold
-	// up the report of the worker's exit.
-	cmd.WaitDelay = 2 * time.Second
-	if err := cmd.Start(); err != nil {
+	cg := r.cgroups.worker(spec.ID)
+	err = r.fork(cmd, cg, limit)
+	if err != nil && cg != nil && cgroupRefused(err) {
+		// The kernel (or a seccomp filter) may refuse to fork into a
+		// cgroup: the worker starts without one, as do the next.
+		cg.remove()
+		r.cgroups.disable(err)
+		cg = nil
+		cmd, killGroup = newCmd()
+		cmd.Stdout, cmd.Stderr = out.stdout, out.stderr
+		err = r.fork(cmd, nil, limit)
+	}
+	if err != nil {
+		if cg != nil {
+			cg.remove()
+		}
 		channel.Close()
 		out.close()
 		return nil, fmt.Errorf("starting %s: %w", cfg.Command[0], err)
 	}
-	p := &process{spec: spec, events: events, cmd: cmd, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r, killGroup: killGroup}
+	p := &process{spec: spec, events: events, cmd: cmd, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r, killGroup: killGroup, cgroup: cg}
 	p.exitWatch = openExitWatch(p.pid)
 	p.log = cfg.Logger.With().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldSlot, spec.Slot).
 		Int(actors.FieldGeneration, spec.Generation).Int(actors.FieldPID, p.pid).Logger()
@@ -169,10 +196,14 @@ func (p *process) run() {
 	// holding the worker's output does not hold up Wait.
 	p.awaitExit()
 	_ = p.killGroup()
+	p.killRest()
 	err := p.cmd.Wait()
 	p.mu.Lock()
 	p.reaped = true
 	p.mu.Unlock()
+	if p.cgroup != nil {
+		p.cgroup.remove()
+	}
 	// Lines the worker wrote before it exited may still be in the socket:
 	// read on to EOF, which comes once nothing holds the worker's end (its
 	// group was just killed). A process that left the group may keep it
@@ -230,13 +261,60 @@ func (p *process) drain(how actors.DrainMethod, stop syscall.Signal) {
 	}
 }
 
-// kill sends SIGKILL to the worker's process group, then to the worker
-// itself (in case it left its group).
+// kill sends SIGKILL to the worker's process group and cgroup, then to
+// the worker itself (in case it left its group).
 func (p *process) kill() {
 	p.mu.Lock()
 	if !p.reaped {
 		_ = p.killGroup()
 	}
 	p.mu.Unlock()
+	if p.cgroup != nil {
+		p.cgroup.kill()
+	}
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+}
+
+// killRest ends what the worker started that left its process group: its
+// cgroup, or else the orphans a subreaper master adopted from it.
+func (p *process) killRest() {
+	if p.cgroup != nil {
+		p.cgroup.kill()
+		return
+	}
+	p.runtime.killOrphans(int(p.spec.ID))
+}
+
+// cgroupRefused tells the errors of a fork into a cgroup that the kernel
+// or a seccomp filter refused (clone3 unknown or forbidden, a cgroup that
+// cannot take processes) from those of the worker command.
+func cgroupRefused(err error) bool {
+	for _, e := range []syscall.Errno{syscall.ENOSYS, syscall.EOPNOTSUPP, syscall.EBUSY, syscall.EINVAL, syscall.EPERM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// fork starts cmd in cgroup cg (if not nil), once the process limit
+// leaves room for it. Forks that count against a limit go one at a time,
+// so that two cannot both take the last room.
+func (r *Runtime) fork(cmd *exec.Cmd, cg *workerCgroup, limit uint64) error {
+	if cg != nil {
+		fd, err := cg.open()
+		if err != nil {
+			return err
+		}
+		defer fd.Close()
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(fd.Fd())
+	}
+	if limit > 0 {
+		r.forkMu.Lock()
+		defer r.forkMu.Unlock()
+		if err := checkProcessLimit(limit); err != nil {
+			return err
+		}
+	}
+	return cmd.Start()
 }

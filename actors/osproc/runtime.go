@@ -81,6 +81,11 @@ type Runtime struct {
 	// nodeBinaries are the Node.js binaries whose version was checked.
 	nodeBinaries map[string]bool
 	wg           sync.WaitGroup
+	// cgroups holds a cgroup per worker; nil where the kernel or the
+	// master's rights offer none.
+	cgroups *cgroupTree
+	// forkMu makes forks under a process limit one at a time.
+	forkMu sync.Mutex
 }
 
 // orders are a drain or kill that arrived before the process existed.
@@ -148,7 +153,7 @@ func New(cfg Config) (*Runtime, error) {
 	r := &Runtime{
 		cfg: cfg, notify: ns, handles: nodecluster.NewRegistry(cfg.Listeners),
 		procs: map[core.WorkerID]*process{}, byPID: map[int]*process{}, starting: map[core.WorkerID]*orders{},
-		nodeBinaries: map[string]bool{},
+		nodeBinaries: map[string]bool{}, cgroups: openCgroupTree(cfg.Logger),
 	}
 	r.wg.Add(1)
 	go r.readNotify()
@@ -168,7 +173,28 @@ func (r *Runtime) Close() error {
 	r.mu.Unlock()
 	err := r.notify.Close()
 	r.wg.Wait()
+	// Every worker is gone, and with it its cgroup or adopted orphans;
+	// what is left is what escaped in between.
+	if r.cgroups != nil {
+		r.cgroups.close()
+	} else {
+		r.killOrphans(-1)
+	}
 	return errors.Join(err, r.handles.Close())
+}
+
+// Processes counts the processes of a running worker: those in its
+// cgroup, or else the worker, its descendants and the orphans a subreaper
+// master adopted from it. 0: no such worker runs.
+func (r *Runtime) Processes(id core.WorkerID) int {
+	p := r.process(id)
+	if p == nil {
+		return 0
+	}
+	if p.cgroup != nil {
+		return len(p.cgroup.pids())
+	}
+	return descendantCount(p.pid) + len(r.adoptedOrphans(int(id)))
 }
 
 // NotifySocket is the address workers get in NOTIFY_SOCKET:

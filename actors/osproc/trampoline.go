@@ -21,7 +21,10 @@ func init() {
 	// (a launcher's leak, a library's file opened after start-up) stops
 	// here. ExecWithListenPID clears the flag again on the descriptors
 	// that LISTEN_FDS and NODE_CHANNEL_FD name.
-	err := sockets.CloseOnExecAll()
+	err := limitWorkerProcesses()
+	if err == nil {
+		err = sockets.CloseOnExecAll()
+	}
 	if err == nil {
 		err = sockets.ExecWithListenPID(os.Args[1:])
 	}

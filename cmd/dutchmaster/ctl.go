@@ -174,11 +174,14 @@ func printStatus(w io.Writer, s *control.Status) {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKER\tPID\tSLOT\tGEN\tSTATE\tUPTIME\tRESTARTS")
+	fmt.Fprintln(tw, "WORKER\tPID\tPROCS\tSLOT\tGEN\tSTATE\tUPTIME\tRESTARTS")
 	for _, wk := range s.Workers {
-		pid := "-"
+		pid, procs := "-", "-"
 		if wk.PID != 0 {
 			pid = strconv.Itoa(wk.PID)
+		}
+		if wk.Processes != 0 {
+			procs = strconv.Itoa(wk.Processes)
 		}
 		state := wk.State
 		var marks []string
@@ -191,7 +194,7 @@ func printStatus(w io.Writer, s *control.Status) {
 		if len(marks) > 0 {
 			state += " (" + strings.Join(marks, ", ") + ")"
 		}
-		fmt.Fprintf(tw, "w%d\t%s\t%d\t%d\t%s\t%s\t%d\n", wk.ID, pid, wk.Slot, wk.Generation, state,
+		fmt.Fprintf(tw, "w%d\t%s\t%s\t%d\t%d\t%s\t%s\t%d\n", wk.ID, pid, procs, wk.Slot, wk.Generation, state,
 			human(time.Duration(wk.Uptime*float64(time.Second))), wk.Restarts)
 	}
 	tw.Flush()

@@ -47,13 +47,13 @@ func TestCtl(t *testing.T) {
 		t.Fatalf("ctl status: want the line %q first\n%s", head, r)
 	}
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if len(lines) != 4 || strings.Join(strings.Fields(lines[1]), " ") != "WORKER PID SLOT GEN STATE UPTIME RESTARTS" {
+	if len(lines) != 4 || strings.Join(strings.Fields(lines[1]), " ") != "WORKER PID PROCS SLOT GEN STATE UPTIME RESTARTS" {
 		t.Fatalf("ctl status table:\n%s", r.stdout)
 	}
 	for _, line := range lines[2:] {
 		f := strings.Fields(line)
 		id, _ := strconv.Atoi(strings.TrimPrefix(f[0], "w"))
-		if pid, _ := strconv.Atoi(f[1]); pid != old[id] || f[3] != "1" || f[4] != "listening" || f[6] != "0" {
+		if pid, _ := strconv.Atoi(f[1]); pid != old[id] || f[4] != "1" || f[5] != "listening" || f[7] != "0" {
 			t.Errorf("row %q: want w%d with pid %d, generation 1, listening, 0 restarts", line, id, old[id])
 		}
 	}

@@ -44,6 +44,8 @@ func faultRole() {
 		os.Exit(0)
 	case "raw":
 		os.Exit(rawWorker())
+	case "daemon":
+		os.Exit(daemonWorker())
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", faultEnv, os.Getenv(faultEnv))
 		os.Exit(2)

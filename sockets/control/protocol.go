@@ -118,6 +118,9 @@ type WorkerStatus struct {
 	Due bool `json:"due,omitempty"`
 	// RestartRequested: it asked for its own replacement.
 	RestartRequested bool `json:"restart_requested,omitempty"`
+	// Processes counts its processes: itself and all it started, daemons
+	// included where it has a cgroup of its own (docs/operations.md).
+	Processes int `json:"processes,omitempty"`
 }
 
 // SlotStatus is one slot: a position that one serving worker fills.

@@ -53,6 +53,9 @@ type Options struct {
 	// Allow decides whether a peer's uid may send commands. Default: the
 	// master's effective uid and root.
 	Allow func(uid uint32) bool
+	// Processes counts a running worker's processes for status (the
+	// worker and all it started); nil: not reported.
+	Processes func(worker int) int
 }
 
 // Server is a control socket.
@@ -375,7 +378,13 @@ func (s *Server) status(sup Supervisor) ctl.Reply {
 		forks[k] = n
 	}
 	s.mu.Unlock()
-	return ctl.Reply{OK: true, Status: buildStatus(v, s.opts.Name, forks, time.Now())}
+	st := buildStatus(v, s.opts.Name, forks, time.Now())
+	for i, w := range st.Workers {
+		if s.opts.Processes != nil && w.PID != 0 {
+			st.Workers[i].Processes = s.opts.Processes(w.ID)
+		}
+	}
+	return ctl.Reply{OK: true, Status: st}
 }
 
 func buildStatus(v core.View, name string, forks map[int]int, now time.Time) *ctl.Status {
