@@ -42,6 +42,7 @@ type operations struct {
 	journal  *journal.Recorder
 	notifier *sdnotify.Notifier
 	reaper   *osproc.Reaper
+	guard    *clientGuard
 	cluster  *actors.Cluster // set by serve, before anything asks for the view
 
 	observers []Observer
@@ -52,7 +53,7 @@ type operations struct {
 // openOperations opens what can fail on bad options (sockets, files)
 // before any worker starts; errors are *ConfigError.
 func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time) (ops *operations, err error) {
-	ops = &operations{log: log}
+	ops = &operations{log: log, guard: newClientGuard(p.workers(), p.core.MaxSurge)}
 	defer func() {
 		if err != nil {
 			ops.close()
@@ -60,7 +61,10 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time) (
 	}()
 	if opts.ControlSocket != "" {
 		var listenErr error
-		ops.control, listenErr = control.Listen(control.Options{Path: opts.ControlSocket, Name: opts.Name, Logger: log})
+		ops.control, listenErr = control.Listen(control.Options{
+			Path: opts.ControlSocket, Name: opts.Name, Logger: log,
+			MaxConns: maxControlConns, IdleTimeout: idleTimeout, Room: ops.guard.room,
+		})
 		switch {
 		case listenErr == nil:
 			ops.observers = append(ops.observers, ops.control.Observe)
@@ -78,7 +82,8 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time) (
 		if err != nil {
 			return ops, fieldErr("MetricsAddress", "Options.MetricsAddress %s: %v", opts.MetricsAddress, errors.Unwrap(err))
 		}
-		ops.metrics = metrics.New(metrics.Options{Name: opts.Name, View: ops.clusterView})
+		ops.httpLn = ops.guard.listener(ops.httpLn, "metrics", maxMetricsConns, log, nil)
+		ops.metrics = metrics.New(metrics.Options{Name: opts.Name, View: ops.clusterView, LogDropped: opts.LogDropped})
 		ops.observers = append(ops.observers, ops.metrics.Observe)
 		log.Info().Str("address", ops.httpLn.Addr().String()).Msg("metrics listening")
 	}
@@ -110,6 +115,7 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time) (
 		ops.reaper = osproc.StartReaper(log)
 		ops.observers = append(ops.observers, ops.reaper.Observe)
 	}
+	ops.observers = append(ops.observers, ops.guard.observe)
 	if opts.Observe != nil {
 		ops.observers = append(ops.observers, opts.Observe)
 	}
@@ -133,7 +139,12 @@ func (ops *operations) serve(c *actors.Cluster, restarts chan<- restartRequest) 
 		ops.control.Serve(controlPort{cluster: c, restarts: restarts})
 	}
 	if ops.httpLn != nil {
-		ops.http = &http.Server{Handler: ops.metrics.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		ops.http = &http.Server{
+			Handler:           ops.metrics.Handler(),
+			ReadHeaderTimeout: metricsReadTimeout, ReadTimeout: metricsReadTimeout,
+			WriteTimeout: metricsWriteTimeout, IdleTimeout: idleTimeout,
+			ErrorLog: errorLog(ops.log, "metrics"),
+		}
 		ops.bg.Add(1)
 		go func() {
 			defer ops.bg.Done()

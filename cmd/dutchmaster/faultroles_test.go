@@ -50,6 +50,8 @@ func faultRole() {
 		os.Exit(0)
 	case "raw":
 		os.Exit(rawWorker())
+	case "chatty":
+		os.Exit(chattyWorker())
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", faultEnv, os.Getenv(faultEnv))
 		os.Exit(2)
