@@ -467,7 +467,7 @@ func TestFaultControlIdleClients(t *testing.T) {
 	nIdle = clients - nRefused
 	closed.Range(func(k, v any) bool { failed = append(failed, fmt.Sprintf("client %v: %v", k, v)); return true })
 	if len(failed) > 0 {
-		t.Fatalf("control clients: %q", failed)
+		t.Fatalf("%d of %d control clients neither refused nor closed when idle, e.g. %q", len(failed), clients, failed[0])
 	}
 	t.Logf("%d idle control clients held, then closed; %d refused", nIdle, nRefused)
 	if nRefused == 0 || nIdle == 0 {
