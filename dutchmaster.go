@@ -130,8 +130,15 @@ type Options struct {
 	// LogWorkerOutput turns each line of worker output into a log event;
 	// otherwise it passes through to Stdout and Stderr.
 	LogWorkerOutput bool
-	// Logger receives every log line; the zero value logs nothing.
+	// Logger receives every log line; the zero value logs nothing. Its
+	// writer must not block: the master logs from the goroutines that
+	// make its decisions, so a writer that waits (a full pipe nobody
+	// reads) stops the master. The dutchmaster binary writes through a
+	// bounded queue that drops lines rather than wait.
 	Logger zerolog.Logger
+	// LogDropped, if set, counts the log lines Logger's writer dropped;
+	// the metrics endpoint exports it as dutchmaster_log_lines_dropped_total.
+	LogDropped func() uint64
 	// Stdout and Stderr receive worker output. Default os.Stdout, os.Stderr.
 	Stdout, Stderr io.Writer
 
@@ -511,7 +518,7 @@ func (m *master) apply(res reloadResult) error {
 	next.Name, next.ControlSocket, next.ControlSocketOptional = m.opts.Name, m.opts.ControlSocket, m.opts.ControlSocketOptional
 	next.MetricsAddress = m.opts.MetricsAddress
 	next.Record, next.PIDFile, next.Subreaper, next.Observe = m.opts.Record, m.opts.PIDFile, m.opts.Subreaper, m.opts.Observe
-	next.Reload, next.Logger = m.opts.Reload, m.opts.Logger
+	next.Reload, next.Logger, next.LogDropped = m.opts.Reload, m.opts.Logger, m.opts.LogDropped
 	plan.restartSignal = m.plan.restartSignal
 	m.opts, m.plan = next, plan
 	m.runtime.Reconfigure(runtimeConfig(next, plan, m.listeners))

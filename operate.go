@@ -42,6 +42,7 @@ type operations struct {
 	journal  *journal.Recorder
 	notifier *sdnotify.Notifier
 	reaper   *osproc.Reaper
+	guard    *clientGuard
 	cluster  *actors.Cluster // set by serve, before anything asks for the view
 
 	observers []Observer
@@ -53,7 +54,7 @@ type operations struct {
 // before any worker starts; errors are *ConfigError.
 // processes counts a worker's processes for the control socket's status.
 func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, processes func(worker int) int) (ops *operations, err error) {
-	ops = &operations{log: log}
+	ops = &operations{log: log, guard: newClientGuard(p.workers(), p.core.MaxSurge)}
 	defer func() {
 		if err != nil {
 			ops.close()
@@ -61,7 +62,10 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, p
 	}()
 	if opts.ControlSocket != "" {
 		var listenErr error
-		ops.control, listenErr = control.Listen(control.Options{Path: opts.ControlSocket, Name: opts.Name, Logger: log, Processes: processes})
+		ops.control, listenErr = control.Listen(control.Options{
+			Path: opts.ControlSocket, Name: opts.Name, Logger: log, Processes: processes,
+			MaxConns: maxControlConns, IdleTimeout: idleTimeout, Room: ops.guard.room,
+		})
 		switch {
 		case listenErr == nil:
 			ops.observers = append(ops.observers, ops.control.Observe)
@@ -79,7 +83,8 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, p
 		if err != nil {
 			return ops, fieldErr("MetricsAddress", "Options.MetricsAddress %s: %v", opts.MetricsAddress, errors.Unwrap(err))
 		}
-		ops.metrics = metrics.New(metrics.Options{Name: opts.Name, View: ops.clusterView})
+		ops.httpLn = ops.guard.listener(ops.httpLn, "metrics", maxMetricsConns, log, nil)
+		ops.metrics = metrics.New(metrics.Options{Name: opts.Name, View: ops.clusterView, LogDropped: opts.LogDropped})
 		ops.observers = append(ops.observers, ops.metrics.Observe)
 		log.Info().Str("address", ops.httpLn.Addr().String()).Msg("metrics listening")
 	}
@@ -111,6 +116,7 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, p
 		ops.reaper = osproc.StartReaper(log)
 		ops.observers = append(ops.observers, ops.reaper.Observe)
 	}
+	ops.observers = append(ops.observers, ops.guard.observe)
 	if opts.Observe != nil {
 		ops.observers = append(ops.observers, opts.Observe)
 	}
@@ -134,7 +140,12 @@ func (ops *operations) serve(c *actors.Cluster, restarts chan<- restartRequest) 
 		ops.control.Serve(controlPort{cluster: c, restarts: restarts})
 	}
 	if ops.httpLn != nil {
-		ops.http = &http.Server{Handler: ops.metrics.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		ops.http = &http.Server{
+			Handler:           ops.metrics.Handler(),
+			ReadHeaderTimeout: metricsReadTimeout, ReadTimeout: metricsReadTimeout,
+			WriteTimeout: metricsWriteTimeout, IdleTimeout: idleTimeout,
+			ErrorLog: errorLog(ops.log, "metrics"),
+		}
 		ops.bg.Add(1)
 		go func() {
 			defer ops.bg.Done()

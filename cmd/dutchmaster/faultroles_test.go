@@ -46,6 +46,8 @@ func faultRole() {
 		os.Exit(rawWorker())
 	case "daemon":
 		os.Exit(daemonWorker())
+	case "chatty":
+		os.Exit(chattyWorker())
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", faultEnv, os.Getenv(faultEnv))
 		os.Exit(2)

@@ -19,7 +19,7 @@ func newLogger(format, level string, w io.Writer) (zerolog.Logger, error) {
 	}
 	switch format {
 	case "auto":
-		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+		if terminal(w) {
 			w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 		}
 	case "console":
@@ -31,4 +31,13 @@ func newLogger(format, level string, w io.Writer) (zerolog.Logger, error) {
 	// Microseconds: rollouts and boots are timed from these lines.
 	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000000Z07:00"
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// terminal reports whether the log goes to a terminal.
+func terminal(w io.Writer) bool {
+	if lw, ok := w.(*logWriter); ok {
+		w = lw.out
+	}
+	f, ok := w.(*os.File)
+	return ok && isatty.IsTerminal(f.Fd())
 }

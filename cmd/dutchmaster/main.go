@@ -71,11 +71,26 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dutchmaster: %v\n", err)
 		return exitUsage
 	}
-	opts.Logger, err = newLogger(s.LogFormat, s.LogLevel, stderr)
+	// From here on everything the master writes to stderr goes through
+	// the log's queue: a reader that stops reading costs lines, never the
+	// master's progress, and the exit waits for it only so long.
+	logw := newLogWriter(stderr)
+	opts.Logger, err = newLogger(s.LogFormat, s.LogLevel, logw)
 	if err != nil {
 		fmt.Fprintf(stderr, "dutchmaster: %v\n", err)
 		return exitUsage
 	}
+	dropLog := opts.Logger
+	if s.Name != "" {
+		dropLog = dropLog.With().Str("name", s.Name).Logger()
+	}
+	logw.start(func(n uint64) {
+		dropLog.Warn().Uint64("dropped", n).Uint64("dropped_total", logw.Dropped()).
+			Msg("log lines dropped")
+	})
+	defer logw.close()
+	opts.LogDropped = logw.Dropped
+	stderr = logw
 	if s.configFile != "" {
 		// Every rolling restart re-reads the file (and keeps the flags).
 		// The logger is the master's own: a new log format or level is

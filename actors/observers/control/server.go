@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -56,19 +57,43 @@ type Options struct {
 	// Processes counts a running worker's processes for status (the
 	// worker and all it started); nil: not reported.
 	Processes func(worker int) int
+	// MaxConns bounds the connections open at once; more are refused
+	// with a reply that says so. Default DefaultMaxConns.
+	MaxConns int
+	// IdleTimeout closes a connection that sends no request for that
+	// long (the wait for a command's answer does not count). Default
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// Room, if set, is asked before each connection is served: an error
+	// refuses it (the master keeps its last descriptors for its forks).
+	Room func() error
 }
+
+// Defaults of Options.
+const (
+	DefaultMaxConns    = 16
+	DefaultIdleTimeout = 10 * time.Second
+)
+
+// Backoff of the accept loop after a failed accept (too many open files,
+// a transient kernel shortage): the control socket keeps serving once the
+// cause is gone.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
 
 // Server is a control socket.
 type Server struct {
 	opts Options
-	ln   *net.UnixListener
+	ln   net.Listener      // the socket, with the cap and the Room check
 	sock *sockets.Listener // owns the socket file
 	ctx  context.Context
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 
 	mu     sync.Mutex
-	conns  map[*net.UnixConn]bool
+	conns  map[net.Conn]bool
 	closed bool
 	seq    int
 	ending []*waiter // restarts waiting for their rollout to end
@@ -107,6 +132,12 @@ func Listen(opts Options) (*Server, error) {
 	if opts.MaxLine <= 0 {
 		opts.MaxLine = ctl.DefaultMaxLine
 	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = DefaultMaxConns
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
 	if opts.Allow == nil {
 		me := uint32(os.Geteuid())
 		opts.Allow = func(uid uint32) bool { return uid == me || uid == 0 }
@@ -132,9 +163,20 @@ func Listen(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("%s: %w", opts.Path, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	log := opts.Logger
+	ln := sockets.LimitListener(fl, sockets.Limit{
+		Max: opts.MaxConns, Room: opts.Room,
+		Refuse: func(c net.Conn, why error) {
+			writeReply(c, ctl.Reply{Error: "control connection refused: " + why.Error() + "; try again"})
+		},
+		Refused: func(why error, n int) {
+			log.Warn().Err(why).Int("refused", n).Int("max_connections", opts.MaxConns).
+				Msg("control connection refused (the count is of refusals since the last such line)")
+		},
+	})
 	return &Server{
-		opts: opts, ln: fl.(*net.UnixListener), sock: sock, ctx: ctx, stop: cancel,
-		conns: map[*net.UnixConn]bool{}, forks: map[int]int{},
+		opts: opts, ln: ln, sock: sock, ctx: ctx, stop: cancel,
+		conns: map[net.Conn]bool{}, forks: map[int]int{},
 	}, nil
 }
 
@@ -150,15 +192,33 @@ func (s *Server) Serve(sup Supervisor) {
 	go s.accept()
 }
 
+// accept serves connections until Close. A failed accept (too many open
+// files, most often) is retried with a growing pause, as net/http does:
+// the control socket must outlive a burst of clients.
 func (s *Server) accept() {
 	defer s.wg.Done()
+	var backoff time.Duration
+	failures := 0
 	for {
-		conn, err := s.ln.AcceptUnix()
+		conn, err := s.ln.Accept()
 		if err != nil {
-			if s.ctx.Err() == nil {
-				s.opts.Logger.Error().Err(err).Msg("control socket: accept failed; no more control commands")
+			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			if failures++; failures == 1 {
+				s.opts.Logger.Error().Err(err).Msg("control socket: accept failed; retrying")
+			}
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			select {
+			case <-time.After(backoff):
+			case <-s.ctx.Done():
+				return
+			}
+			continue
+		}
+		if failures > 0 {
+			s.opts.Logger.Info().Int("failures", failures).Msg("control socket: accepting again")
+			failures, backoff = 0, 0
 		}
 		s.mu.Lock()
 		if s.closed {
@@ -203,7 +263,7 @@ func (s *Server) Close() error {
 
 // handle serves one connection: its peer is checked, then each request
 // line is answered in turn.
-func (s *Server) handle(conn *net.UnixConn) {
+func (s *Server) handle(conn net.Conn) {
 	defer s.wg.Done()
 	defer func() {
 		s.mu.Lock()
@@ -224,6 +284,9 @@ func (s *Server) handle(conn *net.UnixConn) {
 	}
 	r := bufio.NewReaderSize(conn, s.opts.MaxLine)
 	for {
+		if !s.awaitRequest(conn) {
+			return
+		}
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			log.Warn().Int("limit", s.opts.MaxLine).Msg("control request too long; connection closed")
@@ -231,7 +294,11 @@ func (s *Server) handle(conn *net.UnixConn) {
 			return
 		}
 		if err != nil {
-			return // EOF, or Close
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && s.ctx.Err() == nil {
+				log.Debug().Dur("idle", s.opts.IdleTimeout).Msg("control connection idle; closed")
+			}
+			return // EOF, idle, or Close
 		}
 		req, err := ctl.ParseRequest(line)
 		if err != nil {
@@ -244,14 +311,31 @@ func (s *Server) handle(conn *net.UnixConn) {
 	}
 }
 
-func (s *Server) reply(conn *net.UnixConn, rep ctl.Reply) bool {
+// awaitRequest gives the peer IdleTimeout to send its next request; it
+// is false once the server is closing. Under the lock, so that Close's
+// deadline (now) is not replaced by a later one.
+func (s *Server) awaitRequest(conn net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	conn.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
+	return true
+}
+
+func (s *Server) reply(conn net.Conn, rep ctl.Reply) bool {
+	conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return writeReply(conn, rep) == nil
+}
+
+func writeReply(conn net.Conn, rep ctl.Reply) error {
 	b, err := json.Marshal(rep)
 	if err != nil {
 		b, _ = json.Marshal(ctl.Reply{Error: err.Error()})
 	}
-	conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	_, err = conn.Write(append(b, '\n'))
-	return err == nil
+	return err
 }
 
 func (s *Server) do(req ctl.Request, cred *unix.Ucred, log zerolog.Logger) ctl.Reply {
@@ -493,8 +577,12 @@ func restartGeneration(out []core.Decision) (int, bool) {
 	return 0, false
 }
 
-func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {
-	raw, err := conn.SyscallConn()
+func peerCred(conn net.Conn) (*unix.Ucred, error) {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("not a socket")
+	}
+	raw, err := sc.SyscallConn()
 	if err != nil {
 		return nil, err
 	}

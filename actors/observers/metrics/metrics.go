@@ -37,6 +37,9 @@ type Options struct {
 	View func(ctx context.Context) (core.View, error)
 	// ViewTimeout bounds one View call. Default 2 s.
 	ViewTimeout time.Duration
+	// LogDropped, if set, counts the log lines the master's log writer
+	// dropped (dutchmaster_log_lines_dropped_total).
+	LogDropped func() uint64
 }
 
 // The label values of dutchmaster_worker_restarts_total.
@@ -121,6 +124,12 @@ func New(opts Options) *Collector {
 	var reg prometheus.Registerer = c.reg
 	if opts.Name != "" {
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"name": opts.Name}, reg)
+	}
+	if opts.LogDropped != nil {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "dutchmaster_log_lines_dropped_total",
+			Help: "Log lines dropped because the log's reader did not keep up (the master never waits for its log).",
+		}, func() float64 { return float64(opts.LogDropped()) }))
 	}
 	reg.MustRegister(c.rolloutsStarted, c.rollouts, c.rolloutSeconds, c.restarts, c.exits, c.forkSeconds, c.readySeconds,
 		viewCollector{c},
