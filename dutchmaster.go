@@ -112,7 +112,7 @@ func Run(ctx context.Context, opts Options) error {
 	osproc.WarnDescriptorLimit(log, plan.workers(), plan.core.MaxSurge)
 	osproc.WarnProcessLimit(log, plan.workers(), plan.core.MaxSurge)
 	defer rt.Close()
-	ops, err := openOperations(opts, plan, log, start, func(id int) int { return rt.Processes(core.WorkerID(id)) })
+	ops, err := openOperations(opts, plan, log, start, rt, listeners)
 	if err != nil {
 		return err
 	}

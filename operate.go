@@ -21,6 +21,7 @@ import (
 	"github.com/dutchmaster/dutchmaster/actors/observers/sdnotify"
 	"github.com/dutchmaster/dutchmaster/actors/osproc"
 	"github.com/dutchmaster/dutchmaster/sockets"
+	ctlsock "github.com/dutchmaster/dutchmaster/sockets/control"
 	"github.com/dutchmaster/dutchmaster/sockets/systemd"
 )
 
@@ -52,8 +53,9 @@ type operations struct {
 
 // openOperations opens what can fail on bad options (sockets, files)
 // before any worker starts; errors are *ConfigError.
-// processes counts a worker's processes for the control socket's status.
-func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, processes func(worker int) int) (ops *operations, err error) {
+// workers and listeners are what the control socket's status reports
+// beyond the cluster's view.
+func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, workers *osproc.Runtime, listeners []*sockets.Listener) (ops *operations, err error) {
 	ops = &operations{log: log, guard: newClientGuard(p.workers(), p.core.MaxSurge)}
 	defer func() {
 		if err != nil {
@@ -61,11 +63,17 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, p
 		}
 	}()
 	if opts.ControlSocket != "" {
-		var listenErr error
-		ops.control, listenErr = control.Listen(control.Options{
-			Path: opts.ControlSocket, Name: opts.Name, Logger: log, Processes: processes,
-			MaxConns: maxControlConns, IdleTimeout: idleTimeout, Room: ops.guard.room,
-		})
+		// The default directory is created, and refused if another user
+		// could have planted it (an explicit path's directory is the
+		// operator's).
+		listenErr := ctlsock.PrepareDir(opts.ControlSocket)
+		if listenErr == nil {
+			ops.control, listenErr = control.Listen(control.Options{
+				Path: opts.ControlSocket, Name: opts.Name, Logger: log, Usage: workerUsage(workers),
+				Started: start, Command: opts.Command, Listeners: listenerStatus(listeners),
+				MaxConns: maxControlConns, IdleTimeout: idleTimeout, Room: ops.guard.room,
+			})
+		}
 		switch {
 		case listenErr == nil:
 			ops.observers = append(ops.observers, ops.control.Observe)
@@ -121,6 +129,26 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, p
 		ops.observers = append(ops.observers, opts.Observe)
 	}
 	return ops, nil
+}
+
+// workerUsage reads what a worker's processes use, for status.
+func workerUsage(rt *osproc.Runtime) func(worker int) control.Usage {
+	if rt == nil {
+		return nil
+	}
+	return func(id int) control.Usage {
+		u := rt.Usage(core.WorkerID(id))
+		return control.Usage{Processes: u.Processes, RSS: u.RSS, CPU: u.CPU}
+	}
+}
+
+// listenerStatus describes the listeners for status.
+func listenerStatus(ls []*sockets.Listener) []ctlsock.ListenerStatus {
+	out := make([]ctlsock.ListenerStatus, 0, len(ls))
+	for _, l := range ls {
+		out = append(out, ctlsock.ListenerStatus{Name: l.Name(), Address: l.Addr().String(), Spec: l.String()})
+	}
+	return out
 }
 
 // observe is actors.Options.Observe: every observer, in a fixed order

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,15 +18,23 @@ import (
 	"github.com/dutchmaster/dutchmaster/sockets/control"
 )
 
-const ctlUsage = `usage: dutchmaster ctl [flags] status|restart|stop|scale N
+const ctlUsage = `usage: dutchmaster ctl [flags] status|restart|stop|scale N|ls
 
-Talks to a running master over its control socket.
+Talks to a running master over its control socket: --control PATH, else
+$DUTCHMASTER_CONTROL, else the default socket of the master --name NAME
+(dutchmaster[-NAME].sock in $XDG_RUNTIME_DIR/dutchmaster, /run/dutchmaster
+for root, else /tmp/dutchmaster-UID).
 
-  status     the workers: id, pid, slot, generation, state, uptime, restarts
+  status     the master (uptime, listeners, command, last rollout) and its
+             workers: id, pid, processes, memory, CPU, slot, generation,
+             state, uptime, restarts, the slot's last exit
   restart    a rolling restart; waits for it to end, and exits 1 unless it
              completed (an aborted rollout leaves the old workers serving)
   stop       a graceful stop; waits until every worker is gone
   scale N    run N workers from now on (until a restart re-reads --workers)
+  ls         the masters whose control sockets are in the default directory
+             (and $DUTCHMASTER_CONTROL): name, pid, workers, generation,
+             uptime; a stale socket (its master died) is listed as such
 
 Exit status: 0 done, 1 refused or failed (or no master), 2 bad usage,
 130 or 143 interrupted (Ctrl-C, SIGTERM): the master goes on with what it
@@ -37,7 +46,7 @@ flags (before or after the command):`
 func runCtl(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dutchmaster ctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("control", "", "the master's control socket `PATH` (default: the master's default for --name)")
+	path := fs.String("control", "", "the master's control socket `PATH` (default: $"+control.EnvControl+", else the master's default for --name)")
 	name := fs.String("name", "", "the master's --name, to find its default control socket")
 	asJSON := fs.Bool("json", false, "print the master's reply as JSON")
 	timeout := fs.Duration("timeout", 0, "give up after this long (default: wait as long as it takes, e.g. a whole rollout)")
@@ -61,11 +70,17 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	}
 	usage := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "dutchmaster ctl: "+format+"\n", a...)
-		fmt.Fprintln(stderr, "usage: dutchmaster ctl [--control PATH | --name NAME] [--json] status|restart|stop|scale N")
+		fmt.Fprintln(stderr, "usage: dutchmaster ctl [--control PATH | --name NAME] [--json] status|restart|stop|scale N|ls")
 		return exitUsage
 	}
 	if len(words) == 0 {
 		return usage("no command")
+	}
+	if words[0] == "ls" {
+		if len(words) != 1 {
+			return usage("ls takes no argument")
+		}
+		return runLs(stdout, stderr, *asJSON, *timeout)
 	}
 	req := control.Request{Command: words[0]}
 	switch {
@@ -84,6 +99,14 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	}
 	if *path == "" {
 		*path = control.DefaultPath(*name)
+		// A default path is only trusted in a directory no other user
+		// could have planted.
+		if control.InDefaultDir(*path) {
+			if err := control.CheckDir(filepath.Dir(*path)); err != nil {
+				fmt.Fprintf(stderr, "dutchmaster ctl: %v\n", err)
+				return exitError
+			}
+		}
 	}
 
 	dial := *timeout
@@ -146,6 +169,10 @@ func printStatus(w io.Writer, s *control.Status) {
 	if s.Name != "" {
 		title += " " + s.Name
 	}
+	pid := fmt.Sprintf("pid %d", s.PID)
+	if !s.Started.IsZero() {
+		pid += ", up " + human(time.Duration(s.Uptime*float64(time.Second)))
+	}
 	state := fmt.Sprintf("%d/%d workers listening", s.Listening, s.Target)
 	switch {
 	case s.Stopping:
@@ -153,7 +180,7 @@ func printStatus(w io.Writer, s *control.Status) {
 	case !s.Ready:
 		state += ", starting"
 	}
-	fmt.Fprintf(w, "%s (pid %d): %s, generation %d, policy %s\n", title, s.PID, state, s.Generation, s.Policy)
+	fmt.Fprintf(w, "%s (%s): %s, %s, policy %s\n", title, pid, state, generations(s), s.Policy)
 	if r := s.Rollout; r != nil {
 		what := fmt.Sprintf("rolling restart to generation %d", r.Generation)
 		if r.Generation == 0 {
@@ -161,7 +188,28 @@ func printStatus(w io.Writer, s *control.Status) {
 		}
 		fmt.Fprintf(w, "%s (%s), running for %s\n", what, r.Source, human(s.Now.Sub(r.Started)))
 	}
+	if r := s.LastRollout; r != nil {
+		line := fmt.Sprintf("last rollout: %s, generation %d (%s), %s ago", r.Outcome, r.Generation, r.Source, human(s.Now.Sub(r.Ended)))
+		if r.Reason != "" {
+			line += ": " + r.Reason
+		}
+		fmt.Fprintln(w, line)
+	}
+	if len(s.Listeners) > 0 {
+		var ls []string
+		for _, l := range s.Listeners {
+			ls = append(ls, l.Name+"="+l.Address)
+		}
+		fmt.Fprintf(w, "listeners: %s\n", strings.Join(ls, " "))
+	}
+	if len(s.Command) > 0 {
+		fmt.Fprintf(w, "command: %s\n", strings.Join(s.Command, " "))
+	}
+	lastExit := map[int]string{}
 	for _, sl := range s.Slots {
+		if sl.LastExit != nil {
+			lastExit[sl.Index] = sl.LastExit.Reason
+		}
 		if sl.Flapping || !sl.BackoffUntil.IsZero() {
 			line := fmt.Sprintf("slot %d: %d failures in a row", sl.Index, sl.Failures)
 			if sl.Flapping {
@@ -170,18 +218,23 @@ func printStatus(w io.Writer, s *control.Status) {
 			if !sl.BackoffUntil.IsZero() {
 				line += fmt.Sprintf(", next fork in %s", human(sl.BackoffUntil.Sub(s.Now)))
 			}
+			if sl.LastExit != nil {
+				line += ", last exit: " + sl.LastExit.Reason
+			}
 			fmt.Fprintln(w, line)
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKER\tPID\tPROCS\tSLOT\tGEN\tSTATE\tUPTIME\tRESTARTS")
+	fmt.Fprintln(tw, "WORKER\tPID\tPROCS\tRSS\tCPU\tSLOT\tGEN\tSTATE\tUPTIME\tRESTARTS\tLAST EXIT")
 	for _, wk := range s.Workers {
-		pid, procs := "-", "-"
+		pid, procs, rss, cpu := "-", "-", "-", "-"
 		if wk.PID != 0 {
 			pid = strconv.Itoa(wk.PID)
 		}
 		if wk.Processes != 0 {
 			procs = strconv.Itoa(wk.Processes)
+			rss = bytesHuman(wk.RSS)
+			cpu = fmt.Sprintf("%.1f%%", wk.CPUPercent)
 		}
 		state := wk.State
 		var marks []string
@@ -194,10 +247,47 @@ func printStatus(w io.Writer, s *control.Status) {
 		if len(marks) > 0 {
 			state += " (" + strings.Join(marks, ", ") + ")"
 		}
-		fmt.Fprintf(tw, "w%d\t%s\t%s\t%d\t%d\t%s\t%s\t%d\n", wk.ID, pid, procs, wk.Slot, wk.Generation, state,
-			human(time.Duration(wk.Uptime*float64(time.Second))), wk.Restarts)
+		exit := lastExit[wk.Slot]
+		if exit == "" {
+			exit = "-"
+		}
+		fmt.Fprintf(tw, "w%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\n", wk.ID, pid, procs, rss, cpu, wk.Slot, wk.Generation, state,
+			human(time.Duration(wk.Uptime*float64(time.Second))), wk.Restarts, exit)
 	}
 	tw.Flush()
+}
+
+// generations says which generation serves: the one asked for, or, when
+// the workers serve others (a rollout under way, or one that aborted),
+// those and the one asked for.
+func generations(s *control.Status) string {
+	if len(s.Serving) == 1 && s.Serving[0] == s.Generation {
+		return fmt.Sprintf("generation %d", s.Generation)
+	}
+	if len(s.Serving) == 0 {
+		return fmt.Sprintf("generation %d requested, none serving", s.Generation)
+	}
+	var gs []string
+	for _, g := range s.Serving {
+		gs = append(gs, strconv.Itoa(g))
+	}
+	word := "generation"
+	if len(gs) > 1 {
+		word = "generations"
+	}
+	return fmt.Sprintf("serving %s %s (generation %d requested)", word, strings.Join(gs, ", "), s.Generation)
+}
+
+// bytesHuman writes a size in binary units: 512K, 12.3M, 1.5G.
+func bytesHuman(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fG", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
+	default:
+		return fmt.Sprintf("%dK", n>>10)
+	}
 }
 
 // human rounds a duration for a table: to the millisecond under a

@@ -3,8 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,19 +45,31 @@ func TestCtl(t *testing.T) {
 	old, _ := listeningPIDs(m, 0, 2)
 
 	r := ctl(t, sock, "status")
-	head := fmt.Sprintf("dutchmaster web (pid %d): 2/2 workers listening, generation 1, policy rolling", m.PID())
-	if r.code != 0 || !strings.HasPrefix(r.stdout, head+"\n") {
+	head := regexp.MustCompile(fmt.Sprintf(`^dutchmaster web \(pid %d, up [0-9.]+m?s\): 2/2 workers listening, generation 1, policy rolling\n`, m.PID()))
+	if r.code != 0 || !head.MatchString(r.stdout) {
 		t.Fatalf("ctl status: want the line %q first\n%s", head, r)
 	}
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if len(lines) != 4 || strings.Join(strings.Fields(lines[1]), " ") != "WORKER PID PROCS SLOT GEN STATE UPTIME RESTARTS" {
+	if len(lines) != 6 || !strings.HasPrefix(lines[1], "listeners: http=127.0.0.1:") || !strings.HasPrefix(lines[2], "command: ") ||
+		strings.Join(strings.Fields(lines[3]), " ") != "WORKER PID PROCS RSS CPU SLOT GEN STATE UPTIME RESTARTS LAST EXIT" {
 		t.Fatalf("ctl status table:\n%s", r.stdout)
 	}
-	for _, line := range lines[2:] {
+	for _, line := range lines[4:] {
 		f := strings.Fields(line)
 		id, _ := strconv.Atoi(strings.TrimPrefix(f[0], "w"))
-		if pid, _ := strconv.Atoi(f[1]); pid != old[id] || f[4] != "1" || f[5] != "listening" || f[7] != "0" {
-			t.Errorf("row %q: want w%d with pid %d, generation 1, listening, 0 restarts", line, id, old[id])
+		if pid, _ := strconv.Atoi(f[1]); pid != old[id] || f[6] != "1" || f[7] != "listening" || f[9] != "0" || f[10] != "-" {
+			t.Errorf("row %q: want w%d with pid %d, generation 1, listening, 0 restarts, no exit", line, id, old[id])
+		}
+	}
+	s := status(t, sock)
+	if s.Uptime <= 0 || s.Started.IsZero() || len(s.Listeners) != 1 || s.Listeners[0].Name != "http" ||
+		!strings.HasPrefix(s.Listeners[0].Address, "127.0.0.1:") || s.Listeners[0].Address == "127.0.0.1:0" ||
+		len(s.Command) != 1 || s.LastRollout != nil || !slices.Equal(s.Serving, []int{1}) {
+		t.Fatalf("status --json before a restart: %+v", s)
+	}
+	for _, w := range s.Workers {
+		if w.Processes < 1 || w.RSS <= 0 || w.CPU < 0 || w.CPUPercent < 0 {
+			t.Errorf("worker usage: %+v", w)
 		}
 	}
 
@@ -63,13 +78,22 @@ func TestCtl(t *testing.T) {
 		t.Fatalf("ctl restart: %s", r)
 	}
 	_, next = m.waitFor(next, "restart complete", nil)
-	s := status(t, sock)
-	if s.Generation != 2 || s.Listening != 2 || len(s.Workers) != 2 {
+	s = status(t, sock)
+	if s.Generation != 2 || s.Listening != 2 || len(s.Workers) != 2 || !slices.Equal(s.Serving, []int{2}) {
 		t.Fatalf("after restart: %+v", s)
 	}
+	if l := s.LastRollout; l == nil || l.Outcome != "complete" || l.Generation != 2 || !strings.HasPrefix(l.Source, "ctl#") || l.Ended.IsZero() {
+		t.Fatalf("after restart: last rollout %+v", l)
+	}
 	for _, w := range s.Workers {
-		if w.Generation != 2 || w.Restarts != 1 || w.State != "listening" {
+		if w.Generation != 2 || w.Restarts != 1 || w.State != "listening" || w.RSS <= 0 {
 			t.Errorf("after restart: %+v", w)
+		}
+	}
+	for _, sl := range s.Slots {
+		// The old workers were drained: each slot's last exit is theirs.
+		if e := sl.LastExit; e == nil || old[e.Worker] == 0 || e.Reason == "" {
+			t.Errorf("slot %d after restart: last exit %+v", sl.Index, e)
 		}
 	}
 	waitGone(t, values(old)...)
@@ -120,6 +144,27 @@ func TestCtlRestartAborted(t *testing.T) {
 	}
 	if _, err := get(addr, "/"); err != nil {
 		t.Fatal(err)
+	}
+	// The status says the workers serve generation 1, not the generation
+	// 2 that aborted, and how the rollout ended.
+	s := status(t, sock)
+	if s.Generation != 2 || !slices.Equal(s.Serving, []int{1}) || s.LastRollout == nil || s.LastRollout.Outcome != "aborted" ||
+		s.LastRollout.Generation != 2 || !strings.Contains(s.LastRollout.Reason, "exited before ready") {
+		t.Fatalf("status after an aborted restart: generation %d, serving %v, last rollout %+v", s.Generation, s.Serving, s.LastRollout)
+	}
+	r = ctl(t, sock, "status")
+	if !strings.Contains(r.stdout, "listening, serving generation 1 (generation 2 requested), policy") ||
+		!strings.Contains(r.stdout, "\nlast rollout: aborted, generation 2 (ctl#") {
+		t.Fatalf("ctl status after an aborted restart:\n%s", r)
+	}
+	failed := 0
+	for _, sl := range s.Slots {
+		if sl.LastExit != nil && strings.HasPrefix(sl.LastExit.Reason, "code 1") {
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Errorf("after an aborted restart: %d slots whose last exit is the failed replacement's, want 1: %+v", failed, s.Slots)
 	}
 	r = ctl(t, sock, "--json", "restart")
 	var rep control.Reply
@@ -173,21 +218,28 @@ func TestControlSocketPermissions(t *testing.T) {
 }
 
 // TestControlSocketDefault: without --control the socket is
-// $XDG_RUNTIME_DIR/dutchmaster-NAME.sock, which ctl --name finds; a second
-// master with the same name runs without one (a default never keeps a
-// master from starting), but an explicit --control in use is refused.
+// dutchmaster-NAME.sock in $XDG_RUNTIME_DIR/dutchmaster, a directory the
+// master creates mode 0700, which ctl --name finds from any working
+// directory; a second master with the same name runs without one (a
+// default never keeps a master from starting), but an explicit --control
+// in use is refused.
 func TestControlSocketDefault(t *testing.T) {
 	runtimeDir := t.TempDir()
 	t.Setenv("XDG_RUNTIME_DIR", runtimeDir)
+	t.Setenv(control.EnvControl, "")
 	m := startMaster(t, "worker", nil, "--name", "api", "--workers", "1", "--listen", "http=tcp://127.0.0.1:0")
 	e, _ := m.waitFor(0, "control socket listening", nil)
-	sock := filepath.Join(runtimeDir, "dutchmaster-api.sock")
+	sock := filepath.Join(runtimeDir, "dutchmaster", "dutchmaster-api.sock")
 	if e.str("path") != sock || e.str("name") != "api" {
 		t.Fatalf("control socket event %v, want path %s and name api", e, sock)
 	}
+	if fi, err := os.Stat(filepath.Dir(sock)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("control socket directory: %v, %v; want mode 0700", fi, err)
+	}
 	m.waitFor(0, "cluster ready", nil)
+	t.Chdir("/") // the master's working directory is the test's
 	if r := runDutchmaster(t, 0, "ctl", "--name", "api", "status"); r.code != 0 || !strings.HasPrefix(r.stdout, "dutchmaster api (pid ") {
-		t.Fatalf("ctl --name api status: %s", r)
+		t.Fatalf("ctl --name api status from /: %s", r)
 	}
 
 	second := startMaster(t, "worker", nil, "--name", "api", "--workers", "1", "--listen", "http=tcp://127.0.0.1:0")
@@ -203,6 +255,94 @@ func TestControlSocketDefault(t *testing.T) {
 	if r := runDutchmaster(t, 0, "ctl", "--name", "api", "status"); r.code != 1 || !strings.Contains(r.stderr, "no control socket") {
 		t.Fatalf("ctl after the master exited: %s", r)
 	}
+}
+
+// TestControlSocketEnv: DUTCHMASTER_CONTROL gives the socket to the master
+// and to ctl, which then needs neither --name nor --control; ctl ls lists
+// it with the masters of the default directory, and a stale socket there
+// as stale, without failing.
+func TestControlSocketEnv(t *testing.T) {
+	runtimeDir := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", runtimeDir)
+	envSock := filepath.Join(t.TempDir(), "web.sock")
+	t.Setenv(control.EnvControl, envSock)
+	m := startMaster(t, "worker", nil, "--name", "web", "--workers", "1", "--listen", "http=tcp://127.0.0.1:0")
+	if e, _ := m.waitFor(0, "control socket listening", nil); e.str("path") != envSock {
+		t.Fatalf("control socket event %v, want path %s", e, envSock)
+	}
+	m.waitFor(0, "cluster ready", nil)
+	if r := runDutchmaster(t, 0, "ctl", "status"); r.code != 0 || !strings.HasPrefix(r.stdout, "dutchmaster web (pid ") {
+		t.Fatalf("ctl status with %s set: %s", control.EnvControl, r)
+	}
+
+	// A named master in the default directory, and a stale socket: bound,
+	// then closed without its file being removed.
+	t.Setenv(control.EnvControl, "")
+	other := startMaster(t, "worker", nil, "--name", "api", "--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
+	other.waitFor(0, "cluster ready", nil)
+	stale := filepath.Join(runtimeDir, "dutchmaster", "dutchmaster-gone.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+
+	t.Setenv(control.EnvControl, envSock)
+	r := runDutchmaster(t, 0, "ctl", "ls", "--json")
+	var ls lsReply
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ls) != nil {
+		t.Fatalf("ctl ls --json: %s", r)
+	}
+	got := map[string]lsEntry{}
+	for _, e := range ls.Masters {
+		got[e.Socket] = e
+	}
+	apiSock := filepath.Join(runtimeDir, "dutchmaster", "dutchmaster-api.sock")
+	if e := got[apiSock]; len(got) != 3 || e.State != "running" || e.Name != "api" || e.PID != other.PID() ||
+		e.Target != 2 || e.Generation != 1 || e.Uptime <= 0 {
+		t.Errorf("ctl ls: api master: %+v (of %d)", e, len(got))
+	}
+	if e := got[envSock]; e.State != "running" || e.Name != "web" || e.PID != m.PID() {
+		t.Errorf("ctl ls: the %s master: %+v", control.EnvControl, e)
+	}
+	if e := got[stale]; e.State != "stale" || e.Name != "gone" {
+		t.Errorf("ctl ls: stale socket: %+v", e)
+	}
+	r = runDutchmaster(t, 0, "ctl", "ls")
+	if r.code != 0 || !strings.Contains(r.stdout, "NAME") || !regexp.MustCompile(`(?m)^gone .*stale`).MatchString(r.stdout) {
+		t.Errorf("ctl ls:\n%s", r)
+	}
+	m.stop()
+	other.stop()
+}
+
+// TestControlSocketDirRefused: a default directory that other users could
+// write in is refused, clearly: the master runs without a control socket
+// and says why, ctl refuses to use it.
+func TestControlSocketDirRefused(t *testing.T) {
+	runtimeDir := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", runtimeDir)
+	t.Setenv(control.EnvControl, "")
+	dir := filepath.Join(runtimeDir, "dutchmaster")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	m := startMaster(t, "worker", nil, "--name", "api", "--workers", "1", "--listen", "http=tcp://127.0.0.1:0")
+	e, _ := m.waitFor(0, "running without a control socket (give this master a --name or a --control path of its own)", nil)
+	if !strings.Contains(e.str("error"), "mode 0777 lets other users write in it; refusing to use it") {
+		t.Errorf("warning %v: want the reason", e)
+	}
+	m.waitFor(0, "cluster ready", nil)
+	for _, args := range [][]string{{"ctl", "--name", "api", "status"}, {"ctl", "ls"}} {
+		if r := runDutchmaster(t, 0, args...); r.code != 1 || !strings.Contains(r.stderr, dir+": mode 0777 lets other users write in it") {
+			t.Errorf("%v: %s", args, r)
+		}
+	}
+	m.stop()
 }
 
 // TestCtlUsage: bad command lines exit 2 and say why.

@@ -39,11 +39,12 @@ func init() {
 	if os.Getenv(roleEnv) == "" {
 		// The test process, whose masters inherit this: without
 		// --control, a master takes a control socket in
-		// $XDG_RUNTIME_DIR (else its working directory, here the source
-		// tree). The other suites' masters run as they did before the
-		// control socket existed: its default directory does not exist,
-		// which a default path only warns about. Tests of the default
-		// set XDG_RUNTIME_DIR themselves.
+		// $XDG_RUNTIME_DIR/dutchmaster (else /run/dutchmaster for root,
+		// or /tmp/dutchmaster-UID), creating that last directory. The
+		// other suites' masters run as they did before the control
+		// socket existed: the parent of its default directory does not
+		// exist, which a default path only warns about. Tests of the
+		// default set XDG_RUNTIME_DIR themselves.
 		os.Setenv("XDG_RUNTIME_DIR", filepath.Join(os.TempDir(), "dutchmaster-tests-have-no-runtime-dir"))
 	}
 }

@@ -99,7 +99,7 @@ var options = []option{
 	{name: "log-level", usage: "debug, info, warn or error", text: func(s *settings) *string { return &s.LogLevel }},
 	{name: "log-worker-output", field: "LogWorkerOutput", usage: "log each line of worker output with the worker's fields", text: func(s *settings) *string { return &s.LogWorkerOutput }, isBool: true},
 	{name: "name", field: "Name", usage: "`NAME` of this master, in logs, metrics, the journal and the default control socket's file name", text: func(s *settings) *string { return &s.Name }},
-	{name: "control", field: "ControlSocket", usage: "control socket `PATH` for `dutchmaster ctl` (mode 0600), or none; default $XDG_RUNTIME_DIR (else the working directory)/dutchmaster[-NAME].sock", text: func(s *settings) *string { return &s.Control }},
+	{name: "control", field: "ControlSocket", usage: "control socket `PATH` for `dutchmaster ctl` (mode 0600), or none; default $DUTCHMASTER_CONTROL, else dutchmaster[-NAME].sock in $XDG_RUNTIME_DIR/dutchmaster, /run/dutchmaster (root) or /tmp/dutchmaster-UID", text: func(s *settings) *string { return &s.Control }},
 	{name: "metrics", field: "MetricsAddress", usage: "serve /metrics (Prometheus), /healthz and /readyz on `HOST:PORT`", text: func(s *settings) *string { return &s.Metrics }},
 	{name: "record", field: "Record", usage: "write every input and decision of the cluster's core to `FILE` (JSON lines), for `dutchmaster replay`", text: func(s *settings) *string { return &s.Record }},
 	{name: "pidfile", field: "PIDFile", usage: "write the master's pid to `FILE` (locked while it runs, removed at exit); refuse to start if a running master holds it", text: func(s *settings) *string { return &s.PIDFile }},

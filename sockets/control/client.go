@@ -22,6 +22,16 @@ type Client struct {
 	path string
 }
 
+// DialError says in the operator's terms why Dial failed; errors.Is
+// finds the system's error in it (syscall.ECONNREFUSED: a stale socket).
+type DialError struct {
+	msg string
+	err error
+}
+
+func (e *DialError) Error() string { return e.msg }
+func (e *DialError) Unwrap() error { return e.err }
+
 // Dial connects to the control socket at path. Errors say what is wrong
 // in the operator's terms: no master there, a stale socket, no permission.
 func Dial(path string, timeout time.Duration) (*Client, error) {
@@ -30,11 +40,11 @@ func Dial(path string, timeout time.Duration) (*Client, error) {
 	if err != nil {
 		switch {
 		case errors.Is(err, syscall.ENOENT):
-			return nil, fmt.Errorf("%s: no control socket (is the master running, with this --name or --control?)", path)
+			return nil, &DialError{fmt.Sprintf("%s: no control socket (is the master running, with this --name or --control?)", path), err}
 		case errors.Is(err, syscall.ECONNREFUSED):
-			return nil, fmt.Errorf("%s: no master accepts on this socket (it is stale: the master died)", path)
+			return nil, &DialError{fmt.Sprintf("%s: no master accepts on this socket (it is stale: the master died)", path), err}
 		case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-			return nil, fmt.Errorf("%s: permission denied (the control socket is for the master's user and root)", path)
+			return nil, &DialError{fmt.Sprintf("%s: permission denied (the control socket is for the master's user and root)", path), err}
 		}
 		return nil, err
 	}

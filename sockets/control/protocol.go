@@ -31,8 +31,6 @@ package control
 import (
 	"bytes"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -90,6 +88,46 @@ type Status struct {
 	Rollout  *RolloutStatus `json:"rollout,omitempty"`
 	Workers  []WorkerStatus `json:"workers"`
 	Slots    []SlotStatus   `json:"slots"`
+	// Generation above is the newest asked for; Serving lists the
+	// generations of the listening workers, oldest first. After an
+	// aborted rollout they differ: the workers serve an older generation.
+	Serving []int `json:"serving_generations"`
+	// Started is when the master started; Uptime is the time since, in
+	// seconds.
+	Started time.Time `json:"started"`
+	Uptime  float64   `json:"uptime_seconds"`
+	// Command is the workers' command line.
+	Command   []string         `json:"command,omitempty"`
+	Listeners []ListenerStatus `json:"listeners"`
+	// LastRollout is how the last rollout that ended ended; nil before
+	// any has.
+	LastRollout *LastRollout `json:"last_rollout,omitempty"`
+}
+
+// ListenerStatus is one socket the workers serve on.
+type ListenerStatus struct {
+	Name    string `json:"name"`
+	Address string `json:"address"` // the bound address, port 0 resolved
+	Spec    string `json:"spec"`
+}
+
+// LastRollout is the last rollout that ended.
+type LastRollout struct {
+	Outcome    string    `json:"outcome"` // complete, aborted, cancelled
+	Reason     string    `json:"reason,omitempty"`
+	Generation int       `json:"generation"` // the generation it rolled to (0: only workers that asked)
+	Source     string    `json:"source"`     // what started it: a signal, ctl#N, a worker's request
+	Ended      time.Time `json:"ended"`
+}
+
+// ExitStatus is how a worker's process ended.
+type ExitStatus struct {
+	Worker int `json:"worker"`
+	// Reason: clean, code N, signal SIGNAME, killed SIGKILL or fork-failed.
+	Reason string `json:"reason"`
+	// Detail: the fork error, or the last lines the worker wrote.
+	Detail string    `json:"detail,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // RolloutStatus is the rollout in progress.
@@ -121,6 +159,14 @@ type WorkerStatus struct {
 	// Processes counts its processes: itself and all it started, daemons
 	// included where it has a cgroup of its own (docs/operations.md).
 	Processes int `json:"processes,omitempty"`
+	// RSS is the sum of those processes' resident set sizes, in bytes.
+	RSS int64 `json:"rss_bytes,omitempty"`
+	// CPU is the processor time they used, in seconds (see
+	// docs/operations.md); CPUPercent is the share of one CPU they used
+	// since the previous status read of this worker (since its fork for
+	// the first), 100 for one CPU kept busy.
+	CPU        float64 `json:"cpu_seconds"`
+	CPUPercent float64 `json:"cpu_percent"`
 }
 
 // SlotStatus is one slot: a position that one serving worker fills.
@@ -131,23 +177,9 @@ type SlotStatus struct {
 	Flapping bool `json:"flapping"`
 	// BackoffUntil: no fork into the slot before this.
 	BackoffUntil time.Time `json:"backoff_until,omitzero"`
-}
-
-// DefaultPath is where a master named name puts its control socket when
-// not told: $XDG_RUNTIME_DIR, else the working directory, and the file
-// dutchmaster.sock, or dutchmaster-NAME.sock for a named master.
-func DefaultPath(name string) string {
-	file := "dutchmaster.sock"
-	if name != "" {
-		file = "dutchmaster-" + name + ".sock"
-	}
-	dir := os.Getenv("XDG_RUNTIME_DIR")
-	if dir == "" {
-		if wd, err := os.Getwd(); err == nil {
-			dir = wd
-		}
-	}
-	return filepath.Join(dir, file)
+	// LastExit is how the slot's last worker to end ended; nil while
+	// none has.
+	LastExit *ExitStatus `json:"last_exit,omitempty"`
 }
 
 // ParseRequest decodes one request line (its newline may be left on). A

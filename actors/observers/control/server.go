@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/actors/core"
+	"github.com/dutchmaster/dutchmaster/fsm"
 	"github.com/dutchmaster/dutchmaster/sockets"
 	ctl "github.com/dutchmaster/dutchmaster/sockets/control"
 )
@@ -54,9 +56,14 @@ type Options struct {
 	// Allow decides whether a peer's uid may send commands. Default: the
 	// master's effective uid and root.
 	Allow func(uid uint32) bool
-	// Processes counts a running worker's processes for status (the
+	// Usage reads what a running worker's processes use, for status (the
 	// worker and all it started); nil: not reported.
-	Processes func(worker int) int
+	Usage func(worker int) Usage
+	// Started is when the master started; Command the workers' command
+	// line; Listeners the sockets they serve on: reported in status.
+	Started   time.Time
+	Command   []string
+	Listeners []ctl.ListenerStatus
 	// MaxConns bounds the connections open at once; more are refused
 	// with a reply that says so. Default DefaultMaxConns.
 	MaxConns int
@@ -67,6 +74,13 @@ type Options struct {
 	// Room, if set, is asked before each connection is served: an error
 	// refuses it (the master keeps its last descriptors for its forks).
 	Room func() error
+}
+
+// Usage is what a worker's processes use.
+type Usage struct {
+	Processes int
+	RSS       int64 // bytes
+	CPU       time.Duration
 }
 
 // Defaults of Options.
@@ -102,12 +116,64 @@ type Server struct {
 	// whose decisions their handler has not read yet; while there are
 	// any, the rollouts that end are kept in ended, since one of them may
 	// be the end such a restart waits for.
-	asking     int
-	ended      []endedRollout
-	rolloutGen int         // the running rollout's generation, the newest restart it carries
-	stopped    bool        // the cluster has stopped
-	forks      map[int]int // forks into each slot
-	sup        Supervisor
+	asking        int
+	ended         []endedRollout
+	rolloutGen    int    // the running rollout's generation, the newest restart it carries
+	rolloutSource string // what started the running rollout
+	stopped       bool   // the cluster has stopped
+	sup           Supervisor
+	slots         slotBook
+	lastRollout   *ctl.LastRollout
+	cpuSeen       map[int]cpuSample // the last CPU read of each worker, for CPUPercent
+}
+
+// slotBook follows the slots through the cluster's steps: what status
+// reports per slot beyond the view.
+type slotBook struct {
+	slotOf   map[core.WorkerID]int
+	restarts map[int]int // workers that took the slot over after its first
+	used     map[int]bool
+	retired  map[int]bool // drained by a scale down: its next fork is a scale up
+	lastExit map[int]*ctl.ExitStatus
+}
+
+func newSlotBook() slotBook {
+	return slotBook{slotOf: map[core.WorkerID]int{}, restarts: map[int]int{}, used: map[int]bool{},
+		retired: map[int]bool{}, lastExit: map[int]*ctl.ExitStatus{}}
+}
+
+// fork counts a restart as dutchmaster_worker_restarts_total does: a
+// rollout's replacement, or a re-fork into a slot whose worker died; not
+// the first fork into a slot, nor a scale up that brings a slot back.
+func (b *slotBook) fork(d core.Fork) {
+	b.slotOf[d.Worker] = d.Slot
+	if d.Replacement || (b.used[d.Slot] && !b.retired[d.Slot]) {
+		b.restarts[d.Slot]++
+	}
+	b.used[d.Slot], b.retired[d.Slot] = true, false
+}
+
+// stopping notes a worker asked to stop; a scale down retires its slot.
+func (b *slotBook) stopping(id core.WorkerID, reason string) {
+	if slot, ok := b.slotOf[id]; ok && reason == "scale down" {
+		b.retired[slot] = true
+	}
+}
+
+func (b *slotBook) exited(now time.Time, in core.WorkerExited) {
+	slot, ok := b.slotOf[in.Worker]
+	if !ok {
+		return
+	}
+	delete(b.slotOf, in.Worker)
+	r := in.Reason
+	r.Detail = ""
+	b.lastExit[slot] = &ctl.ExitStatus{Worker: int(in.Worker), Reason: r.String(), Detail: in.Reason.Detail, At: now}
+}
+
+type cpuSample struct {
+	cpu time.Duration
+	at  time.Time
 }
 
 type waiter struct {
@@ -176,7 +242,7 @@ func Listen(opts Options) (*Server, error) {
 	})
 	return &Server{
 		opts: opts, ln: ln, sock: sock, ctx: ctx, stop: cancel,
-		conns: map[net.Conn]bool{}, forks: map[int]int{},
+		conns: map[net.Conn]bool{}, slots: newSlotBook(), cpuSeen: map[int]cpuSample{},
 	}, nil
 }
 
@@ -456,26 +522,65 @@ func (s *Server) status(sup Supervisor) ctl.Reply {
 	if err != nil {
 		return ctl.Reply{Error: err.Error()}
 	}
+	now := time.Now()
 	s.mu.Lock()
-	forks := make(map[int]int, len(s.forks))
-	for k, n := range s.forks {
-		forks[k] = n
+	st := buildStatus(v, s.opts.Name, &s.slots, now)
+	if s.lastRollout != nil {
+		last := *s.lastRollout
+		st.LastRollout = &last
 	}
 	s.mu.Unlock()
-	st := buildStatus(v, s.opts.Name, forks, time.Now())
-	for i, w := range st.Workers {
-		if s.opts.Processes != nil && w.PID != 0 {
-			st.Workers[i].Processes = s.opts.Processes(w.ID)
-		}
+	if !s.opts.Started.IsZero() {
+		st.Started, st.Uptime = s.opts.Started, now.Sub(s.opts.Started).Seconds()
+	}
+	st.Command, st.Listeners = s.opts.Command, s.opts.Listeners
+	if st.Listeners == nil {
+		st.Listeners = []ctl.ListenerStatus{}
+	}
+	if s.opts.Usage != nil {
+		s.usage(st, now)
 	}
 	return ctl.Reply{OK: true, Status: st}
 }
 
-func buildStatus(v core.View, name string, forks map[int]int, now time.Time) *ctl.Status {
-	restarts := func(slot int) int { return max(forks[slot]-1, 0) }
+// usage fills in what each running worker's processes use. The CPU share
+// is over the time since this worker's previous read (since its fork for
+// the first): a rate needs two reads, and status is the only reader.
+func (s *Server) usage(st *ctl.Status, now time.Time) {
+	seen := make(map[int]bool, len(st.Workers))
+	for i, w := range st.Workers {
+		if w.PID == 0 {
+			continue
+		}
+		u := s.opts.Usage(w.ID)
+		ws := &st.Workers[i]
+		ws.Processes, ws.RSS, ws.CPU = u.Processes, u.RSS, u.CPU.Seconds()
+		prev := cpuSample{at: w.Forked}
+		s.mu.Lock()
+		if p, ok := s.cpuSeen[w.ID]; ok {
+			prev = p
+		}
+		s.cpuSeen[w.ID] = cpuSample{cpu: u.CPU, at: now}
+		s.mu.Unlock()
+		if wall := now.Sub(prev.at); wall > 0 && u.CPU >= prev.cpu {
+			ws.CPUPercent = 100 * float64(u.CPU-prev.cpu) / float64(wall)
+		}
+		seen[w.ID] = true
+	}
+	s.mu.Lock()
+	for id := range s.cpuSeen {
+		if !seen[id] {
+			delete(s.cpuSeen, id)
+		}
+	}
+	s.mu.Unlock()
+}
+
+func buildStatus(v core.View, name string, slots *slotBook, now time.Time) *ctl.Status {
 	st := &ctl.Status{
 		Name: name, PID: os.Getpid(), Now: now, Target: v.Target, Listening: v.Listening(), Generation: v.Generation,
 		Policy: v.Policy, Ready: v.Ready, Stopping: v.Stopping, Workers: []ctl.WorkerStatus{}, Slots: []ctl.SlotStatus{},
+		Serving: []int{},
 	}
 	if r := v.Rollout; r != nil {
 		st.Rollout = &ctl.RolloutStatus{Generation: r.Generation, Source: r.Source, Started: r.Started, Baseline: r.Baseline}
@@ -484,13 +589,21 @@ func buildStatus(v core.View, name string, forks map[int]int, now time.Time) *ct
 		st.Workers = append(st.Workers, ctl.WorkerStatus{
 			ID: int(w.ID), PID: w.PID, Slot: w.Slot, Generation: w.Generation, State: string(w.State),
 			Forked: w.ForkedAt, ReadyAt: w.ReadyAt, Uptime: now.Sub(w.ForkedAt).Seconds(),
-			Restarts: restarts(w.Slot), Due: w.Due, RestartRequested: w.RestartRequested,
+			Restarts: slots.restarts[w.Slot], Due: w.Due, RestartRequested: w.RestartRequested,
 		})
+		if w.State == fsm.Listening && !slices.Contains(st.Serving, w.Generation) {
+			st.Serving = append(st.Serving, w.Generation)
+		}
 	}
+	slices.Sort(st.Serving)
 	for _, sl := range v.Slots {
-		ss := ctl.SlotStatus{Index: sl.Index, Restarts: restarts(sl.Index), Failures: sl.Failures, Flapping: sl.Flapping}
+		ss := ctl.SlotStatus{Index: sl.Index, Restarts: slots.restarts[sl.Index], Failures: sl.Failures, Flapping: sl.Flapping}
 		if sl.NotBefore.After(now) {
 			ss.BackoffUntil = sl.NotBefore
+		}
+		if e := slots.lastExit[sl.Index]; e != nil {
+			last := *e
+			ss.LastExit = &last
 		}
 		st.Slots = append(st.Slots, ss)
 	}
@@ -503,16 +616,24 @@ func buildStatus(v core.View, name string, forks map[int]int, now time.Time) *ct
 func (s *Server) Observe(now time.Time, in core.Input, out []core.Decision) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if in, ok := in.(core.WorkerExited); ok {
+		s.slots.exited(now, in)
+	}
 	for _, d := range out {
 		switch d := d.(type) {
 		case core.Fork:
-			s.forks[d.Slot]++
+			s.slots.fork(d)
+		case core.Drain:
+			s.slots.stopping(d.Worker, d.Reason)
+		case core.Kill:
+			s.slots.stopping(d.Worker, d.Reason)
 		case core.RolloutStarted:
-			s.rolloutGen = d.Generation
+			s.rolloutGen, s.rolloutSource = d.Generation, d.Source
 		case core.RolloutCoalesced:
 			s.rolloutGen = d.Generation
 		case core.RolloutEnded:
 			e := endedRollout{generation: s.rolloutGen, ended: d}
+			s.lastRollout = &ctl.LastRollout{Outcome: d.Outcome, Reason: d.Reason, Generation: s.rolloutGen, Source: s.rolloutSource, Ended: now}
 			if s.asking > 0 {
 				s.ended = append(s.ended, e)
 			}
