@@ -13,7 +13,7 @@ import (
 // MaxSlots is how many slots one group can hold: the size of its socket
 // array, fixed when the array is created. A slot costs an array entry (a
 // pointer in the kernel), so the bound is generous.
-const MaxSlots = 1024
+const MaxSlots = 4096
 
 // The eligible map holds two buffers, each a count followed by MaxSlots
 // slot indexes, and the state map says which buffer is current. The master
