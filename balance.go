@@ -150,3 +150,17 @@ func withBalance(b *balance.Observer, observe func(time.Time, core.Input, []core
 		observe(now, in, out)
 	}
 }
+
+// logBalance is the one line saying which balance the master took and
+// why; logged once every start-up error is behind, so that a refused start
+// prints its error alone, and only when there is something to balance.
+func logBalance(log zerolog.Logger, kernel bool, why string, listeners int) {
+	if listeners == 0 {
+		return
+	}
+	mode := BalanceShared
+	if kernel {
+		mode = BalanceKernel
+	}
+	log.Info().Str("balance", mode).Str("reason", why).Msg("balance: " + mode + " (" + why + ")")
+}

@@ -111,11 +111,6 @@ func Run(ctx context.Context, opts Options) error {
 		return &ConfigError{Field: "Listen", Err: err}
 	}
 	defer closeBalanced(listeners, groups)
-	mode := BalanceShared
-	if kernel {
-		mode = BalanceKernel
-	}
-	log.Info().Str("balance", mode).Str("reason", why).Msg("balance: " + mode + " (" + why + ")")
 	for _, l := range listeners {
 		log.Info().Str("listener", l.Name()).Str("spec", l.String()).Str("address", l.Addr().String()).
 			Bool("socket_activated", activated[l]).Msg("listening")
@@ -134,6 +129,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
+	logBalance(log, kernel, why, len(listeners))
 	system := actors.NewSystem(log)
 	defer system.Shutdown()
 	m := &master{opts: opts, plan: plan, runtime: rt, listeners: listeners}
