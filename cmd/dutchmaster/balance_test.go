@@ -6,7 +6,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -159,4 +162,50 @@ func TestBalanceShared(t *testing.T) {
 		t.Errorf("balance line %v, want shared for want of a TCP listener", e)
 	}
 	m.stop()
+}
+
+// withoutBPF runs the rest of a command line without CAP_BPF and
+// CAP_SYS_ADMIN (dropped from the bounding set, so a root master loses
+// them too): the socket-selection program cannot be loaded.
+func withoutBPF(t *testing.T) []string {
+	t.Helper()
+	needKernelBalance(t) // otherwise there is nothing to fall back from
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("no setpriv to drop CAP_BPF with")
+	}
+	return []string{setpriv, "--bounding-set", "-bpf,-sys_admin", "--inh-caps", "-bpf,-sys_admin", "--"}
+}
+
+// TestBalanceFallsBackWithoutBPF: a master that cannot load the program
+// takes shared under auto, says why in its one balance line, and serves;
+// asked for kernel, it refuses to start, naming the option.
+func TestBalanceFallsBackWithoutBPF(t *testing.T) {
+	via := withoutBPF(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := startMasterVia(t, via, []string{self}, "--env", roleEnv+"=worker", "--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
+	addr := m.address()
+	m.waitFor(0, "cluster ready", nil)
+	e := balanceLine(t, m)
+	if e.str("balance") != "shared" || !strings.HasPrefix(e.str("reason"), "the socket-selection program could not be loaded: ") {
+		t.Errorf("balance line %v, want shared because the program could not be loaded", e)
+	}
+	if body, err := get(addr, "/"); err != nil || body == "" {
+		t.Errorf("GET /: %q, %v", body, err)
+	}
+	m.stop()
+
+	m = startMasterVia(t, via, []string{self}, "--control", "none", "--balance", "kernel", "--listen", "http=tcp://127.0.0.1:0")
+	if code := m.wait(); code != exitUsage {
+		t.Errorf("--balance kernel without CAP_BPF: exit %d, want %d", code, exitUsage)
+	}
+	if log := m.Log(); !strings.Contains(log, "--balance kernel: the socket-selection program could not be loaded") {
+		t.Errorf("the refusal does not say why:\n%s", log)
+	}
+	if len(m.all("fork")) != 0 {
+		t.Error("a worker was started")
+	}
 }

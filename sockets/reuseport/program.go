@@ -196,9 +196,21 @@ func Available() error {
 func explain(err error) error {
 	switch {
 	case errors.Is(err, os.ErrPermission):
-		return fmt.Errorf("%w (needs CAP_BPF or root)", err)
+		// The library's own hint (MEMLOCK) does not apply to the kernels
+		// that have these maps' memory charged to the cgroup.
+		return &loadError{text: "operation not permitted (needs CAP_BPF, or root)", err: err}
 	case errors.Is(err, ebpf.ErrNotSupported):
 		return fmt.Errorf("%w (the kernel has no sk_reuseport programs or socket arrays)", err)
 	}
 	return err
 }
+
+// loadError is a load failure told in a few words, still unwrapping to the
+// library's error and its errno.
+type loadError struct {
+	text string
+	err  error
+}
+
+func (e *loadError) Error() string { return e.text }
+func (e *loadError) Unwrap() error { return e.err }
