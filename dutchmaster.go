@@ -45,6 +45,7 @@ import (
 	"github.com/dutchmaster/dutchmaster/actors/osproc"
 	"github.com/dutchmaster/dutchmaster/fsm"
 	"github.com/dutchmaster/dutchmaster/sockets"
+	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
 )
 
 // Run starts the workers and supervises them until a graceful stop (the
@@ -92,20 +93,31 @@ func Run(ctx context.Context, opts Options) error {
 	if err := sockets.CloseOnExecAll(); err != nil {
 		return fmt.Errorf("marking inherited descriptors close-on-exec: %w", err)
 	}
-	listeners, activated, err := openListeners(plan.specs, log)
+	kernel, why, err := balanceMode(plan)
+	if err != nil {
+		return err
+	}
+	var (
+		listeners []*sockets.Listener
+		activated map[*sockets.Listener]bool
+		groups    []*reuseport.Group // by listener; nil for a shared one
+	)
+	if kernel {
+		listeners, groups, err = openBalanced(plan.specs, plan.workers())
+	} else {
+		listeners, activated, err = openListeners(plan.specs, log)
+	}
 	if err != nil {
 		return &ConfigError{Field: "Listen", Err: err}
 	}
-	defer func() {
-		for _, l := range listeners {
-			l.Close()
-		}
-	}()
+	defer closeBalanced(listeners, groups)
 	for _, l := range listeners {
 		log.Info().Str("listener", l.Name()).Str("spec", l.String()).Str("address", l.Addr().String()).
 			Bool("socket_activated", activated[l]).Msg("listening")
 	}
-	rt, err := osproc.New(runtimeConfig(opts, plan, listeners))
+	rcfg := runtimeConfig(opts, plan, listeners)
+	rcfg.Balanced = groups
+	rt, err := osproc.New(rcfg)
 	if err != nil {
 		return &ConfigError{Err: err}
 	}
@@ -117,12 +129,13 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
+	logBalance(log, kernel, why, len(listeners))
 	system := actors.NewSystem(log)
 	defer system.Shutdown()
 	m := &master{opts: opts, plan: plan, runtime: rt, listeners: listeners}
 	m.cluster = actors.Start(system, actors.Options{
 		Runtime: rt, Logger: log, Workers: plan.workers, Core: plan.core, Ready: plan.ready, Drain: plan.drain,
-		Observe: ops.observe,
+		Observe: withBalance(balanceObserver(log, groups), ops.observe),
 	})
 	defer m.cluster.Shutdown()
 	// Runs first: no more control requests, notifications or journal

@@ -68,6 +68,14 @@ type Options struct {
 	// node-cluster (Node's cluster primary protocol) or auto (the default:
 	// node-cluster when the command is node, fds otherwise).
 	WorkerProtocol string
+	// Balance says how new connections on TCP listeners are spread over
+	// the workers (docs/listeners.md): kernel (one socket per worker slot,
+	// and a program in the kernel that picks round-robin among the slots
+	// whose worker listens and does not drain), shared (one socket for
+	// all: the kernel wakes whichever worker waited last) or auto (the
+	// default: kernel where the program can be loaded, else shared). Unix
+	// and UDP listeners are always shared. Fixed for the master's life.
+	Balance string
 	// Reload, if set, is called before every rolling restart for the
 	// options to use from then on (the dutchmaster binary re-reads its
 	// --config file). An error refuses the restart; the running workers
@@ -222,6 +230,7 @@ type plan struct {
 	beforeFork    func(dir string, env []string) error
 	nodeCluster   bool
 	credential    *syscall.Credential
+	balance       string // auto, kernel or shared
 }
 
 // restartSignals are the signals a restart may be asked with: the master
@@ -306,6 +315,17 @@ func prepare(opts Options) (plan, error) {
 		p.nodeCluster = true
 	default:
 		return p, fieldErr("WorkerProtocol", "Options.WorkerProtocol %q: want auto, fds or node-cluster", opts.WorkerProtocol)
+	}
+	switch p.balance = opts.Balance; p.balance {
+	case "":
+		p.balance = BalanceAuto
+	case BalanceAuto, BalanceShared:
+	case BalanceKernel:
+		if p.nodeCluster {
+			return p, fieldErr("Balance", "Options.Balance kernel: not available for Node.js cluster workers yet (they get their sockets from the master at listen()); use auto or shared")
+		}
+	default:
+		return p, fieldErr("Balance", "Options.Balance %q: want auto, kernel or shared", opts.Balance)
 	}
 	return p, nil
 }

@@ -145,8 +145,8 @@ func (m *master) apply(res reloadResult) error {
 		log.Error().Err(err).Msg("restart refused: the configuration does not load; the workers are left as they are")
 		return err
 	}
-	if !slices.Equal(next.Listen, m.opts.Listen) || plan.restartSignal != m.plan.restartSignal {
-		log.Warn().Msg("listeners and the restart signal change only with a new master; keeping the current ones")
+	if !slices.Equal(next.Listen, m.opts.Listen) || plan.restartSignal != m.plan.restartSignal || plan.balance != m.plan.balance {
+		log.Warn().Msg("listeners, their balance and the restart signal change only with a new master; keeping the current ones")
 	}
 	if next.Name != m.opts.Name || next.ControlSocket != m.opts.ControlSocket || next.MetricsAddress != m.opts.MetricsAddress ||
 		next.Record != m.opts.Record || next.PIDFile != m.opts.PIDFile || next.Subreaper != m.opts.Subreaper {
@@ -156,7 +156,7 @@ func (m *master) apply(res reloadResult) error {
 	next.MetricsAddress = m.opts.MetricsAddress
 	next.Record, next.PIDFile, next.Subreaper, next.Observe = m.opts.Record, m.opts.PIDFile, m.opts.Subreaper, m.opts.Observe
 	next.Reload, next.Logger, next.LogDropped = m.opts.Reload, m.opts.Logger, m.opts.LogDropped
-	plan.restartSignal = m.plan.restartSignal
+	plan.restartSignal, plan.balance, next.Balance = m.plan.restartSignal, m.plan.balance, m.opts.Balance
 	m.opts, m.plan = next, plan
 	m.runtime.Reconfigure(runtimeConfig(next, plan, m.listeners))
 	m.cluster.Reconfigure(actors.Reconfigure{Workers: plan.workers, Core: plan.core, Ready: plan.ready, Drain: plan.drain})

@@ -19,6 +19,7 @@ import (
 	"github.com/dutchmaster/dutchmaster/fsm"
 	"github.com/dutchmaster/dutchmaster/sockets"
 	"github.com/dutchmaster/dutchmaster/sockets/nodecluster"
+	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
 )
 
 // process is one running worker.
@@ -72,6 +73,10 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 			return nil, fmt.Errorf("before-fork: %w", err)
 		}
 	}
+	slotFiles, err := slotSockets(cfg.Balanced, spec.Slot)
+	if err != nil {
+		return nil, err
+	}
 	channel, childEnd, err := sockets.NewChannel()
 	if err != nil {
 		return nil, err
@@ -80,6 +85,11 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 	// worker has it (or failed to start), so EOF means the worker is gone.
 	defer childEnd.Close()
 	files := sockets.PlanWorkerFiles(cfg.Listeners, childEnd, r.notify.Path())
+	for i, f := range slotFiles {
+		if f != nil {
+			files.ExtraFiles[i] = f
+		}
+	}
 
 	limit := processLimit()
 	newCmd := func() (*exec.Cmd, func() error) {
@@ -317,4 +327,23 @@ func (r *Runtime) fork(cmd *exec.Cmd, cg *workerCgroup, limit uint64) error {
 		}
 	}
 	return cmd.Start()
+}
+
+// slotSockets are, for each balanced listener, the socket of the worker's
+// slot, to take the listener's place (same position, same name: the worker
+// cannot tell), bound first if the slot is new; nil for a shared listener.
+func slotSockets(balanced []*reuseport.Group, slot int) ([]*os.File, error) {
+	files := make([]*os.File, len(balanced))
+	for i, g := range balanced {
+		if g == nil {
+			continue
+		}
+		for g.Socket(slot) == nil {
+			if _, err := g.AddSlot(); err != nil {
+				return nil, fmt.Errorf("binding slot %d's socket: %w", slot, err)
+			}
+		}
+		files[i] = g.Socket(slot)
+	}
+	return files, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/dutchmaster/dutchmaster/fsm"
 	"github.com/dutchmaster/dutchmaster/sockets"
 	"github.com/dutchmaster/dutchmaster/sockets/nodecluster"
+	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
 )
 
 // Config says how to start workers.
@@ -31,6 +32,12 @@ type Config struct {
 	Env []string
 	// Listeners are passed to every worker as fds 3.. in this order.
 	Listeners []*sockets.Listener
+	// Balanced, when set, has one entry per listener: a group of sockets
+	// (one per slot) for a listener balanced in the kernel, nil for a
+	// shared one. A worker gets its slot's socket in place of the
+	// listener's; a slot the group does not have yet (a scale up) is bound
+	// into it before the fork.
+	Balanced []*reuseport.Group
 	// StopSignal drains a worker that does not speak IPC. Default SIGTERM.
 	StopSignal syscall.Signal
 	// BeforeFork runs before every fork, in the resolved Dir; an error
@@ -103,11 +110,12 @@ func (r *Runtime) config() Config {
 
 // Reconfigure changes how the next workers start (command, environment,
 // directory, hooks, stop signal, output); running workers are not
-// touched. Listeners, the notify socket and the trampoline stay.
+// touched. Listeners (and their balanced groups), the notify socket and
+// the trampoline stay.
 func (r *Runtime) Reconfigure(next Config) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	next.Listeners, next.Executable = r.cfg.Listeners, r.cfg.Executable
+	next.Listeners, next.Balanced, next.Executable = r.cfg.Listeners, r.cfg.Balanced, r.cfg.Executable
 	if next.StopSignal == 0 {
 		next.StopSignal = syscall.SIGTERM
 	}

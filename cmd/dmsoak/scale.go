@@ -119,6 +119,9 @@ func scaleOne(cfg scaleConfig, bin loadtest.Binaries, n int) (scaleRow, error) {
 	m, err := loadtest.StartMaster(bin.Dutchmaster, []string{
 		"--workers", strconv.Itoa(n), "--max-surge", strconv.Itoa(cfg.MaxSurge),
 		"--listen", "http=tcp://127.0.0.1:0",
+		// Shared: the descriptors per worker stay those of the worker
+		// alone; a kernel-balanced master holds a socket per slot too.
+		"--balance", "shared",
 		"--metrics", "127.0.0.1:0", // for the goroutines
 		"--env", "HELLO_BOOT_DELAY=" + cfg.Boot.String(),
 		"--", bin.Hello,

@@ -33,6 +33,7 @@ func badValues(dir string) map[string][][2]string {
 		"backoff-max":       {{"7", `--backoff-max "7"`}},
 		"backoff-reset":     {{"later", `--backoff-reset "later"`}},
 		"worker-protocol":   {{"http", `--worker-protocol "http"`}},
+		"balance":           {{"random", `--balance "random"`}},
 		"env":               {{"NOEQUALS", `--env "NOEQUALS"`}, {"=value", `--env "=value"`}},
 		"env-clear":         {{"maybe", `--env-clear "maybe"`}},
 		"env-allow":         {{"A=B", `--env-allow "A=B": want the name of a variable`}, {"", `--env-allow ""`}},

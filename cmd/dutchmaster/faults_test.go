@@ -30,7 +30,10 @@ func startFaultMaster(t *testing.T, role string, env []string, flags ...string) 
 	t.Helper()
 	t.Parallel()
 	env = append([]string{"GORACE=atexit_sleep_ms=0"}, env...)
-	m := startMaster(t, role, env, append([]string{"--log-level", "debug"}, flags...)...)
+	// Shared sockets: the descriptor checks (checkFDsFor, checkSettledLike)
+	// count one socket per listener, and a kernel-balanced master holds one
+	// per slot, kept after a scale down.
+	m := startMaster(t, role, env, append([]string{"--log-level", "debug", "--balance", "shared"}, flags...)...)
 	m.address()
 	return m
 }

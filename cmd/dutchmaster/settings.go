@@ -44,6 +44,7 @@ type settings struct {
 	BackoffMax      string   `yaml:"backoff-max"`
 	BackoffReset    string   `yaml:"backoff-reset"`
 	WorkerProtocol  string   `yaml:"worker-protocol"`
+	Balance         string   `yaml:"balance"`
 	Name            string   `yaml:"name"`
 	Control         string   `yaml:"control"`
 	Metrics         string   `yaml:"metrics"`
@@ -88,6 +89,7 @@ var options = []option{
 	{name: "backoff-max", field: "Backoff.Max", usage: "longest wait between re-forks of a failing slot", text: func(s *settings) *string { return &s.BackoffMax }},
 	{name: "backoff-reset", field: "Backoff.Reset", usage: "a worker up this long (or a rollout's replacement, once it listens) clears its slot's failures", text: func(s *settings) *string { return &s.BackoffReset }},
 	{name: "worker-protocol", field: "WorkerProtocol", usage: "auto (node-cluster for node, else fds), fds or node-cluster", text: func(s *settings) *string { return &s.WorkerProtocol }},
+	{name: "balance", field: "Balance", usage: "how new TCP connections are spread over the workers: auto (kernel where it can load, else shared), kernel (round-robin over the listening workers, decided in the kernel) or shared", text: func(s *settings) *string { return &s.Balance }},
 	{name: "env", field: "Env", usage: "`KEY=VALUE` added to the workers' environment (repeatable)", list: func(s *settings) *[]string { return &s.Env }},
 	{name: "env-clear", field: "EnvClear", usage: "withhold the master's environment from workers (but --env-allow keys)", text: func(s *settings) *string { return &s.EnvClear }, isBool: true},
 	{name: "env-allow", field: "EnvAllow", usage: "`KEY` of the master's environment that workers keep under --env-clear (repeatable)", list: func(s *settings) *[]string { return &s.EnvAllow }},
@@ -114,7 +116,7 @@ func defaults() settings {
 		Ready: "auto", ReadyTimeout: "60s", Drain: "auto", MaxSurge: "1",
 		LogFormat: "auto", LogLevel: "info", LogWorkerOutput: "false",
 		Policy: dutchmaster.PolicyNames()[0], CanarySoak: dutchmaster.DefaultCanarySoak.String(), Backoff: "500ms", BackoffMax: "30s", BackoffReset: "60s",
-		WorkerProtocol: "auto", EnvClear: "false", Subreaper: "false",
+		WorkerProtocol: "auto", Balance: "auto", EnvClear: "false", Subreaper: "false",
 	}
 }
 
@@ -286,7 +288,7 @@ func (s settings) resolve() (dutchmaster.Options, error) {
 	if o.Backoff.Max < o.Backoff.Initial {
 		return fail("backoff-max", s.BackoffMax, "want at least --backoff ("+s.Backoff+")")
 	}
-	o.WorkerProtocol = s.WorkerProtocol
+	o.WorkerProtocol, o.Balance = s.WorkerProtocol, s.Balance
 	if o.EnvClear, err = strconv.ParseBool(s.EnvClear); err != nil {
 		return fail("env-clear", s.EnvClear, "want true or false")
 	}

@@ -1,0 +1,106 @@
+// Package balance keeps the kernel's choice of worker for new connections
+// (sockets/reuseport) in step with the cluster: a slot is eligible while a
+// worker of it listens and does not drain. Fed by actors.Options.Observe,
+// it acts on the core's inputs and decisions, never on a Note's wording.
+//
+//	Fork             the worker's slot (a replacement takes its predecessor's)
+//	WorkerListening  the worker's slot becomes eligible
+//	Drain, Kill      the worker no longer counts, from the decision on, so
+//	                 that no new connection reaches it once it is told to go
+//	WorkerDraining   likewise, when the worker drains of its own accord
+//	WorkerExited     likewise (a crash: its queue waits for a replacement)
+//
+// During a replacement the slot stays eligible through its old worker until
+// that one is drained, by which time the replacement listens.
+package balance
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dutchmaster/dutchmaster/actors/core"
+)
+
+// Target is what the observer updates: a reuseport.Group, one per balanced
+// listener.
+type Target interface {
+	SetEligible(slots []int) error
+}
+
+// Observer tracks which slots hold a listening worker that does not drain
+// and tells the targets whenever that set changes.
+type Observer struct {
+	targets []Target
+	log     zerolog.Logger
+
+	mu       sync.Mutex
+	slotOf   map[core.WorkerID]int
+	serving  map[core.WorkerID]bool // listening and not draining
+	eligible []int                  // the last set given to the targets
+}
+
+// New returns an Observer for targets; log receives a failure to update
+// one (the kernel then keeps the previous set).
+func New(log zerolog.Logger, targets ...Target) *Observer {
+	return &Observer{targets: targets, log: log, slotOf: map[core.WorkerID]int{}, serving: map[core.WorkerID]bool{}}
+}
+
+// Observe is actors.Options.Observe. It runs on the cluster's goroutine
+// before the step's decisions are carried out, so a drained worker is out
+// of the set before its order reaches it.
+func (o *Observer) Observe(_ time.Time, in core.Input, out []core.Decision) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch in := in.(type) {
+	case core.WorkerListening:
+		if _, known := o.slotOf[in.Worker]; known {
+			o.serving[in.Worker] = true
+		}
+	case core.WorkerDraining:
+		delete(o.serving, in.Worker)
+	case core.WorkerExited:
+		delete(o.serving, in.Worker)
+		delete(o.slotOf, in.Worker)
+	}
+	for _, d := range out {
+		switch d := d.(type) {
+		case core.Fork:
+			o.slotOf[d.Worker] = d.Slot
+		case core.Drain:
+			delete(o.serving, d.Worker)
+		case core.Kill:
+			delete(o.serving, d.Worker)
+		}
+	}
+	o.update()
+}
+
+// Eligible is the set of slots last given to the targets, in order.
+func (o *Observer) Eligible() []int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.eligible)
+}
+
+func (o *Observer) update() {
+	var slots []int
+	for w := range o.serving {
+		if s := o.slotOf[w]; !slices.Contains(slots, s) {
+			slots = append(slots, s)
+		}
+	}
+	slices.Sort(slots)
+	if slices.Equal(slots, o.eligible) {
+		return
+	}
+	o.eligible = slots
+	for _, t := range o.targets {
+		if err := t.SetEligible(slots); err != nil {
+			o.log.Error().Err(err).Ints("slots", slots).Msg("balance: the eligible slots could not be updated; the kernel keeps the previous ones")
+		}
+	}
+	o.log.Debug().Ints("slots", slots).Msg("balance: eligible slots")
+}

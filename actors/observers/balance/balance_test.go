@@ -1,0 +1,89 @@
+package balance
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dutchmaster/dutchmaster/actors/core"
+	"github.com/dutchmaster/dutchmaster/fsm"
+)
+
+// recorder is a Target that keeps every set it is given.
+type recorder struct{ sets [][]int }
+
+func (r *recorder) SetEligible(slots []int) error {
+	r.sets = append(r.sets, slots)
+	return nil
+}
+
+func (r *recorder) last() string {
+	if len(r.sets) == 0 {
+		return "none"
+	}
+	return fmt.Sprint(r.sets[len(r.sets)-1])
+}
+
+func step(o *Observer, in core.Input, out ...core.Decision) { o.Observe(time.Time{}, in, out) }
+
+func TestEligibleFollowsTheWorkers(t *testing.T) {
+	r := &recorder{}
+	o := New(zerolog.Nop(), r)
+	step(o, core.Start{Target: 2}, core.Fork{Worker: 1, Slot: 0}, core.Fork{Worker: 2, Slot: 1})
+	if len(r.sets) != 0 {
+		t.Fatalf("sets %v before any worker listens, want none", r.sets)
+	}
+	step(o, core.WorkerListening{Worker: 1})
+	if r.last() != "[0]" {
+		t.Fatalf("after worker 1 listens: %s, want [0]", r.last())
+	}
+	step(o, core.WorkerListening{Worker: 2})
+	if r.last() != "[0 1]" {
+		t.Fatalf("after worker 2 listens: %s, want [0 1]", r.last())
+	}
+
+	// A rolling restart of slot 0: eligible through the old worker while
+	// the replacement boots, and through the replacement once the old one
+	// is drained.
+	n := len(r.sets)
+	step(o, core.RestartRequested{}, core.Fork{Worker: 3, Slot: 0, Replacement: true})
+	step(o, core.WorkerListening{Worker: 3}, core.Drain{Worker: 1})
+	step(o, core.WorkerExited{Worker: 1, Reason: fsm.ExitReason{}})
+	if len(r.sets) != n {
+		t.Errorf("the set changed during slot 0's replacement: %v", r.sets[n:])
+	}
+
+	// A drain takes the slot out at once, in the step that decides it.
+	step(o, core.StopRequested{}, core.Drain{Worker: 2})
+	if r.last() != "[0]" {
+		t.Errorf("after worker 2's drain: %s, want [0]", r.last())
+	}
+	// A crash too.
+	step(o, core.WorkerExited{Worker: 3})
+	if r.last() != "[]" {
+		t.Errorf("after worker 3's crash: %s, want []", r.last())
+	}
+	// A worker that drains of its own accord, and a kill.
+	step(o, core.WorkerExited{Worker: 2}, core.Fork{Worker: 4, Slot: 0}, core.Fork{Worker: 5, Slot: 1})
+	step(o, core.WorkerListening{Worker: 4})
+	step(o, core.WorkerListening{Worker: 5})
+	step(o, core.WorkerDraining{Worker: 4})
+	if r.last() != "[1]" {
+		t.Errorf("after worker 4 drains itself: %s, want [1]", r.last())
+	}
+	step(o, core.TimerFired{}, core.Kill{Worker: 5})
+	if r.last() != "[]" || fmt.Sprint(o.Eligible()) != "[]" {
+		t.Errorf("after worker 5's kill: %s (Eligible %v), want []", r.last(), o.Eligible())
+	}
+}
+
+func TestUnknownWorkerIgnored(t *testing.T) {
+	r := &recorder{}
+	o := New(zerolog.Nop(), r)
+	step(o, core.WorkerListening{Worker: 9})
+	if len(r.sets) != 0 {
+		t.Errorf("a worker never forked made its slot eligible: %v", r.sets)
+	}
+}

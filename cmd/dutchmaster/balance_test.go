@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
+)
+
+// needKernelBalance skips a test of the kernel mode where this process
+// could not load its program (no CAP_BPF): the master could not either.
+func needKernelBalance(t *testing.T) {
+	t.Helper()
+	if err := reuseport.Available(); err != nil {
+		t.Skipf("the socket-selection program is not available here: %v", err)
+	}
+}
+
+// balanceLine is the master's one line saying which balance it took.
+func balanceLine(t *testing.T, m *master) logEvent {
+	t.Helper()
+	for _, e := range m.events() {
+		if e.str("balance") != "" {
+			return e
+		}
+	}
+	t.Fatal("no balance line in the master's log")
+	return nil
+}
+
+// keepAlivePIDs opens n connections to addr at once, then sends one
+// request on each and returns, per connection, the pid that answered it.
+func keepAlivePIDs(t *testing.T, addr string, n int) []int {
+	t.Helper()
+	conns := make([]net.Conn, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { conns[i], errs[i] = net.DialTimeout("tcp", addr, patience) })
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	pids := make([]int, n)
+	for i, c := range conns {
+		if errs[i] != nil {
+			t.Fatalf("connection %d: %v", i, errs[i])
+		}
+		wg.Go(func() { pids[i], errs[i] = askPID(c) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("request on connection %d: %v", i, err)
+		}
+	}
+	return pids
+}
+
+func askPID(c net.Conn) (int, error) {
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+		return 0, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(string(body))
+}
+
+// TestKernelBalanceSpreadsConnections: with --balance kernel, 16
+// keep-alive connections opened together over 4 workers land on every
+// worker, none on more than 5 (with one shared socket, 0/0/1/15 happens).
+func TestKernelBalanceSpreadsConnections(t *testing.T) {
+	needKernelBalance(t)
+	m := startMaster(t, "worker", nil, "--workers", "4", "--balance", "kernel", "--listen", "http=tcp://127.0.0.1:0")
+	addr := m.address()
+	m.waitFor(0, "cluster ready", nil)
+	workers, _ := listeningPIDs(m, 0, 4)
+	if e := balanceLine(t, m); e.str("balance") != "kernel" {
+		t.Fatalf("balance line %v, want kernel", e)
+	}
+
+	perPID := map[int]int{}
+	for _, pid := range keepAlivePIDs(t, addr, 16) {
+		perPID[pid]++
+	}
+	for id, pid := range workers {
+		if n := perPID[pid]; n == 0 || n > 5 {
+			t.Errorf("worker %d (pid %d) got %d of 16 connections, want 1 to 5 (per pid %v)", id, pid, n, perPID)
+		}
+	}
+	if len(perPID) != 4 {
+		t.Errorf("answers came from %d pids, want the 4 workers: %v", len(perPID), perPID)
+	}
+	m.stop()
+}
+
+// TestKernelBalanceRollingRestart: in the kernel mode, a rolling restart
+// replaces every worker without one failed request, and the replacements
+// share the connections too.
+func TestKernelBalanceRollingRestart(t *testing.T) {
+	needKernelBalance(t)
+	m := startMaster(t, "worker", []string{"DM_TEST_BOOT=200ms"}, "--workers", "4", "--balance", "kernel", "--listen", "http=tcp://127.0.0.1:0")
+	addr := m.address()
+	_, next := m.waitFor(0, "cluster ready", nil)
+	old, _ := listeningPIDs(m, 0, 4)
+
+	fresh := restartUnderLoad(t, m, addr, old, next)
+
+	perPID := map[int]int{}
+	for _, pid := range keepAlivePIDs(t, addr, 16) {
+		perPID[pid]++
+	}
+	for id, pid := range fresh {
+		if n := perPID[pid]; n == 0 || n > 5 {
+			t.Errorf("after the restart, worker %d (pid %d) got %d of 16 connections, want 1 to 5 (per pid %v)", id, pid, n, perPID)
+		}
+	}
+	m.stop()
+	waitGone(t, values(fresh)...)
+}
+
+// TestBalanceShared: --balance shared says so and serves as always; a
+// master whose only listener is a unix socket takes shared under auto,
+// saying why.
+func TestBalanceShared(t *testing.T) {
+	m := startMaster(t, "worker", nil, "--workers", "2", "--balance", "shared", "--listen", "http=tcp://127.0.0.1:0")
+	addr := m.address()
+	m.waitFor(0, "cluster ready", nil)
+	if e := balanceLine(t, m); e.str("balance") != "shared" || e.str("message") != "balance: shared (asked for)" {
+		t.Errorf("balance line %v, want shared, asked for", e)
+	}
+	if body, err := get(addr, "/"); err != nil || body == "" {
+		t.Errorf("GET /: %q, %v", body, err)
+	}
+	m.stop()
+
+	sock := fmt.Sprintf("%s/w.sock", t.TempDir())
+	m = startMaster(t, "worker", nil, "--workers", "1", "--listen", "http=unix://"+sock)
+	m.waitFor(0, "cluster ready", nil)
+	if e := balanceLine(t, m); e.str("balance") != "shared" || e.str("reason") != "no TCP listener" {
+		t.Errorf("balance line %v, want shared for want of a TCP listener", e)
+	}
+	m.stop()
+}
+
+// withoutBPF runs the rest of a command line without CAP_BPF and
+// CAP_SYS_ADMIN (dropped from the bounding set, so a root master loses
+// them too): the socket-selection program cannot be loaded.
+func withoutBPF(t *testing.T) []string {
+	t.Helper()
+	needKernelBalance(t) // otherwise there is nothing to fall back from
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("no setpriv to drop CAP_BPF with")
+	}
+	return []string{setpriv, "--bounding-set", "-bpf,-sys_admin", "--inh-caps", "-bpf,-sys_admin", "--"}
+}
+
+// TestBalanceFallsBackWithoutBPF: a master that cannot load the program
+// takes shared under auto, says why in its one balance line, and serves;
+// asked for kernel, it refuses to start, naming the option.
+func TestBalanceFallsBackWithoutBPF(t *testing.T) {
+	via := withoutBPF(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := startMasterVia(t, via, []string{self}, "--env", roleEnv+"=worker", "--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
+	addr := m.address()
+	m.waitFor(0, "cluster ready", nil)
+	e := balanceLine(t, m)
+	if e.str("balance") != "shared" || !strings.HasPrefix(e.str("reason"), "the socket-selection program could not be loaded: ") {
+		t.Errorf("balance line %v, want shared because the program could not be loaded", e)
+	}
+	if body, err := get(addr, "/"); err != nil || body == "" {
+		t.Errorf("GET /: %q, %v", body, err)
+	}
+	m.stop()
+
+	m = startMasterVia(t, via, []string{self}, "--control", "none", "--balance", "kernel", "--listen", "http=tcp://127.0.0.1:0")
+	if code := m.wait(); code != exitUsage {
+		t.Errorf("--balance kernel without CAP_BPF: exit %d, want %d", code, exitUsage)
+	}
+	if log := m.Log(); !strings.Contains(log, "--balance kernel: the socket-selection program could not be loaded") {
+		t.Errorf("the refusal does not say why:\n%s", log)
+	}
+	if len(m.all("fork")) != 0 {
+		t.Error("a worker was started")
+	}
+}
