@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -128,11 +129,11 @@ func TestVersionFlag(t *testing.T) {
 // TestVersionStamped: the version stamped in at build time wins over the
 // build info.
 func TestVersionStamped(t *testing.T) {
-	old := buildVersion
-	defer func() { buildVersion = old }()
-	buildVersion = "v9.8.7"
-	if got := version(); got != "v9.8.7" {
-		t.Fatalf("version() = %q, want the stamped v9.8.7", got)
+	old := version
+	defer func() { version = old }()
+	version = "v9.8.7"
+	if got := versionString(); got != "v9.8.7" {
+		t.Fatalf("versionString() = %q, want the stamped v9.8.7", got)
 	}
 }
 
@@ -144,5 +145,26 @@ func TestNearestOption(t *testing.T) {
 		if got := nearestOption(name); got != want {
 			t.Errorf("nearestOption(%q) = %q, want %q", name, got, want)
 		}
+	}
+}
+
+// TestVersionLinkerFlag: the release build's -ldflags -X main.version
+// reaches --version (make dist builds so).
+func TestVersionLinkerFlag(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command")
+	}
+	bin := filepath.Join(t.TempDir(), "dutchmaster")
+	build := exec.Command(goBin, "build", "-ldflags", "-X main.version=v9.8.7-test", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	r := runBinary(t, bin, 0, "--version")
+	if r.code != exitOK || r.stdout != "dutchmaster v9.8.7-test\n" {
+		t.Fatalf("want 'dutchmaster v9.8.7-test'\n%s", r)
 	}
 }

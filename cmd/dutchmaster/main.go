@@ -47,7 +47,7 @@ func run(args []string, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
 		case "version", "--version", "-version":
-			fmt.Fprintln(os.Stdout, "dutchmaster", version())
+			fmt.Fprintln(os.Stdout, "dutchmaster", versionString())
 			return exitOK
 		case "help":
 			return runHelp(args[1:], os.Stdout, stderr)
@@ -74,7 +74,7 @@ func run(args []string, stderr io.Writer) int {
 		help(os.Stdout)
 		return exitOK
 	case errors.Is(err, errVersion):
-		fmt.Fprintln(os.Stdout, "dutchmaster", version())
+		fmt.Fprintln(os.Stdout, "dutchmaster", versionString())
 		return exitOK
 	case err != nil:
 		return usageFailed(stderr, err)
@@ -152,15 +152,15 @@ func run(args []string, stderr io.Writer) int {
 	return exitOK
 }
 
-// buildVersion is stamped in by the release build (make dist):
-// -ldflags "-X main.buildVersion=v1.2.3".
-var buildVersion string
+// version is stamped in by the release build (make dist):
+// -ldflags "-X main.version=v1.2.3".
+var version string
 
-// version is the stamped version, else the module version the go
+// versionString is the stamped version, else the module version the go
 // command recorded (go install ...@v1.2.3), else "(devel)".
-func version() string {
-	if buildVersion != "" {
-		return buildVersion
+func versionString() string {
+	if version != "" {
+		return version
 	}
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
 		return bi.Main.Version
