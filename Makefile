@@ -1,11 +1,26 @@
 GO ?= go
 
-.PHONY: all build test vet fuzz bench soak rewrite fmt demo express-demo
+.PHONY: all build test vet fuzz bench soak rewrite fmt demo express-demo dist
 
 all: build test
 
 build:
 	$(GO) build ./...
+
+# Release binaries: static (no cgo, so no libc to match), for Linux on
+# amd64 and arm64, in dist/, with VERSION stamped in for --version (by
+# default the git tag or commit; a tree with changes is marked -dirty).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+DIST_PLATFORMS = linux/amd64 linux/arm64
+
+dist:
+	@mkdir -p dist
+	@set -e; for p in $(DIST_PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; out=dist/dutchmaster-$(VERSION)-$$os-$$arch; \
+		echo "$$out"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath \
+			-ldflags "-s -w -X main.version=$(VERSION)" -o $$out ./cmd/dutchmaster; \
+	done
 
 # The README's test command: vet, then every test with the race detector.
 test: vet

@@ -67,7 +67,13 @@ func TestBadInput(t *testing.T) {
 			if !strings.Contains(out, c.want) {
 				t.Fatalf("stderr does not name the problem (%q):\n%s", c.want, out)
 			}
-			if c.name != "unknown flag" && strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			// A command line not understood adds the hint, and only that.
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if syntax := c.name == "unknown flag" || c.name == "no command"; syntax {
+				if len(lines) != 2 || lines[1] != usageHint {
+					t.Fatalf("want one line and the hint %q, got:\n%s", usageHint, out)
+				}
+			} else if len(lines) != 1 {
 				t.Fatalf("want one line, got:\n%s", out)
 			}
 			if strings.Contains(out, `"message":"fork"`) {
@@ -90,7 +96,7 @@ env:
 listen:
   - http=tcp://127.0.0.1:0
 `, 0o644)
-	s, err := parse([]string{"--config", cfg, "--workers", "1", "--", "true"}, os.Stderr)
+	s, err := parse([]string{"--config", cfg, "--workers", "1", "--", "true"})
 	if err != nil {
 		t.Fatal(err)
 	}

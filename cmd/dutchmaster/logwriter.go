@@ -36,6 +36,7 @@ type logWriter struct {
 	lastReport time.Time
 
 	startOnce, stopOnce sync.Once
+	started             atomic.Bool
 	stop, done          chan struct{}
 }
 
@@ -63,6 +64,7 @@ func (w *logWriter) Dropped() uint64 { return w.dropped.Load() }
 // lines.
 func (w *logWriter) start(report func(n uint64)) {
 	w.startOnce.Do(func() {
+		w.started.Store(true)
 		w.report, w.lastReport = report, time.Now()
 		go w.run()
 	})
@@ -119,5 +121,21 @@ func (w *logWriter) close() bool {
 		return true
 	case <-time.After(logFlushTimeout):
 		return false
+	}
+}
+
+// discard drops the lines queued before start: a start refused for bad
+// input reports it in one line, without the lines of what it had opened.
+// Once the queue is written out, it does nothing.
+func (w *logWriter) discard() {
+	if w.started.Load() {
+		return
+	}
+	for {
+		select {
+		case <-w.lines:
+		default:
+			return
+		}
 	}
 }

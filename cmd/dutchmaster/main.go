@@ -1,14 +1,15 @@
 // Command dutchmaster supervises N copies of a worker program on sockets
 // it owns, and replaces them without dropping a connection.
 //
-//	dutchmaster [flags] -- COMMAND [ARG...]
+//	dutchmaster [OPTIONS] -- COMMAND [ARG...]
 //	dutchmaster ctl [--control PATH] [--json] status|restart|stop|scale N
 //	dutchmaster replay FILE
-//	dutchmaster version
+//	dutchmaster version | --version
+//	dutchmaster help | --help | -h
 //
 // SIGUSR2 starts a graceful rolling restart, SIGTERM or SIGINT a graceful
 // stop (a second one kills the workers). docs/configuration.md lists every
-// flag and config key.
+// option and config key.
 package main
 
 import (
@@ -21,9 +22,12 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/dutchmaster/dutchmaster"
+	"github.com/dutchmaster/dutchmaster/actors/core"
 )
 
 // Exit statuses.
@@ -42,10 +46,16 @@ func run(args []string, stderr io.Writer) int {
 	// as they end any command (ctl says what the master goes on doing).
 	if len(args) > 0 {
 		switch args[0] {
-		case "version":
-			fmt.Fprintln(os.Stdout, "dutchmaster", version())
+		case "version", "--version", "-version":
+			fmt.Fprintln(os.Stdout, "dutchmaster", versionString())
 			return exitOK
+		case "help":
+			return runHelp(args[1:], os.Stdout, stderr)
 		case "ctl":
+			if helpAsked(args[1:]) {
+				// Asked for, the help is the output: stdout, exit 0.
+				return runCtl([]string{"--help"}, os.Stdout, os.Stdout)
+			}
 			return runCtl(args[1:], os.Stdout, stderr)
 		case "replay":
 			return runReplay(args[1:], os.Stdout, stderr)
@@ -58,18 +68,20 @@ func run(args []string, stderr io.Writer) int {
 	// instead.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGTERM, syscall.SIGINT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP, syscall.SIGUSR1,
 		syscall.SIGPIPE)
-	s, err := parse(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
+	s, err := parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		help(os.Stdout)
 		return exitOK
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "dutchmaster: %v\n", err)
-		return exitUsage
+	case errors.Is(err, errVersion):
+		fmt.Fprintln(os.Stdout, "dutchmaster", versionString())
+		return exitOK
+	case err != nil:
+		return usageFailed(stderr, err)
 	}
 	opts, err := s.resolve()
 	if err != nil {
-		fmt.Fprintf(stderr, "dutchmaster: %v\n", err)
-		return exitUsage
+		return usageFailed(stderr, err)
 	}
 	// From here on everything the master writes to stderr goes through
 	// the log's queue: a reader that stops reading costs lines, never the
@@ -84,10 +96,17 @@ func run(args []string, stderr io.Writer) int {
 	if s.Name != "" {
 		dropLog = dropLog.With().Str("name", s.Name).Logger()
 	}
-	logw.start(func(n uint64) {
-		dropLog.Warn().Uint64("dropped", n).Uint64("dropped_total", logw.Dropped()).
-			Msg("log lines dropped")
+	// The lines of the start (listening, control socket listening) wait
+	// in the queue until the cluster takes its first step: a start that
+	// fails on bad input says so in one line, without the lines of what it
+	// had opened before. Then they go out, in order.
+	startLog := sync.OnceFunc(func() {
+		logw.start(func(n uint64) {
+			dropLog.Warn().Uint64("dropped", n).Uint64("dropped_total", logw.Dropped()).
+				Msg("log lines dropped")
+		})
 	})
+	opts.Observe = func(time.Time, core.Input, []core.Decision) { startLog() }
 	defer logw.close()
 	opts.LogDropped = logw.Dropped
 	stderr = logw
@@ -97,7 +116,7 @@ func run(args []string, stderr io.Writer) int {
 		// checked, and said to wait for a new master.
 		log, first := opts.Logger, s
 		opts.Reload = func() (dutchmaster.Options, error) {
-			s, err := parse(args, io.Discard)
+			s, err := parse(args)
 			if err != nil {
 				return dutchmaster.Options{}, err
 			}
@@ -121,6 +140,7 @@ func run(args []string, stderr io.Writer) int {
 	var cfgErr *dutchmaster.ConfigError
 	switch {
 	case errors.As(err, &cfgErr):
+		logw.discard()
 		fmt.Fprintf(stderr, "dutchmaster: %v\n", inFlagTerms(err))
 		return exitUsage
 	case err != nil:
@@ -132,11 +152,75 @@ func run(args []string, stderr io.Writer) int {
 	return exitOK
 }
 
-func version() string {
+// version is stamped in by the release build (make dist):
+// -ldflags "-X main.version=v1.2.3".
+var version string
+
+// versionString is the stamped version, else the module version the go
+// command recorded (go install ...@v1.2.3), else "(devel)".
+func versionString() string {
+	if version != "" {
+		return version
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
 		return bi.Main.Version
 	}
 	return "(devel)"
+}
+
+// usageHint ends every error in the use of the command line.
+const usageHint = "run 'dutchmaster --help' for usage"
+
+// usageError is a command line that is not understood (an unknown flag,
+// a missing value or command), as opposed to a value that is refused,
+// whose one line names the option and what it wants.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// errVersion is --version among the flags.
+var errVersion = errors.New("version asked for")
+
+// usageFailed reports bad input in one line (and, for a command line not
+// understood, the hint), and is the exit status.
+func usageFailed(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "dutchmaster: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintln(stderr, usageHint)
+	}
+	return exitUsage
+}
+
+// helpAsked reports whether args ask for help (-h, -help, --help) before
+// a "--".
+func helpAsked(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}
+
+// runHelp is `dutchmaster help [ctl|replay]`.
+func runHelp(args []string, stdout, stderr io.Writer) int {
+	switch {
+	case len(args) == 0:
+		help(stdout)
+		return exitOK
+	case len(args) == 1 && args[0] == "ctl":
+		return runCtl([]string{"--help"}, stdout, stdout)
+	case len(args) == 1 && args[0] == "replay":
+		return runReplay([]string{"--help"}, stdout, stdout)
+	}
+	fmt.Fprintf(stderr, "dutchmaster help: no help on %q; try help, help ctl or help replay\n", strings.Join(args, " "))
+	fmt.Fprintln(stderr, usageHint)
+	return exitUsage
 }
 
 // listFlag is a repeatable flag.
@@ -163,14 +247,17 @@ func (b boolFlag) String() string {
 func (b boolFlag) Set(v string) error { *b.value = v; return nil }
 func (b boolFlag) IsBoolFlag() bool   { return true }
 
-// parse reads the config file (if any), then the flags, which win.
-func parse(args []string, stderr io.Writer) (settings, error) {
+// parse reads the config file (if any), then the flags, which win. It
+// writes nothing: -h and --help are flag.ErrHelp, --version errVersion,
+// and a command line not understood a usageError.
+func parse(args []string) (settings, error) {
 	s := defaults()
 	fromFlags := defaults()
 	fs := flag.NewFlagSet("dutchmaster", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { usage(fs, stderr) }
-	config := fs.String("config", "", "YAML `FILE` with the same keys as the flags; flags win; re-read at every rolling restart")
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	config := fs.String("config", "", configUsage)
+	showVersion := fs.Bool("version", false, "print the version")
 	for _, o := range options {
 		switch {
 		case o.list != nil:
@@ -182,7 +269,13 @@ func parse(args []string, stderr io.Writer) (settings, error) {
 		}
 	}
 	if err := fs.Parse(args); err != nil {
-		return s, err
+		if errors.Is(err, flag.ErrHelp) {
+			return s, err
+		}
+		return s, usageError{flagError(err)}
+	}
+	if *showVersion {
+		return s, errVersion
 	}
 	if *config != "" {
 		if err := loadConfig(*config, &s); err != nil {
@@ -206,23 +299,166 @@ func parse(args []string, stderr io.Writer) (settings, error) {
 		s.Command = rest
 	}
 	if len(s.Command) == 0 {
-		return s, errors.New("no worker command: give it after --, e.g. dutchmaster --listen tcp://127.0.0.1:8080 -- node app.js")
+		return s, usageError{errors.New("no worker command: give it after --, e.g. dutchmaster --listen tcp://127.0.0.1:8080 -- node app.js")}
 	}
 	return s, nil
 }
 
-func usage(fs *flag.FlagSet, w io.Writer) {
-	fmt.Fprintln(w, `usage: dutchmaster [flags] -- COMMAND [ARG...]
-       dutchmaster ctl [--control PATH] [--json] status|restart|stop|scale N
-       dutchmaster replay FILE
-       dutchmaster version
+// flagError adds to an unknown flag's error the option it most likely
+// meant: "flag provided but not defined: -wrokers (did you mean --workers?)".
+func flagError(err error) error {
+	const unknown = "flag provided but not defined: -"
+	msg := err.Error()
+	name, ok := strings.CutPrefix(msg, unknown)
+	if !ok {
+		return err
+	}
+	if near := nearestOption(strings.TrimLeft(name, "-")); near != "" {
+		return fmt.Errorf("%s (did you mean --%s?)", msg, near)
+	}
+	return err
+}
 
-Runs COMMAND as N workers on the listeners, replacing them without dropping
-a connection. SIGUSR2: rolling restart. SIGTERM/SIGINT: graceful stop
-(twice: kill the workers). SIGTTIN/SIGTTOU: one worker more/less.
-Exit status: 0 after a stop, 2 for bad input (no worker was started),
-1 when the supervisor itself failed.
+// nearestOption is the option name within two edits of name, if one is.
+func nearestOption(name string) string {
+	names := []string{"config", "version", "help"}
+	for _, o := range options {
+		names = append(names, o.name)
+	}
+	best, bestDist := "", 3
+	for _, n := range names {
+		if d := editDistance(name, n); d < bestDist {
+			best, bestDist = n, d
+		}
+	}
+	return best
+}
 
-flags:`)
-	fs.PrintDefaults()
+// editDistance counts the insertions, deletions, substitutions and
+// transpositions of neighbours that turn a into b.
+func editDistance(a, b string) int {
+	prev2 := make([]int, len(b)+1)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
+}
+
+// helpWidth is the width the help is wrapped to, and helpIndent the
+// column of the options' descriptions.
+const (
+	helpWidth  = 79
+	helpIndent = 28
+)
+
+// help writes `dutchmaster --help`: the usage, the options by topic with
+// their values and defaults, examples and where the docs are.
+func help(w io.Writer) {
+	var b strings.Builder
+	b.WriteString(helpHead + "\n")
+	byName := map[string]option{"config": {name: "config", usage: configUsage}}
+	for _, o := range options {
+		byName[o.name] = o
+	}
+	listed := map[string]bool{}
+	def := defaults()
+	for i, g := range helpGroups {
+		entries := g.entries
+		if i == len(helpGroups)-1 {
+			// An option no group names is still listed.
+			for _, o := range options {
+				if !grouped(o.name) {
+					entries = append(entries, helpEntry{o.name, placeholder(o)})
+				}
+			}
+		}
+		fmt.Fprintf(&b, "\n%s:\n", g.title)
+		for _, e := range entries {
+			o, ok := byName[e.name]
+			if !ok || listed[e.name] {
+				continue
+			}
+			listed[e.name] = true
+			left := "  --" + e.name
+			if e.value != "" {
+				left += " " + e.value
+			}
+			text := strings.ReplaceAll(o.usage, "`", "")
+			if o.text != nil && !o.isBool {
+				if d := *o.text(&def); d != "" {
+					text += " (default " + d + ")"
+				}
+			}
+			writeEntry(&b, left, text)
+		}
+	}
+	b.WriteString("\n" + helpTail + "\n")
+	io.WriteString(w, b.String())
+}
+
+// grouped reports whether a group of the help names the option.
+func grouped(name string) bool {
+	for _, g := range helpGroups {
+		for _, e := range g.entries {
+			if e.name == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// placeholder is the value of an option no group of the help names: the
+// name its usage quotes, else VALUE.
+func placeholder(o option) string {
+	if o.isBool {
+		return ""
+	}
+	if name, _ := flag.UnquoteUsage(&flag.Flag{Usage: o.usage, Value: listFlag{}}); name != "" && name != "value" {
+		return name
+	}
+	return "VALUE"
+}
+
+// writeEntry writes an option and its description, wrapped at helpWidth
+// in a column of its own.
+func writeEntry(b *strings.Builder, left, text string) {
+	col := len(left)
+	b.WriteString(left)
+	if col+2 > helpIndent {
+		b.WriteString("\n")
+		col = 0
+	}
+	line := 0
+	for _, word := range strings.Fields(text) {
+		if line > 0 && helpIndent+line+1+len(word) > helpWidth {
+			b.WriteString("\n")
+			col, line = 0, 0
+		}
+		if line == 0 {
+			b.WriteString(strings.Repeat(" ", helpIndent-col))
+		} else {
+			b.WriteString(" ")
+			line++
+		}
+		b.WriteString(word)
+		line += len(word)
+	}
+	b.WriteString("\n")
 }

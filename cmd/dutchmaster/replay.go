@@ -18,19 +18,24 @@ and checks that the same decisions come out.
 Exit status: 0 the same decisions, 1 a difference (the first one is
 printed), 2 a file that is not a journal or cannot be read.`
 
+const replayHint = "run 'dutchmaster replay --help' for usage"
+
 // runReplay is `dutchmaster replay`.
 func runReplay(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dutchmaster replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintln(stderr, replayUsage) }
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			// Asked for, the help is the output: stdout, exit 0.
+			fmt.Fprintln(stdout, replayUsage)
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "dutchmaster replay: %v\n%s\n", err, replayHint)
 		return exitUsage
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "dutchmaster replay: want one journal FILE")
+		fmt.Fprintf(stderr, "dutchmaster replay: want one journal FILE\n%s\n", replayHint)
 		return exitUsage
 	}
 	path := fs.Arg(0)

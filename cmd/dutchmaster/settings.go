@@ -364,3 +364,66 @@ func duration(key, v string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// configUsage is --config's line in the help; --config is a flag only.
+const configUsage = "YAML `FILE` with the options as keys; the flags win; re-read at every rolling restart"
+
+// helpEntry is an option in the help: its name and the placeholder of
+// its value ("" for a switch).
+type helpEntry struct{ name, value string }
+
+// helpGroups lay the options out in `dutchmaster --help` by topic. An
+// option of the table missing here is still listed, under the last
+// heading, so that the help never leaves one out.
+var helpGroups = []struct {
+	title   string
+	entries []helpEntry
+}{
+	{"Workers (what runs, where, as whom)", []helpEntry{
+		{"workers", "N"}, {"listen", "SPEC"}, {"worker-protocol", "PROTOCOL"}, {"dir", "PATH"},
+		{"env", "KEY=VALUE"}, {"env-clear", ""}, {"env-allow", "KEY"}, {"user", "USER"}, {"group", "GROUP"},
+		{"before-fork", "COMMAND"},
+	}},
+	{"Restarts (readiness, rollouts, crash loops)", []helpEntry{
+		{"restart-signal", "SIGNAL"}, {"policy", "POLICY"}, {"max-surge", "N"}, {"canary-soak", "DURATION"},
+		{"ready", "MODE"}, {"ready-timeout", "DURATION"},
+		{"backoff", "DURATION"}, {"backoff-max", "DURATION"}, {"backoff-reset", "DURATION"},
+	}},
+	{"Draining (how a worker is stopped)", []helpEntry{
+		{"drain", "MODE"}, {"stop-signal", "SIGNAL"}, {"kill-timeout", "DURATION"},
+	}},
+	{"Operations (config file, control, metrics, journal)", []helpEntry{
+		{"config", "FILE"}, {"name", "NAME"}, {"control", "PATH"}, {"metrics", "ADDR"},
+		{"record", "FILE"}, {"pidfile", "FILE"}, {"subreaper", ""},
+	}},
+	{"Logging (the master's log on stderr)", []helpEntry{
+		{"log-format", "FORMAT"}, {"log-level", "LEVEL"}, {"log-worker-output", ""},
+	}},
+}
+
+const helpHead = `usage: dutchmaster [OPTIONS] -- COMMAND [ARG...]
+       dutchmaster ctl [--control PATH | --name NAME] [--json] status|restart|stop|scale N
+       dutchmaster replay FILE
+       dutchmaster version | --version
+       dutchmaster help [ctl|replay] | --help | -h
+
+Runs COMMAND as N workers on the listeners, and replaces them without
+dropping a connection. SIGUSR2: rolling restart. SIGTERM/SIGINT: graceful
+stop (twice: kill the workers). SIGTTIN/SIGTTOU: one worker more/less.`
+
+const helpTail = `Options take a value after a space or an =: --workers 4, --workers=4.
+Switches stand alone (--subreaper) or take =false. Every option but
+--config is also a key of the config file. DURATION: 500ms, 30s, 1m30s.
+SPEC: [NAME=]tcp://HOST:PORT, tcp6://[::1]:PORT, unix:///PATH, udp://HOST:PORT.
+
+Examples:
+  dutchmaster --workers 4 --listen http=tcp://0.0.0.0:8080 -- ./server
+  dutchmaster --name app --config /etc/dutchmaster/app.yaml -- node app.js
+  dutchmaster ctl --name app restart     rolling restart; waits for its end
+  kill -USR2 MASTER_PID                  the same, without waiting
+
+Exit status: 0 after a stop; 1 when the supervisor itself failed; 2 for
+bad input (one line on stderr; no worker was started).
+
+Every option and the config file: docs/configuration.md.
+ctl, metrics, the journal, systemd and containers: docs/operations.md.`
