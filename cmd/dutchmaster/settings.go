@@ -380,7 +380,7 @@ var helpGroups = []struct {
 	entries []helpEntry
 }{
 	{"Workers (what runs, where, as whom)", []helpEntry{
-		{"workers", "N"}, {"listen", "SPEC"}, {"worker-protocol", "PROTOCOL"}, {"dir", "PATH"},
+		{"workers", "N"}, {"listen", "SPEC"}, {"balance", "MODE"}, {"worker-protocol", "PROTOCOL"}, {"dir", "PATH"},
 		{"env", "KEY=VALUE"}, {"env-clear", ""}, {"env-allow", "KEY"}, {"user", "USER"}, {"group", "GROUP"},
 		{"before-fork", "COMMAND"},
 	}},
@@ -402,7 +402,7 @@ var helpGroups = []struct {
 }
 
 const helpHead = `usage: dutchmaster [OPTIONS] -- COMMAND [ARG...]
-       dutchmaster ctl [--control PATH | --name NAME] [--json] status|restart|stop|scale N
+       dutchmaster ctl [--control PATH | --name NAME] [--json] status|restart|stop|scale N|ls
        dutchmaster replay FILE
        dutchmaster version | --version
        dutchmaster help [ctl|replay] | --help | -h
