@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
 
 	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
 )
@@ -128,16 +128,9 @@ func (w *reusePortWorkers) stop(patience time.Duration) error {
 	return w.stopErr
 }
 
-// reusePortListen binds addr with SO_REUSEPORT.
+// reusePortListen binds addr with SO_REUSEPORT, as the workers of the
+// baseline do.
 func reusePortListen(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
+	lc := reuseport.ListenConfig()
 	return lc.Listen(context.Background(), "tcp", addr)
 }

@@ -225,16 +225,7 @@ func (g *Group) Close() error {
 // and returns a close-on-exec, blocking duplicate. Multipath TCP is off: a
 // socket array refuses an MPTCP socket.
 func listen(spec sockets.Spec, address string) (*os.File, net.Addr, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		}); err != nil {
-			return err
-		}
-		return os.NewSyscallError("setsockopt SO_REUSEPORT", serr)
-	}}
-	lc.SetMultipathTCP(false)
+	lc := ListenConfig()
 	ln, err := lc.Listen(context.Background(), spec.Network, address)
 	if err != nil {
 		return nil, nil, &sockets.BindError{Spec: spec, Reason: reason(err), Err: err}
@@ -268,4 +259,22 @@ func reason(err error) string {
 		return errno.Error()
 	}
 	return err.Error()
+}
+
+// ListenConfig binds plain-TCP sockets with SO_REUSEPORT: sockets bound
+// to one address with it share the connections (a reuseport group).
+// Multipath TCP, Go's default for listeners, is off: a socket array
+// refuses an MPTCP socket.
+func ListenConfig() net.ListenConfig {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return os.NewSyscallError("setsockopt SO_REUSEPORT", serr)
+	}}
+	lc.SetMultipathTCP(false)
+	return lc
 }
