@@ -42,25 +42,31 @@ was asked (a restart runs to its end; ctl status shows it).
 
 flags (before or after the command):`
 
+// ctlUsageHint follows every ctl usage error, alone on its line.
+const ctlUsageHint = "run 'dutchmaster ctl --help' for usage"
+
 // runCtl is `dutchmaster ctl`.
 func runCtl(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dutchmaster ctl", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package's own messages are replaced by one line and a
+	// hint; the usage is printed only when asked for (--help).
+	fs.SetOutput(io.Discard)
 	path := fs.String("control", "", "the master's control socket `PATH` (default: $"+control.EnvControl+", else the master's default for --name)")
 	name := fs.String("name", "", "the master's --name, to find its default control socket")
 	asJSON := fs.Bool("json", false, "print the master's reply as JSON")
 	timeout := fs.Duration("timeout", 0, "give up after this long (default: wait as long as it takes, e.g. a whole rollout)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, ctlUsage)
-		fs.PrintDefaults()
-	}
+	fs.Usage = func() {} // the flag package calls it on every error
 	// Flags may come before and after the command.
 	var words []string
 	for rest := args; ; {
 		if err := fs.Parse(rest); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintln(stderr, ctlUsage)
+				fs.SetOutput(stderr)
+				fs.PrintDefaults()
 				return exitOK
 			}
+			fmt.Fprintf(stderr, "dutchmaster ctl: %v\n%s\n", err, ctlUsageHint)
 			return exitUsage
 		}
 		if rest = fs.Args(); len(rest) == 0 {
@@ -70,7 +76,7 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	}
 	usage := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "dutchmaster ctl: "+format+"\n", a...)
-		fmt.Fprintln(stderr, "usage: dutchmaster ctl [--control PATH | --name NAME] [--json] status|restart|stop|scale N|ls")
+		fmt.Fprintln(stderr, ctlUsageHint)
 		return exitUsage
 	}
 	if len(words) == 0 {

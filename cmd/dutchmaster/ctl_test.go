@@ -345,7 +345,8 @@ func TestControlSocketDirRefused(t *testing.T) {
 	m.stop()
 }
 
-// TestCtlUsage: bad command lines exit 2 and say why.
+// TestCtlUsage: bad command lines exit 2 and say why in one line, then
+// point at --help.
 func TestCtlUsage(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -362,6 +363,11 @@ func TestCtlUsage(t *testing.T) {
 		r := runDutchmaster(t, 0, c.args...)
 		if r.code != exitUsage || !strings.Contains(r.stderr, c.want) {
 			t.Errorf("%v: want exit 2 and %q\n%s", c.args, c.want, r)
+		}
+		// One line, then the hint: never the whole usage.
+		if lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n"); c.args[0] == "ctl" &&
+			(len(lines) != 2 || lines[1] != ctlUsageHint) {
+			t.Errorf("%v: want one line and %q, got:\n%s", c.args, ctlUsageHint, r.stderr)
 		}
 	}
 }
