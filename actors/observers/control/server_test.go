@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -464,3 +465,46 @@ func TestDialErrors(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestRestartsCounted: RESTARTS counts what the restarts metric counts,
+// a rollout's replacements and re-forks after a failure; a scale down
+// and the scale up that brings its slot back are no restart.
+func TestRestartsCounted(t *testing.T) {
+	st := start(t, 3, Options{})
+	c := dial(t, st.path)
+	restarts := func(when string) []int {
+		t.Helper()
+		rep, err := c.Do(ctl.Request{Command: ctl.CommandStatus})
+		if err != nil || !rep.OK {
+			t.Fatalf("status %s: %+v %v", when, rep, err)
+		}
+		var n []int
+		for _, sl := range rep.Status.Slots {
+			n = append(n, sl.Restarts)
+		}
+		for _, w := range rep.Status.Workers {
+			if w.Restarts != n[w.Slot] {
+				t.Errorf("%s: w%d has %d restarts, its slot %d", when, w.ID, w.Restarts, n[w.Slot])
+			}
+		}
+		return n
+	}
+	for _, target := range []int{2, 3} {
+		if rep, err := c.Do(ctl.Request{Command: ctl.CommandScale, Workers: target}); err != nil || !rep.OK {
+			t.Fatalf("scale %d: %+v %v", target, rep, err)
+		}
+		st.f.do(func() { must(t, st.f.d.SettleWorkers()) })
+	}
+	if got := restarts("after scaling 3 → 2 → 3"); !slices.Equal(got, []int{0, 0, 0}) {
+		t.Errorf("after scaling 3 → 2 → 3: restarts %v, want none", got)
+	}
+	restart := async(t, st.path, ctl.Request{Command: ctl.CommandRestart})
+	waitInput[core.RestartRequested](t, st.f)
+	st.f.do(func() { must(t, st.f.d.SettleWorkers()) })
+	if rep := recv(t, restart); !rep.OK {
+		t.Fatalf("restart: %+v", rep)
+	}
+	if got := restarts("after a rolling restart"); !slices.Equal(got, []int{1, 1, 1}) {
+		t.Errorf("after a rolling restart: restarts %v, want 1 per slot", got)
+	}
+}
