@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -126,5 +129,74 @@ func TestKernelBalanceScaleDownStrandsNothing(t *testing.T) {
 	if len(perPID) != 3 {
 		t.Errorf("after scaling back to 3, answers came from %d pids, want 3: %v", len(perPID), perPID)
 	}
+	m.stop()
+}
+
+// TestKernelBalanceScaleDownServesTheQueue: connections queued on the
+// slot that a scale down retires are all answered. The retired worker
+// (the oldest, worker 1) is stopped so that connections wait in its
+// slot's queue; the scale down takes the slot out of the kernel's choice
+// and the worker, continued, accepts them before it is told to drain.
+func TestKernelBalanceScaleDownServesTheQueue(t *testing.T) {
+	needKernelBalance(t)
+	m := startMaster(t, "worker", nil, "--workers", "4", "--balance", "kernel", "--listen", "http=tcp://127.0.0.1:0")
+	addr := m.address()
+	_, next := m.waitFor(0, "cluster ready", nil)
+	pids, _ := listeningPIDs(m, 0, 4)
+	oldest := pids[1]
+	if err := syscall.Kill(oldest, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	// Round-robin over 4 slots: 2 of 8 wait in the stopped worker's queue.
+	conns := make([]net.Conn, 8)
+	for i := range conns {
+		c, err := net.DialTimeout("tcp", addr, patience)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	m.signal(syscall.SIGTTOU)
+	e, _ := m.waitFor(next, "drain", nil)
+	if e.num("pid") != oldest {
+		t.Fatalf("the scale down drained pid %d, want the oldest worker's %d", e.num("pid"), oldest)
+	}
+	if err := syscall.Kill(oldest, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(conns))
+	answeredBy := make([]int, len(conns))
+	for i, c := range conns {
+		wg.Go(func() {
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			answeredBy[i], errs[i] = strconv.Atoi(string(body))
+		})
+	}
+	wg.Wait()
+	fromOldest := 0
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("connection %d queued before the scale down was not answered: %v", i, err)
+		}
+		if answeredBy[i] == oldest {
+			fromOldest++
+		}
+	}
+	if fromOldest != 2 {
+		t.Errorf("the retired worker answered %d of the 8 connections, want the 2 queued on its slot (answers %v)", fromOldest, answeredBy)
+	}
+	m.waitFor(next, "worker exited", map[string]any{"pid": oldest})
 	m.stop()
 }
