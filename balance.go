@@ -12,6 +12,7 @@ import (
 
 	"github.com/dutchmaster/dutchmaster/actors/core"
 	"github.com/dutchmaster/dutchmaster/actors/observers/balance"
+	"github.com/dutchmaster/dutchmaster/actors/osproc"
 	"github.com/dutchmaster/dutchmaster/sockets"
 	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
 	"github.com/dutchmaster/dutchmaster/sockets/wire"
@@ -137,6 +138,19 @@ func balanceObserver(log zerolog.Logger, groups []*reuseport.Group) *balance.Obs
 		return nil
 	}
 	return balance.New(log, targets...)
+}
+
+// withRetire gives the runtime the groups and b's word on which drains
+// retire a slot. A retired slot's worker is drained once its queue is
+// empty, waiting at most half the kill timeout: the worker keeps the other
+// half to finish what it accepted.
+func withRetire(cfg *osproc.Config, groups []*reuseport.Group, b *balance.Observer, killTimeout time.Duration) {
+	cfg.Balanced = groups
+	if b == nil {
+		return
+	}
+	cfg.Retired = b.Retired
+	cfg.RetireWait = killTimeout / 2
 }
 
 // withBalance has b see every step before the other observers: the

@@ -116,7 +116,8 @@ func Run(ctx context.Context, opts Options) error {
 			Bool("socket_activated", activated[l]).Msg("listening")
 	}
 	rcfg := runtimeConfig(opts, plan, listeners)
-	rcfg.Balanced = groups
+	balancer := balanceObserver(log, groups)
+	withRetire(&rcfg, groups, balancer, plan.core.KillTimeout)
 	rt, err := osproc.New(rcfg)
 	if err != nil {
 		return &ConfigError{Err: err}
@@ -135,7 +136,7 @@ func Run(ctx context.Context, opts Options) error {
 	m := &master{opts: opts, plan: plan, runtime: rt, listeners: listeners}
 	m.cluster = actors.Start(system, actors.Options{
 		Runtime: rt, Logger: log, Workers: plan.workers, Core: plan.core, Ready: plan.ready, Drain: plan.drain,
-		Observe: withBalance(balanceObserver(log, groups), ops.observe),
+		Observe: withBalance(balancer, ops.observe),
 	})
 	defer m.cluster.Shutdown()
 	// Runs first: no more control requests, notifications or journal

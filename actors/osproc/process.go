@@ -48,6 +48,9 @@ type process struct {
 
 	mu     sync.Mutex
 	reaped bool // Wait returned: the pid and its group may belong to others now
+	// retiring: the worker's slot left the balanced sockets' choice for
+	// good (a scale down); its slot sockets close once it is gone.
+	retiring bool
 
 	// deliverMu orders the notify reader's deliveries before Exited: once
 	// exited is set, no Notify for this worker is delivered any more.
@@ -338,10 +341,8 @@ func slotSockets(balanced []*reuseport.Group, slot int) ([]*os.File, error) {
 		if g == nil {
 			continue
 		}
-		for g.Socket(slot) == nil {
-			if _, err := g.AddSlot(); err != nil {
-				return nil, fmt.Errorf("binding slot %d's socket: %w", slot, err)
-			}
+		if err := g.OpenSlot(slot); err != nil {
+			return nil, fmt.Errorf("binding slot %d's socket: %w", slot, err)
 		}
 		files[i] = g.Socket(slot)
 	}

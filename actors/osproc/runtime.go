@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -38,6 +39,17 @@ type Config struct {
 	// listener's; a slot the group does not have yet (a scale up) is bound
 	// into it before the fork.
 	Balanced []*reuseport.Group
+	// Retired, for balanced listeners, says whether a slot has left the
+	// kernel's choice for good as its worker is drained (a scale down:
+	// out of the eligible slots while others remain). Such a worker's
+	// drain waits until the slot's sockets' accept queues are empty (or
+	// RetireWait passed), so that what was queued there is accepted
+	// before the worker stops accepting; once the worker is gone the
+	// slot's sockets are closed, and bound again if the slot comes back.
+	// Called on the cluster's goroutine, in the Drain.
+	Retired func(slot int) bool
+	// RetireWait bounds that wait. Default 5s.
+	RetireWait time.Duration
 	// StopSignal drains a worker that does not speak IPC. Default SIGTERM.
 	StopSignal syscall.Signal
 	// BeforeFork runs before every fork, in the resolved Dir; an error
@@ -97,6 +109,7 @@ type Runtime struct {
 
 // orders are a drain or kill that arrived before the process existed.
 type orders struct {
+	slot  int
 	drain *actors.DrainMethod
 	kill  bool
 }
@@ -116,6 +129,7 @@ func (r *Runtime) Reconfigure(next Config) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	next.Listeners, next.Balanced, next.Executable = r.cfg.Listeners, r.cfg.Balanced, r.cfg.Executable
+	next.Retired, next.RetireWait = r.cfg.Retired, r.cfg.RetireWait
 	if next.StopSignal == 0 {
 		next.StopSignal = syscall.SIGTERM
 	}
@@ -140,6 +154,9 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if cfg.StopSignal == 0 {
 		cfg.StopSignal = syscall.SIGTERM
+	}
+	if cfg.RetireWait <= 0 {
+		cfg.RetireWait = 5 * time.Second
 	}
 	if cfg.Stdout == nil {
 		cfg.Stdout = os.Stdout
@@ -213,7 +230,7 @@ func (r *Runtime) NotifySocket() string { return r.notify.Path() }
 // may take time) and reports through events.
 func (r *Runtime) Fork(spec actors.WorkerSpec, events func(any)) {
 	r.mu.Lock()
-	r.starting[spec.ID] = &orders{}
+	r.starting[spec.ID] = &orders{slot: spec.Slot}
 	r.mu.Unlock()
 	r.wg.Add(1)
 	go func() {
@@ -235,16 +252,81 @@ func (r *Runtime) Fork(spec actors.WorkerSpec, events func(any)) {
 	}()
 }
 
-// Drain asks a worker to stop gracefully.
+// Drain asks a worker to stop gracefully. The worker of a retired slot
+// (Config.Retired) is asked once its slot's queues are empty.
 func (r *Runtime) Drain(id core.WorkerID, how actors.DrainMethod) {
 	r.mu.Lock()
-	p, stop := r.procs[id], r.cfg.StopSignal
+	p, cfg := r.procs[id], r.cfg
 	if o := r.starting[id]; o != nil {
 		o.drain = &how
 	}
 	r.mu.Unlock()
-	if p != nil {
-		p.drain(how, stop)
+	if p == nil {
+		return
+	}
+	if !balanced(cfg.Balanced) || cfg.Retired == nil || !cfg.Retired(p.spec.Slot) {
+		p.drain(how, cfg.StopSignal)
+		return
+	}
+	p.mu.Lock()
+	p.retiring = true
+	p.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.awaitEmptyQueues(p, cfg)
+		p.drain(how, cfg.StopSignal)
+	}()
+}
+
+func balanced(groups []*reuseport.Group) bool {
+	for _, g := range groups {
+		if g != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// queuePoll is how often a retired slot's queues are looked at.
+const queuePoll = 10 * time.Millisecond
+
+// awaitEmptyQueues returns once p's slot's sockets have held no queued
+// connection on two looks in a row (a connection whose handshake was under
+// way at the first look is counted by the second), once cfg.RetireWait has
+// passed, or once p is gone.
+func (r *Runtime) awaitEmptyQueues(p *process, cfg Config) {
+	deadline := time.Now().Add(cfg.RetireWait)
+	empty := 0
+	for empty < 2 {
+		if time.Now().After(deadline) {
+			p.log.Info().Str(actors.FieldState, string(fsm.Draining)).Dur("waited", cfg.RetireWait).
+				Msg("retired slot: connections still queued after the wait; draining anyway")
+			return
+		}
+		p.mu.Lock()
+		gone := p.reaped
+		p.mu.Unlock()
+		if gone {
+			return
+		}
+		queued := 0
+		for _, g := range cfg.Balanced {
+			if g == nil {
+				continue
+			}
+			n, err := g.QueueLen(p.spec.Slot)
+			if err != nil {
+				p.log.Debug().Err(err).Msg("retired slot: queue length unknown")
+			}
+			queued += n
+		}
+		if queued == 0 {
+			empty++
+		} else {
+			empty = 0
+		}
+		time.Sleep(queuePoll)
 	}
 }
 
@@ -294,6 +376,36 @@ func (r *Runtime) forget(p *process) {
 	defer r.mu.Unlock()
 	delete(r.procs, p.spec.ID)
 	delete(r.byPID, p.pid)
+	p.mu.Lock()
+	retiring := p.retiring
+	p.mu.Unlock()
+	if retiring {
+		r.closeRetiredSlot(p.spec.Slot)
+	}
+}
+
+// closeRetiredSlot closes slot's balanced sockets unless a worker of it
+// runs or starts (the slot came back while its old worker drained). It
+// runs under r.mu, so a fork into the slot after it binds the slot again.
+func (r *Runtime) closeRetiredSlot(slot int) {
+	for _, p := range r.procs {
+		if p.spec.Slot == slot {
+			return
+		}
+	}
+	for _, o := range r.starting {
+		if o.slot == slot {
+			return
+		}
+	}
+	for _, g := range r.cfg.Balanced {
+		if g == nil {
+			continue
+		}
+		if err := g.CloseSlot(slot); err != nil {
+			r.cfg.Logger.Warn().Int(actors.FieldSlot, slot).Err(err).Msg("retired slot: its socket could not be closed")
+		}
+	}
 }
 
 // readNotify hands each sd_notify datagram to the worker that sent it,

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -34,7 +35,7 @@ type Group struct {
 
 	mu       sync.Mutex
 	objs     *objects
-	files    []*os.File // by slot; the group keeps each open until Close
+	files    []*os.File // by slot, nil for a closed slot; open until CloseSlot or Close
 	eligible []int      // the last list given to SetEligible
 	active   uint32     // the eligible buffer the program reads
 	closed   bool
@@ -86,16 +87,29 @@ func (g *Group) Spec() sockets.Spec { return g.spec }
 // carries the port the kernel picked.
 func (g *Group) Addr() net.Addr { return g.addr }
 
-// Slots is how many slots the group has.
+// Slots is how many slot indexes the group has, closed ones included.
 func (g *Group) Slots() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return len(g.files)
 }
 
+// Open counts the slots whose socket is open.
+func (g *Group) Open() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, f := range g.files {
+		if f != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // Socket is the listening socket of slot, close-on-exec and in blocking mode
 // (as sockets.Listener.File): for a worker's ExtraFiles. It stays owned by
-// the group: do not close it. nil if there is no such slot.
+// the group: do not close it. nil if there is no such slot or it is closed.
 func (g *Group) Socket(slot int) *os.File {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -116,6 +130,81 @@ func (g *Group) AddSlot() (int, error) {
 	return g.addSlot()
 }
 
+// OpenSlot binds slot's socket into the group unless it is open: a new
+// slot, or one closed by CloseSlot that comes back. Like AddSlot's, the
+// slot is not eligible until SetEligible says so.
+func (g *Group) OpenSlot(slot int) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return errClosed
+	}
+	if slot < 0 || slot >= MaxSlots {
+		return fmt.Errorf("%s: slot %d (want 0 to %d)", g.spec, slot, MaxSlots-1)
+	}
+	for len(g.files) <= slot {
+		g.files = append(g.files, nil)
+	}
+	if g.files[slot] != nil {
+		return nil
+	}
+	return g.bindSlot(slot)
+}
+
+// CloseSlot takes slot's socket out of the group and closes it, copies held
+// elsewhere included: the kernel stops listening on it, so no connection
+// can reach it any more, and resets what its queue still held (see
+// QueueLen). Call it once the slot is out of the eligible list and no
+// worker accepts on it. A slot that is not open is left alone.
+func (g *Group) CloseSlot(slot int) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed || slot < 0 || slot >= len(g.files) || g.files[slot] == nil {
+		return nil
+	}
+	if slices.Contains(g.eligible, slot) {
+		return fmt.Errorf("%s: slot %d is still eligible", g.spec, slot)
+	}
+	f := g.files[slot]
+	g.files[slot] = nil
+	var errs []error
+	if err := g.objs.slots.Delete(uint32(slot)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		errs = append(errs, fmt.Errorf("%s: take slot %d's socket out of the socket array: %w", g.spec, slot, err))
+	}
+	// A worker's copy of the descriptor may still be open (a process it
+	// left behind): a shutdown stops the listening for every copy.
+	if err := unix.Shutdown(int(f.Fd()), unix.SHUT_RD); err != nil && !errors.Is(err, unix.ENOTCONN) {
+		errs = append(errs, fmt.Errorf("%s: stop listening on slot %d: %w", g.spec, slot, os.NewSyscallError("shutdown", err)))
+	}
+	errs = append(errs, f.Close())
+	return errors.Join(errs...)
+}
+
+// QueueLen is how many connections wait in slot's accept queue (the
+// kernel's TCP_INFO on a listening socket: tcpi_unacked); 0 for a slot
+// that is not open.
+func (g *Group) QueueLen(slot int) (int, error) {
+	f := g.Socket(slot)
+	if f == nil {
+		return 0, nil
+	}
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var info *unix.TCPInfo
+	var ierr error
+	if err := raw.Control(func(fd uintptr) {
+		info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil {
+		return 0, err
+	}
+	if ierr != nil {
+		return 0, fmt.Errorf("%s: slot %d's queue: %w", g.spec, slot, os.NewSyscallError("getsockopt TCP_INFO", ierr))
+	}
+	return int(info.Unacked), nil
+}
+
 var errClosed = errors.New("reuseport: group closed")
 
 func (g *Group) addSlot() (int, error) {
@@ -123,6 +212,16 @@ func (g *Group) addSlot() (int, error) {
 	if slot >= MaxSlots {
 		return 0, fmt.Errorf("%s: more than %d slots", g.spec, MaxSlots)
 	}
+	g.files = append(g.files, nil)
+	if err := g.bindSlot(slot); err != nil {
+		g.files = g.files[:slot]
+		return 0, err
+	}
+	return slot, nil
+}
+
+// bindSlot binds slot's socket, an index of g.files that holds nil.
+func (g *Group) bindSlot(slot int) error {
 	address := g.spec.Address
 	if g.addr != nil {
 		// The later sockets bind where the first one is: the port it got
@@ -131,23 +230,24 @@ func (g *Group) addSlot() (int, error) {
 	}
 	f, addr, err := listen(g.spec, address)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	if slot == 0 {
-		// Attached to the group through its first socket; the sockets bound
-		// later join a group that has it.
-		if err := unix.SetsockoptInt(int(f.Fd()), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_EBPF, g.objs.prog.FD()); err != nil {
-			f.Close()
-			return 0, fmt.Errorf("%s: attach the socket-selection program: %w", g.spec, os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_EBPF", err))
-		}
+	// Attached through every socket, not only the first: the program
+	// belongs to the group, which lives as long as one of its sockets, and
+	// attaching it again to a group that has it changes nothing.
+	if err := unix.SetsockoptInt(int(f.Fd()), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_EBPF, g.objs.prog.FD()); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: attach the socket-selection program: %w", g.spec, os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_EBPF", err))
+	}
+	if g.addr == nil {
 		g.addr = addr
 	}
 	if err := g.objs.slots.Update(uint32(slot), uint64(f.Fd()), ebpf.UpdateAny); err != nil {
 		f.Close()
-		return 0, fmt.Errorf("%s: put slot %d's socket in the socket array: %w", g.spec, slot, err)
+		return fmt.Errorf("%s: put slot %d's socket in the socket array: %w", g.spec, slot, err)
 	}
-	g.files = append(g.files, f)
-	return slot, nil
+	g.files[slot] = f
+	return nil
 }
 
 // SetEligible says which slots new connections go to, round-robin in the
@@ -162,8 +262,8 @@ func (g *Group) SetEligible(slots []int) error {
 	}
 	seen := make(map[int]bool, len(slots))
 	for _, s := range slots {
-		if s < 0 || s >= len(g.files) {
-			return fmt.Errorf("%s: no slot %d (the group has %d)", g.spec, s, len(g.files))
+		if s < 0 || s >= len(g.files) || g.files[s] == nil {
+			return fmt.Errorf("%s: no open slot %d (the group has %d)", g.spec, s, len(g.files))
 		}
 		if seen[s] {
 			return fmt.Errorf("%s: slot %d given twice", g.spec, s)
@@ -214,7 +314,9 @@ func (g *Group) Close() error {
 	g.closed = true
 	var errs []error
 	for _, f := range g.files {
-		errs = append(errs, f.Close())
+		if f != nil {
+			errs = append(errs, f.Close())
+		}
 	}
 	g.files = nil
 	g.objs.close()

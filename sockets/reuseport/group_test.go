@@ -84,7 +84,10 @@ func acceptCounts(t *testing.T, g *Group, want int) []int {
 	counts := make([]int, g.Slots())
 	fds := make([]unix.PollFd, g.Slots())
 	for i := range fds {
-		fds[i] = unix.PollFd{Fd: int32(g.Socket(i).Fd()), Events: unix.POLLIN}
+		fds[i] = unix.PollFd{Fd: -1} // a closed slot: poll skips it
+		if f := g.Socket(i); f != nil {
+			fds[i] = unix.PollFd{Fd: int32(f.Fd()), Events: unix.POLLIN}
+		}
 	}
 	deadline := time.Now().Add(testTimeout)
 	for total := 0; total < want; {
@@ -310,5 +313,71 @@ func TestIPv6Group(t *testing.T) {
 	dialTogether(t, g.Addr(), 8)
 	if counts := acceptCounts(t, g, 8); fmt.Sprint(counts) != "[4 4]" {
 		t.Errorf("per slot %v, want [4 4]", counts)
+	}
+}
+
+func TestQueueLenCountsWaitingConnections(t *testing.T) {
+	g := bind(t, loopback(t), 2)
+	if err := g.SetEligible([]int{1}); err != nil {
+		t.Fatal(err)
+	}
+	dialTogether(t, g.Addr(), 4)
+	for slot, want := range []int{0, 4} {
+		if n, err := g.QueueLen(slot); err != nil || n != want {
+			t.Errorf("QueueLen(%d) = %d, %v; want %d", slot, n, err, want)
+		}
+	}
+	acceptCounts(t, g, 4)
+	if n, err := g.QueueLen(1); err != nil || n != 0 {
+		t.Errorf("QueueLen(1) after accepting all = %d, %v; want 0", n, err)
+	}
+}
+
+func TestClosedSlotReceivesNothingAndComesBack(t *testing.T) {
+	g := bind(t, loopback(t), 3)
+	if err := g.SetEligible([]int{0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.CloseSlot(0); err == nil {
+		t.Fatal("CloseSlot of an eligible slot: no error")
+	}
+	// A copy of the socket held elsewhere (a worker's) must not keep it
+	// listening.
+	copyFD, err := unix.FcntlInt(g.Socket(2).Fd(), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(copyFD)
+	if err := g.SetEligible([]int{0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.CloseSlot(2); err != nil {
+		t.Fatalf("CloseSlot(2): %v", err)
+	}
+	if g.Socket(2) != nil || g.Slots() != 3 || g.Open() != 2 {
+		t.Fatalf("after CloseSlot(2): socket %v, Slots %d, Open %d; want nil, 3, 2", g.Socket(2), g.Slots(), g.Open())
+	}
+	if err := g.SetEligible([]int{2}); err == nil {
+		t.Error("SetEligible with a closed slot: no error")
+	}
+	// With no eligible slot the kernel's hash picks among the sockets
+	// still in the group: never the closed one.
+	if err := g.SetEligible(nil); err != nil {
+		t.Fatal(err)
+	}
+	dialTogether(t, g.Addr(), 12)
+	counts := acceptCounts(t, g, 12)
+	if counts[2] != 0 {
+		t.Errorf("per slot %v: the closed slot 2 got connections", counts)
+	}
+	if err := g.OpenSlot(2); err != nil {
+		t.Fatalf("OpenSlot(2): %v", err)
+	}
+	if err := g.SetEligible([]int{2}); err != nil {
+		t.Fatal(err)
+	}
+	dialTogether(t, g.Addr(), 4)
+	if counts := acceptCounts(t, g, 4); fmt.Sprint(counts) != "[0 0 4]" {
+		t.Errorf("per slot %v after slot 2 came back alone eligible, want [0 0 4]", counts)
 	}
 }

@@ -10,6 +10,9 @@
 //	WorkerDraining   likewise, when the worker drains of its own accord
 //	WorkerExited     likewise (a crash: its queue waits for a replacement)
 //
+// Retired tells the runtime which drains are a scale down's, whose slot's
+// queue must empty before the worker stops accepting.
+//
 // During a replacement the slot stays eligible through its old worker until
 // that one is drained, by which time the replacement listens.
 package balance
@@ -76,6 +79,27 @@ func (o *Observer) Observe(_ time.Time, in core.Input, out []core.Decision) {
 		}
 	}
 	o.update()
+}
+
+// Retired says whether slot has left the kernel's choice for good, as
+// seen after the step being carried out: out of the eligible slots while
+// others remain, with no worker of it but the one being drained (a scale
+// down, not a replacement). With no slot eligible (a stop) the kernel
+// spreads over every slot anyway, and nothing is retired. For
+// osproc.Config.Retired.
+func (o *Observer) Retired(slot int) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.eligible) == 0 || slices.Contains(o.eligible, slot) {
+		return false
+	}
+	workers := 0
+	for _, s := range o.slotOf {
+		if s == slot {
+			workers++
+		}
+	}
+	return workers <= 1
 }
 
 // Eligible is the set of slots last given to the targets, in order.

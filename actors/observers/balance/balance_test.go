@@ -87,3 +87,32 @@ func TestUnknownWorkerIgnored(t *testing.T) {
 		t.Errorf("a worker never forked made its slot eligible: %v", r.sets)
 	}
 }
+
+func TestRetiredOnlyOnAScaleDown(t *testing.T) {
+	o := New(zerolog.Nop(), &recorder{})
+	step(o, core.Start{Target: 3}, core.Fork{Worker: 1, Slot: 0}, core.Fork{Worker: 2, Slot: 1}, core.Fork{Worker: 3, Slot: 2})
+	for w := core.WorkerID(1); w <= 3; w++ {
+		step(o, core.WorkerListening{Worker: w})
+	}
+	if o.Retired(1) {
+		t.Error("slot 1 retired while its worker serves")
+	}
+	// A replacement of slot 1 that drains the old worker before the new
+	// one listens: the slot comes back, it is not retired.
+	step(o, core.RestartRequested{}, core.Fork{Worker: 4, Slot: 1, Replacement: true}, core.Drain{Worker: 2})
+	if o.Retired(1) {
+		t.Error("slot 1 retired while its replacement boots")
+	}
+	step(o, core.WorkerListening{Worker: 4})
+	step(o, core.WorkerExited{Worker: 2, Reason: fsm.ExitReason{}})
+	// A scale down drains slot 2's worker: retired.
+	step(o, core.ScaleTo{Target: 2}, core.Drain{Worker: 3})
+	if !o.Retired(2) {
+		t.Errorf("slot 2 not retired by a scale down (eligible %v)", o.Eligible())
+	}
+	// A stop drains everyone: nothing is eligible, nothing retired.
+	step(o, core.StopRequested{}, core.Drain{Worker: 1}, core.Drain{Worker: 4})
+	if o.Retired(0) || o.Retired(1) {
+		t.Errorf("a slot retired by a stop (eligible %v)", o.Eligible())
+	}
+}
