@@ -111,6 +111,9 @@ func (f *fakeCluster) Restart(ctx context.Context, source string) ([]core.Decisi
 func (f *fakeCluster) Stop(source string) {
 	f.calls <- func() { f.d.Send(core.StopRequested{Source: source}) }
 }
+func (f *fakeCluster) ReplaceWorker(ctx context.Context, worker int, source string) ([]core.Decision, error) {
+	return f.ask(core.ReplaceWorker{Worker: core.WorkerID(worker), Source: source}), nil
+}
 func (f *fakeCluster) Scale(ctx context.Context, n int, source string) ([]core.Decision, error) {
 	return f.ask(core.ScaleTo{Target: n, Source: source}), nil
 }
