@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +26,7 @@ const exitTimedOut = 3
 type progressView struct {
 	w     io.Writer
 	tty   bool
+	width int // the terminal's columns; 0 unknown
 	begun time.Time
 
 	mu       sync.Mutex
@@ -45,6 +48,9 @@ func newProgressView(w io.Writer, begun time.Time) *progressView {
 	if f, ok := w.(*os.File); ok {
 		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
 			v.tty = true
+			if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil {
+				v.width = int(ws.Col)
+			}
 		}
 	}
 	if v.tty {
@@ -139,14 +145,21 @@ func (v *progressView) event(p control.Progress) {
 // draw rewrites the live line. Under v.mu.
 func (v *progressView) draw() {
 	parts := []string{fmt.Sprintf("replaced %d of %d", v.replaced, v.total)}
-	for id, at := range v.starting {
-		parts = append(parts, fmt.Sprintf("w%d starting %s", id, time.Since(at).Round(100*time.Millisecond)))
+	ids := slices.Sorted(maps.Keys(v.starting))
+	for _, id := range ids {
+		parts = append(parts, fmt.Sprintf("w%d starting %s", id, time.Since(v.starting[id]).Round(100*time.Millisecond)))
 	}
 	if len(v.draining) > 0 {
 		parts = append(parts, fmt.Sprintf("%d draining", len(v.draining)))
 	}
 	parts = append(parts, v.last)
-	fmt.Fprintf(v.w, "\r\x1b[K%s", strings.Join(parts, " | "))
+	line := strings.Join(parts, " | ")
+	// A line wider than the terminal would wrap, and the carriage return
+	// would rewrite only its last row.
+	if r := []rune(line); v.width > 1 && len(r) >= v.width {
+		line = string(r[:v.width-1])
+	}
+	fmt.Fprintf(v.w, "\r\x1b[K%s", line)
 	v.drawn = true
 }
 

@@ -2,9 +2,15 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/creack/pty"
 )
 
 // TestCtlRestartTimeout: a --timeout shorter than the rollout exits with
@@ -90,6 +96,54 @@ func TestCtlRestartWorker(t *testing.T) {
 	r = ctl(t, sock, "restart", "wx")
 	if r.code != exitUsage || !strings.Contains(r.stderr, `restart "wx": want a worker`) {
 		t.Fatalf("ctl restart wx: %s", r)
+	}
+	m.stop()
+}
+
+// TestCtlRestartTerminal: on a terminal (a real pseudo-terminal), ctl
+// restart rewrites one line in place (carriage returns, no new lines)
+// and ends with the summary on a line of its own.
+func TestCtlRestartTerminal(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	m := startMaster(t, "worker", []string{"DM_TEST_BOOT=300ms"}, "--control", sock, "--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
+	m.address()
+	m.waitFor(0, "cluster ready", nil)
+	cmd := exec.Command(testBinary(t), "ctl", "--control", sock, "restart")
+	cmd.Env = append(os.Environ(), roleEnv+"=master", "GORACE=atexit_sleep_ms=0")
+	tty, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	read := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(tty) // ends with EIO once ctl has exited
+		read <- b
+	}()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatal("ctl restart on a terminal did not end within 60s")
+	}
+	if err != nil {
+		t.Fatalf("ctl restart on a terminal: %v", err)
+	}
+	var out string
+	select {
+	case b := <-read:
+		out = string(b)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the terminal's output did not end")
+	}
+	const rewrite = "\r\x1b[K"
+	last := out[strings.LastIndex(out, rewrite)+len(rewrite):]
+	if n := strings.Count(out, rewrite); n < 3 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "replaced 1 of 2") ||
+		!strings.HasPrefix(last, "restart complete after ") || !strings.HasSuffix(last, "\n") {
+		t.Fatalf("ctl restart on a terminal: want the line rewritten in place and the summary last, got %q", out)
 	}
 	m.stop()
 }
