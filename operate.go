@@ -259,6 +259,10 @@ func (p controlPort) Scale(ctx context.Context, n int, source string) ([]core.De
 	return p.cluster.Ask(ctx, core.ScaleTo{Target: n, Source: source})
 }
 
+func (p controlPort) ReplaceWorker(ctx context.Context, worker int, source string) ([]core.Decision, error) {
+	return p.cluster.Ask(ctx, core.ReplaceWorker{Worker: core.WorkerID(worker), Source: source})
+}
+
 func (p controlPort) Restart(ctx context.Context, source string) ([]core.Decision, error) {
 	req := restartRequest{source: source, reply: make(chan restartReply, 1)}
 	select {

@@ -154,6 +154,16 @@ func (h *Harness) run(td *datadriven.TestData) error {
 			return err
 		}
 		h.Advance(d)
+	case "replace":
+		// An operator's `ctl restart wN`.
+		if len(td.CmdArgs) != 1 {
+			return fmt.Errorf("replace takes one worker")
+		}
+		id, err := parseWorker(td.CmdArgs[0].Key)
+		if err != nil {
+			return err
+		}
+		h.Send(core.ReplaceWorker{Worker: id, Source: "ctl"})
 	case "settle":
 		return h.SettleWorkers()
 	case "status":

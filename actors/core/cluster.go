@@ -64,6 +64,8 @@ func (c *Cluster) Step(now time.Time, in Input) []Decision {
 		c.restart(in)
 	case WorkerRestartRequested:
 		c.workerRestart(in)
+	case ReplaceWorker:
+		c.replaceWorker(in)
 	case StopRequested:
 		c.stop(in)
 	case ScaleBy:
@@ -194,6 +196,32 @@ func (c *Cluster) workerRestart(in WorkerRestartRequested) {
 	}
 	c.markForReplacement(w, "worker "+w.ID.String())
 	c.note(zerolog.InfoLevel, "worker requested restart", w)
+}
+
+// replaceWorker marks one worker for replacement on an operator's request.
+// When a rollout runs already, the worker joins it, and the rollout's end
+// answers the request (RolloutCoalesced, with the rollout's generation).
+func (c *Cluster) replaceWorker(in ReplaceWorker) {
+	w := c.worker(in.Worker)
+	switch {
+	case w == nil:
+		why := "no worker " + in.Worker.String()
+		c.note(zerolog.WarnLevel, "worker replacement ignored", nil, Field{"source", in.Source}, Field{"reason", why})
+		c.emit(Refused{Input: in, Reason: why})
+		return
+	case c.stopping || !c.started || w.State != fsm.Listening:
+		why := "worker " + in.Worker.String() + " is " + c.stateOrStopping(w)
+		c.note(zerolog.WarnLevel, "worker replacement ignored", w, Field{"source", in.Source}, Field{"reason", why})
+		c.emit(Refused{Input: in, Reason: why})
+		return
+	}
+	c.note(zerolog.InfoLevel, "worker replacement requested", w, Field{"source", in.Source})
+	if c.rollout != nil {
+		w.RestartRequested = true
+		c.emit(RolloutCoalesced{Generation: c.rollout.Generation, Source: in.Source})
+		return
+	}
+	c.markForReplacement(w, in.Source)
 }
 
 // markForReplacement makes w due, beginning a rollout if none runs. Such

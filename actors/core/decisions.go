@@ -116,7 +116,8 @@ type Ready struct {
 //
 // The refused inputs are Start (already started), RestartRequested and
 // ScaleBy/ScaleTo (the cluster stops or has not started) and
-// WorkerRestartRequested (the worker does not listen, or the cluster stops).
+// WorkerRestartRequested and ReplaceWorker (the worker does not listen, or
+// the cluster stops; ReplaceWorker also when the worker is unknown).
 type Refused struct {
 	Input  Input
 	Reason string

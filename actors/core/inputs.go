@@ -20,6 +20,15 @@ type RestartRequested struct {
 // WorkerRestartRequested: a worker asked for its own replacement.
 type WorkerRestartRequested struct{ Worker WorkerID }
 
+// ReplaceWorker asks for the replacement of one worker (`ctl restart w3`),
+// under the rollout's invariant, as the worker's own request would. It
+// is refused when the worker is unknown or does not listen, or the
+// cluster stops. Source says who asked.
+type ReplaceWorker struct {
+	Worker WorkerID
+	Source string
+}
+
 // StopRequested asks for a graceful stop; a second one kills.
 type StopRequested struct{ Source string }
 
@@ -64,6 +73,7 @@ type TimerFired struct{ Timer Timer }
 func (Start) isInput()                  {}
 func (RestartRequested) isInput()       {}
 func (WorkerRestartRequested) isInput() {}
+func (ReplaceWorker) isInput()          {}
 func (StopRequested) isInput()          {}
 func (ScaleBy) isInput()                {}
 func (ScaleTo) isInput()                {}

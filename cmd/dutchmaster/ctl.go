@@ -18,7 +18,7 @@ import (
 	"github.com/dutchmaster/dutchmaster/sockets/control"
 )
 
-const ctlUsage = `usage: dutchmaster ctl [flags] status|restart|stop|scale N|ls
+const ctlUsage = `usage: dutchmaster ctl [flags] status|restart [wN]|reload [wN]|stop|scale N|ls
 
 Talks to a running master over its control socket: --control PATH, else
 $DUTCHMASTER_CONTROL, else the default socket of the master --name NAME
@@ -28,17 +28,24 @@ for root, else /tmp/dutchmaster-UID).
   status     the master (uptime, listeners, command, last rollout) and its
              workers: id, pid, processes, memory, CPU, slot, generation,
              state, uptime, restarts, the slot's last exit
-  restart    a rolling restart; waits for it to end, and exits 1 unless it
-             completed (an aborted rollout leaves the old workers serving)
+  restart    a rolling restart; shows it as it goes (on a terminal one line
+             rewritten in place, else one line per step: fork, listening,
+             drain, exit), then a summary: outcome, duration, old -> new
+             pids; exits 1 unless it completed (an aborted rollout leaves
+             the old workers serving)
+  restart wN replaces only worker N (w3 or 3, as ctl status lists it)
+  reload     the same as restart
   stop       a graceful stop; waits until every worker is gone
   scale N    run N workers from now on (until a restart re-reads --workers)
   ls         the masters whose control sockets are in the default directory
              (and $DUTCHMASTER_CONTROL): name, pid, workers, generation,
              uptime; a stale socket (its master died) is listed as such
 
-Exit status: 0 done, 1 refused or failed (or no master), 2 bad usage,
-130 or 143 interrupted (Ctrl-C, SIGTERM): the master goes on with what it
-was asked (a restart runs to its end; ctl status shows it).
+Exit status: 0 done (a restart: complete), 1 refused or failed (a
+restart aborted or cancelled; no master), 2 bad usage, 3 --timeout
+reached: the master goes on with what it was asked (a restart runs to its
+end; ctl status shows it), 130 or 143 interrupted (Ctrl-C, SIGTERM): the
+master goes on likewise.
 
 flags (before or after the command):`
 
@@ -88,8 +95,17 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		}
 		return runLs(stdout, stderr, *asJSON, *timeout)
 	}
+	if words[0] == "reload" {
+		words[0] = control.CommandRestart
+	}
 	req := control.Request{Command: words[0]}
 	switch {
+	case req.Command == control.CommandRestart && len(words) == 2:
+		n, err := strconv.Atoi(strings.TrimPrefix(words[1], "w"))
+		if err != nil || n < 1 {
+			return usage("restart %q: want a worker as ctl status lists it, w3 or 3", words[1])
+		}
+		req.Worker = n
 	case req.Command == control.CommandScale && len(words) == 2:
 		n, err := strconv.Atoi(words[1])
 		if err != nil || n < 1 || n > 4096 {
@@ -128,7 +144,24 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	if *timeout > 0 {
 		c.SetDeadline(time.Now().Add(*timeout))
 	}
-	rep, sig, err := doInterruptible(c, req)
+	var prog *progressView
+	if req.Command == control.CommandRestart && !*asJSON {
+		req.Progress = true
+		prog = newProgressView(stdout, time.Now())
+		defer prog.close()
+	}
+	rep, sig, err := doInterruptible(c, req, prog)
+	if prog != nil {
+		prog.close()
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		what := "the master goes on with the " + req.Command
+		if req.Command == control.CommandRestart {
+			what = "the rollout goes on"
+		}
+		fmt.Fprintf(stderr, "dutchmaster ctl: timed out after %s: %s (ctl status shows it)\n", *timeout, what)
+		return exitTimedOut
+	}
 	if sig != nil {
 		fmt.Fprintf(stderr, "dutchmaster ctl: %s: stopped waiting; the master goes on with the %s (ctl status shows it)\n", sig, req.Command)
 		return 128 + int(sig.(syscall.Signal))
@@ -141,6 +174,8 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(rep)
+	} else if prog != nil && rep.Rollout != nil {
+		prog.summary(rep.Rollout)
 	} else if rep.OK || rep.Rollout != nil {
 		printReply(stdout, req, rep)
 	}
@@ -308,7 +343,7 @@ func human(d time.Duration) string {
 // doInterruptible sends req and waits for its reply, or for SIGINT or
 // SIGTERM, whichever comes first. A request already sent is the
 // master's to finish: stopping to wait does not take it back.
-func doInterruptible(c *control.Client, req control.Request) (control.Reply, os.Signal, error) {
+func doInterruptible(c *control.Client, req control.Request, prog *progressView) (control.Reply, os.Signal, error) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -318,7 +353,11 @@ func doInterruptible(c *control.Client, req control.Request) (control.Reply, os.
 	}
 	done := make(chan result, 1)
 	go func() {
-		rep, err := c.Do(req)
+		var fn func(control.Progress)
+		if prog != nil {
+			fn = prog.event
+		}
+		rep, err := c.DoStream(req, fn)
 		done <- result{rep, err}
 	}()
 	select {

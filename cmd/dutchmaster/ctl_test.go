@@ -73,9 +73,29 @@ func TestCtl(t *testing.T) {
 		}
 	}
 
+	// Piped (not a terminal): one line per step, then the summary that
+	// names the old and the new pids.
 	r = ctl(t, sock, "restart")
-	if r.code != 0 || r.stdout != "restart complete: generation 2\n" {
+	out := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.code != 0 || len(out) < 2 || !strings.HasPrefix(out[0], "rollout: replacing 2 workers (pids ") ||
+		!regexp.MustCompile(fmt.Sprintf(`^restart complete after [0-9.]+m?s: generation 2, pids (%d %d|%d %d) -> \d+ \d+$`, old[1], old[2], old[2], old[1])).MatchString(out[len(out)-1]) {
 		t.Fatalf("ctl restart: %s", r)
+	}
+	steps := map[string]int{}
+	for _, line := range out[1 : len(out)-1] {
+		steps[strings.Fields(line)[0]]++
+		if strings.Contains(line, "listening") {
+			steps["listening"]++
+		}
+		if strings.Contains(line, "\r") {
+			t.Errorf("piped output rewrites a line: %q", line)
+		}
+	}
+	if steps["fork"] != 2 || steps["drain"] != 2 || steps["exit"] != 2 || steps["listening"] != 2 {
+		t.Errorf("ctl restart: want 2 forks, 2 listening, 2 drains, 2 exits, got %v:\n%s", steps, r.stdout)
+	}
+	if !strings.Contains(r.stdout, "replaced 2 of 2") {
+		t.Errorf("ctl restart: no line says replaced 2 of 2:\n%s", r.stdout)
 	}
 	_, next = m.waitFor(next, "restart complete", nil)
 	s = status(t, sock)
@@ -133,7 +153,7 @@ func TestCtlRestartAborted(t *testing.T) {
 	m.waitFor(0, "cluster ready", nil)
 	old, _ := listeningPIDs(m, 0, 2)
 	r := ctl(t, sock, "restart")
-	if r.code != 1 || !strings.HasPrefix(r.stdout, "restart aborted: generation 2: exited before ready") ||
+	if r.code != 1 || !regexp.MustCompile(`\nrestart aborted after [0-9.]+m?s: generation 2; serving pids \d+ \d+; reason: exited before ready`).MatchString(r.stdout) ||
 		!strings.Contains(r.stderr, "rollout aborted: exited before ready: code 1") {
 		t.Fatalf("ctl restart of a failing release: %s", r)
 	}

@@ -54,6 +54,13 @@ func Dial(path string, timeout time.Duration) (*Client, error) {
 // Do sends one request and reads its reply. A reply with OK false is
 // returned as is, with a nil error: the master answered.
 func (c *Client) Do(req Request) (Reply, error) {
+	return c.DoStream(req, nil)
+}
+
+// DoStream is Do that passes each progress line before the reply to
+// progress (nil: they are skipped). Progress lines come only when
+// req.Progress asks for them.
+func (c *Client) DoStream(req Request, progress func(Progress)) (Reply, error) {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return Reply{}, err
@@ -61,21 +68,38 @@ func (c *Client) Do(req Request) (Reply, error) {
 	_, werr := c.conn.Write(append(b, '\n'))
 	// Even when the write fails, the master may have answered first (a
 	// refused peer is told why, and the connection closed): read it.
-	line, err := readLine(c.r, MaxReply)
+	for {
+		line, err := readLine(c.r, MaxReply)
+		rep, p, err := c.decode(line, err, werr)
+		if err != nil || p == nil {
+			return rep, err
+		}
+		if progress != nil {
+			progress(*p)
+		}
+	}
+}
+
+// decode reads one line from the master: a reply, or a progress line.
+func (c *Client) decode(line []byte, err, werr error) (Reply, *Progress, error) {
 	if err != nil && werr != nil {
-		return Reply{}, fmt.Errorf("%s: %w", c.path, werr)
+		return Reply{}, nil, fmt.Errorf("%s: %w", c.path, werr)
 	}
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return Reply{}, fmt.Errorf("%s: the master closed the connection without a reply", c.path)
+			return Reply{}, nil, fmt.Errorf("%s: the master closed the connection without a reply", c.path)
 		}
-		return Reply{}, fmt.Errorf("%s: %w", c.path, err)
+		return Reply{}, nil, fmt.Errorf("%s: %w", c.path, err)
+	}
+	var pl ProgressLine
+	if json.Unmarshal(line, &pl) == nil && pl.Progress != nil {
+		return Reply{}, pl.Progress, nil
 	}
 	var rep Reply
 	if err := json.Unmarshal(line, &rep); err != nil {
-		return Reply{}, fmt.Errorf("%s: malformed reply: %w", c.path, err)
+		return Reply{}, nil, fmt.Errorf("%s: malformed reply: %w", c.path, err)
 	}
-	return rep, nil
+	return rep, nil, nil
 }
 
 // Close closes the connection.

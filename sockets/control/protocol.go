@@ -14,6 +14,10 @@
 //
 //	{"command":"status"}            → {"ok":true,"status":{...}}
 //	{"command":"restart"}           → when the rollout ends: {"ok":true,"rollout":{"outcome":"complete",...}}
+//	{"command":"restart","worker":3} → the same, replacing only worker 3
+//	{"command":"restart","progress":true}
+//	                                → {"progress":{"event":"fork",...}} lines
+//	                                  while the rollout runs, then the reply
 //	{"command":"stop"}              → once every worker is gone: {"ok":true}
 //	{"command":"scale","workers":3} → {"ok":true,"target":3}
 //	anything else                   → {"ok":false,"error":"..."}
@@ -50,6 +54,43 @@ type Request struct {
 	Command string `json:"command"`
 	// Workers is the new target of a scale command, 1 to 4096.
 	Workers int `json:"workers,omitempty"`
+	// Worker, for restart, replaces only that worker.
+	Worker int `json:"worker,omitempty"`
+	// Progress asks a restart for Progress lines before its reply; a
+	// client that reads one line per request does not ask.
+	Progress bool `json:"progress,omitempty"`
+}
+
+// Progress events, each from one of the cluster's typed steps.
+const (
+	ProgressStarted   = "started"   // the restart's rollout runs: Total, PIDs
+	ProgressFork      = "fork"      // a worker is forked
+	ProgressSpawned   = "spawned"   // its process runs: PID
+	ProgressListening = "listening" // it listens
+	ProgressDrain     = "drain"     // a worker is asked to stop: Reason
+	ProgressExit      = "exit"      // a worker's process ended: Reason
+)
+
+// Progress is one step of the rollout a restart waits for, sent on a
+// line of its own, {"progress":{...}}, before the reply.
+type Progress struct {
+	Event       string `json:"event"`
+	Worker      int    `json:"worker,omitempty"`
+	PID         int    `json:"pid,omitempty"`
+	Generation  int    `json:"generation,omitempty"`
+	Replacement bool   `json:"replacement,omitempty"` // a fork: it replaces an older worker
+	Reason      string `json:"reason,omitempty"`
+	// Replaced counts the rollout's replacements that listen so far;
+	// Total the workers it replaces (as of the restart's step).
+	Replaced int `json:"replaced"`
+	Total    int `json:"total"`
+	// PIDs, on started: the pids of the workers to replace.
+	PIDs []int `json:"pids,omitempty"`
+}
+
+// ProgressLine is the form of a progress line.
+type ProgressLine struct {
+	Progress *Progress `json:"progress"`
 }
 
 // Reply is the answer to one Request.
@@ -71,6 +112,8 @@ type RolloutResult struct {
 	Reason     string `json:"reason,omitempty"`
 	Generation int    `json:"generation"` // the generation rolled to
 	Source     string `json:"source"`     // the source given to the restart
+	// Serving: the pids of the listening workers when it ended.
+	Serving []int `json:"serving_pids,omitempty"`
 }
 
 // Status is the cluster's state, for `dutchmaster ctl status`.

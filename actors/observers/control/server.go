@@ -42,6 +42,8 @@ type Supervisor interface {
 	Restart(ctx context.Context, source string) ([]core.Decision, error)
 	Stop(source string)
 	Scale(ctx context.Context, target int, source string) ([]core.Decision, error)
+	// ReplaceWorker replaces one worker (core.ReplaceWorker).
+	ReplaceWorker(ctx context.Context, worker int, source string) ([]core.Decision, error)
 }
 
 // Options configure a Server.
@@ -116,11 +118,17 @@ type Server struct {
 	// whose decisions their handler has not read yet; while there are
 	// any, the rollouts that end are kept in ended, since one of them may
 	// be the end such a restart waits for.
-	asking        int
-	ended         []endedRollout
-	rolloutGen    int    // the running rollout's generation, the newest restart it carries
-	rolloutSource string // what started the running rollout
-	stopped       bool   // the cluster has stopped
+	asking int
+	ended  []endedRollout
+	// events are the progress events of the steps observed while a
+	// restart is asking (kept as ended is), numbered by evSeq: the
+	// restart's own step is among them.
+	events        []seqProgress
+	evSeq         int
+	pids          map[core.WorkerID]int // each running worker's pid, for progress
+	rolloutGen    int                   // the running rollout's generation, the newest restart it carries
+	rolloutSource string                // what started the running rollout
+	stopped       bool                  // the cluster has stopped
 	sup           Supervisor
 	slots         slotBook
 	lastRollout   *ctl.LastRollout
@@ -178,8 +186,16 @@ type cpuSample struct {
 
 type waiter struct {
 	source     string
+	progress   bool           // the request asked for progress lines
+	queue      []ctl.Progress // progress not yet written, under Server.mu
+	notify     chan struct{}  // cap 1: queue has grown
 	generation int            // a restart's: its rollout ends at a RolloutEnded of this generation or newer
 	done       chan ctl.Reply // buffered: resolving never blocks
+}
+
+type seqProgress struct {
+	seq int
+	p   ctl.Progress
 }
 
 // endedRollout is a RolloutEnded with the generation of its rollout.
@@ -242,7 +258,7 @@ func Listen(opts Options) (*Server, error) {
 	})
 	return &Server{
 		opts: opts, ln: ln, sock: sock, ctx: ctx, stop: cancel,
-		conns: map[net.Conn]bool{}, slots: newSlotBook(), cpuSeen: map[int]cpuSample{},
+		conns: map[net.Conn]bool{}, slots: newSlotBook(), cpuSeen: map[int]cpuSample{}, pids: map[core.WorkerID]int{},
 	}, nil
 }
 
@@ -371,7 +387,16 @@ func (s *Server) handle(conn net.Conn) {
 			s.reply(conn, ctl.Reply{Error: "malformed request: " + err.Error()})
 			continue
 		}
-		if !s.reply(conn, s.do(req, cred, log)) {
+		emit := func(p ctl.Progress) error {
+			conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			b, err := json.Marshal(ctl.ProgressLine{Progress: &p})
+			if err != nil {
+				return err
+			}
+			_, err = conn.Write(append(b, '\n'))
+			return err
+		}
+		if !s.reply(conn, s.do(req, cred, log, emit)) {
 			return
 		}
 	}
@@ -404,7 +429,7 @@ func writeReply(conn net.Conn, rep ctl.Reply) error {
 	return err
 }
 
-func (s *Server) do(req ctl.Request, cred *unix.Ucred, log zerolog.Logger) ctl.Reply {
+func (s *Server) do(req ctl.Request, cred *unix.Ucred, log zerolog.Logger, emit func(ctl.Progress) error) ctl.Reply {
 	s.mu.Lock()
 	sup := s.sup
 	s.seq++
@@ -417,7 +442,10 @@ func (s *Server) do(req ctl.Request, cred *unix.Ucred, log zerolog.Logger) ctl.R
 	case ctl.CommandStatus:
 		return s.status(sup)
 	case ctl.CommandRestart:
-		return s.restart(sup, source)
+		if req.Worker < 0 {
+			return ctl.Reply{Error: fmt.Sprintf("restart w%d: no such worker", req.Worker)}
+		}
+		return s.restart(sup, source, req, emit)
 	case ctl.CommandStop:
 		return s.stopCluster(sup, source)
 	case ctl.CommandScale:
@@ -431,35 +459,124 @@ func (s *Server) do(req ctl.Request, cred *unix.Ucred, log zerolog.Logger) ctl.R
 	return ctl.Reply{Error: fmt.Sprintf("unknown command %q (want status, restart, stop or scale)", req.Command)}
 }
 
-func (s *Server) restart(sup Supervisor, source string) ctl.Reply {
+func (s *Server) restart(sup Supervisor, source string, req ctl.Request, emit func(ctl.Progress) error) ctl.Reply {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return ctl.Reply{Error: "the master is exiting"}
 	}
 	s.asking++
+	from := s.evSeq
 	s.mu.Unlock()
-	out, err := sup.Restart(s.ctx, source)
-	w, rep := s.restarted(source, out, err)
+	var out []core.Decision
+	var err error
+	what := "restart"
+	if req.Worker > 0 {
+		what = fmt.Sprintf("restart w%d", req.Worker)
+		out, err = sup.ReplaceWorker(s.ctx, req.Worker, source)
+	} else {
+		out, err = sup.Restart(s.ctx, source)
+	}
+	w, rep := s.restarted(source, what, out, err, req.Progress, from)
 	if w == nil {
 		return rep
 	}
-	return <-w.done
+	if req.Progress {
+		rep = s.follow(sup, w, emit)
+	} else {
+		rep = <-w.done
+	}
+	if rep.Rollout != nil {
+		rep.Rollout.Serving = servingPIDs(s.ctx, sup)
+	}
+	return rep
+}
+
+// follow writes the progress of a restart's rollout until it ends, and
+// returns its reply. Replaced counts the rollout's replacements that
+// listen; Total is the count of workers due as of the restart's step.
+func (s *Server) follow(sup Supervisor, w *waiter, emit func(ctl.Progress) error) ctl.Reply {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	v, err := sup.View(ctx)
+	cancel()
+	start := ctl.Progress{Event: ctl.ProgressStarted, Generation: w.generation}
+	if err == nil {
+		for _, wk := range v.Workers {
+			if wk.Due {
+				start.Total++
+				if wk.PID != 0 {
+					start.PIDs = append(start.PIDs, wk.PID)
+				}
+			}
+		}
+	}
+	total, replaced := start.Total, 0
+	ours := map[int]bool{} // replacements forked since the restart
+	failed := emit(start) != nil
+	for {
+		var rep ctl.Reply
+		var done bool
+		select {
+		case rep = <-w.done:
+			done = true
+		case <-w.notify:
+		}
+		s.mu.Lock()
+		queue := w.queue
+		w.queue = nil
+		s.mu.Unlock()
+		for _, p := range queue {
+			switch {
+			case p.Event == ctl.ProgressFork && p.Replacement:
+				ours[p.Worker] = true
+			case p.Event == ctl.ProgressListening && ours[p.Worker]:
+				replaced++
+				total = max(total, replaced)
+			}
+			p.Replaced, p.Total = replaced, total
+			if !failed {
+				failed = emit(p) != nil
+			}
+		}
+		if done {
+			return rep
+		}
+	}
+}
+
+// servingPIDs are the pids of the listening workers.
+func servingPIDs(ctx context.Context, sup Supervisor) []int {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	v, err := sup.View(ctx)
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, w := range v.Workers {
+		if w.State == fsm.Listening && w.PID != 0 {
+			pids = append(pids, w.PID)
+		}
+	}
+	return pids
 }
 
 // restarted reads the decisions of a restart's step: the reply, or the
 // waiter that Observe answers when the restart's rollout ends.
-func (s *Server) restarted(source string, out []core.Decision, err error) (*waiter, ctl.Reply) {
+func (s *Server) restarted(source, what string, out []core.Decision, err error, progress bool, from int) (*waiter, ctl.Reply) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ended := s.ended
+	ended, events := s.ended, s.events
 	if s.asking--; s.asking == 0 {
-		s.ended = nil
+		s.ended, s.events = nil, nil
 	}
 	if err != nil {
 		return nil, ctl.Reply{Error: err.Error()}
 	}
 	if r, ok := refusal(out); ok {
+		if what != "restart" {
+			return nil, ctl.Reply{Error: what + " refused: " + r.Reason}
+		}
 		return nil, ctl.Reply{Error: "restart ignored: " + r.Reason}
 	}
 	gen, ok := restartGeneration(out)
@@ -476,7 +593,14 @@ func (s *Server) restarted(source string, out []core.Decision, err error) (*wait
 	if s.closed {
 		return nil, ctl.Reply{Error: "the master exited before the rollout ended"}
 	}
-	w := &waiter{source: source, generation: gen, done: make(chan ctl.Reply, 1)}
+	w := &waiter{source: source, generation: gen, done: make(chan ctl.Reply, 1), progress: progress, notify: make(chan struct{}, 1)}
+	if progress {
+		for _, e := range events {
+			if e.seq > from {
+				w.queue = append(w.queue, e.p)
+			}
+		}
+	}
 	s.ending = append(s.ending, w)
 	return w, ctl.Reply{}
 }
@@ -619,6 +743,7 @@ func (s *Server) Observe(now time.Time, in core.Input, out []core.Decision) {
 	if in, ok := in.(core.WorkerExited); ok {
 		s.slots.exited(now, in)
 	}
+	s.progress(in, out)
 	for _, d := range out {
 		switch d := d.(type) {
 		case core.Fork:
@@ -652,6 +777,53 @@ func (s *Server) Observe(now time.Time, in core.Input, out []core.Decision) {
 				w.done <- ctl.Reply{OK: true}
 			}
 			s.stops = nil
+		}
+	}
+}
+
+// progress passes the steps a rollout is made of to the restarts that
+// follow it, from the step's typed input and decisions. Under s.mu.
+func (s *Server) progress(in core.Input, out []core.Decision) {
+	var ps []ctl.Progress
+	switch in := in.(type) {
+	case core.WorkerSpawned:
+		s.pids[in.Worker] = in.PID
+		ps = append(ps, ctl.Progress{Event: ctl.ProgressSpawned, Worker: int(in.Worker), PID: in.PID})
+	case core.WorkerListening:
+		ps = append(ps, ctl.Progress{Event: ctl.ProgressListening, Worker: int(in.Worker), PID: s.pids[in.Worker]})
+	case core.WorkerExited:
+		r := in.Reason
+		r.Detail = ""
+		ps = append(ps, ctl.Progress{Event: ctl.ProgressExit, Worker: int(in.Worker), PID: s.pids[in.Worker], Reason: r.String()})
+		delete(s.pids, in.Worker)
+	}
+	for _, d := range out {
+		switch d := d.(type) {
+		case core.Fork:
+			ps = append(ps, ctl.Progress{Event: ctl.ProgressFork, Worker: int(d.Worker), Generation: d.Generation, Replacement: d.Replacement})
+		case core.Drain:
+			ps = append(ps, ctl.Progress{Event: ctl.ProgressDrain, Worker: int(d.Worker), PID: s.pids[d.Worker], Reason: d.Reason})
+		case core.Kill:
+			ps = append(ps, ctl.Progress{Event: ctl.ProgressDrain, Worker: int(d.Worker), PID: s.pids[d.Worker], Reason: "killed: " + d.Reason})
+		}
+	}
+	if len(ps) == 0 {
+		return
+	}
+	for _, p := range ps {
+		s.evSeq++
+		if s.asking > 0 {
+			s.events = append(s.events, seqProgress{s.evSeq, p})
+		}
+	}
+	for _, w := range s.ending {
+		if !w.progress {
+			continue
+		}
+		w.queue = append(w.queue, ps...)
+		select {
+		case w.notify <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -111,6 +111,9 @@ func (f *fakeCluster) Restart(ctx context.Context, source string) ([]core.Decisi
 func (f *fakeCluster) Stop(source string) {
 	f.calls <- func() { f.d.Send(core.StopRequested{Source: source}) }
 }
+func (f *fakeCluster) ReplaceWorker(ctx context.Context, worker int, source string) ([]core.Decision, error) {
+	return f.ask(core.ReplaceWorker{Worker: core.WorkerID(worker), Source: source}), nil
+}
 func (f *fakeCluster) Scale(ctx context.Context, n int, source string) ([]core.Decision, error) {
 	return f.ask(core.ScaleTo{Target: n, Source: source}), nil
 }
@@ -506,5 +509,94 @@ func TestRestartsCounted(t *testing.T) {
 	}
 	if got := restarts("after a rolling restart"); !slices.Equal(got, []int{1, 1, 1}) {
 		t.Errorf("after a rolling restart: restarts %v, want 1 per slot", got)
+	}
+}
+
+// TestRestartProgress: a restart that asks for progress gets a line per
+// step of its rollout (from the cluster's typed steps) before its reply;
+// one that does not gets its reply alone, so that a client that reads one
+// line per request reads the next request's reply next.
+func TestRestartProgress(t *testing.T) {
+	st := start(t, 2, Options{})
+	var mu sync.Mutex
+	var events []ctl.Progress
+	c := dial(t, st.path)
+	ch := make(chan ctl.Reply, 1)
+	go func() {
+		rep, err := c.DoStream(ctl.Request{Command: ctl.CommandRestart, Progress: true}, func(p ctl.Progress) {
+			mu.Lock()
+			events = append(events, p)
+			mu.Unlock()
+		})
+		if err != nil {
+			rep = ctl.Reply{Error: "client: " + err.Error()}
+		}
+		ch <- rep
+	}()
+	waitInput[core.RestartRequested](t, st.f)
+
+	// An old client on its own connection: restart, then status.
+	old := dial(t, st.path)
+	oldRep := make(chan ctl.Reply, 2)
+	go func() {
+		for _, req := range []ctl.Request{{Command: ctl.CommandRestart}, {Command: ctl.CommandStatus}} {
+			rep, err := old.Do(req)
+			if err != nil {
+				rep = ctl.Reply{Error: "client: " + err.Error()}
+			}
+			oldRep <- rep
+		}
+	}()
+	waitInput[core.RestartRequested](t, st.f)
+	st.f.do(func() { must(t, st.f.d.SettleWorkers()) })
+
+	rep := recv(t, ch)
+	if !rep.OK || rep.Rollout == nil || rep.Rollout.Outcome != core.OutcomeComplete || len(rep.Rollout.Serving) != 2 {
+		t.Fatalf("reply %+v %+v", rep, rep.Rollout)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	count := map[string]int{}
+	for _, p := range events {
+		count[p.Event]++
+	}
+	if len(events) == 0 || events[0].Event != ctl.ProgressStarted || events[0].Total != 2 || len(events[0].PIDs) != 2 {
+		t.Fatalf("first progress line: want started, 2 workers, their pids: %+v", events)
+	}
+	if count[ctl.ProgressFork] < 2 || count[ctl.ProgressListening] < 2 || count[ctl.ProgressDrain] < 2 || count[ctl.ProgressExit] < 2 {
+		t.Errorf("progress: want at least 2 forks, listening, drains and exits: %v", count)
+	}
+	if last := events[len(events)-1]; last.Replaced < 2 || last.Total != last.Replaced {
+		t.Errorf("last progress line: want every due worker replaced: %+v", last)
+	}
+	if r := recv(t, oldRep); r.Rollout == nil || r.Rollout.Outcome != core.OutcomeComplete {
+		t.Fatalf("old client's restart: %+v", r)
+	}
+	if r := recv(t, oldRep); !r.OK || r.Status == nil {
+		t.Fatalf("old client's status, after its restart: %+v", r)
+	}
+}
+
+// TestRestartWorker: restart with a worker replaces that worker alone;
+// an unknown worker is refused by the cluster, with its reason.
+func TestRestartWorker(t *testing.T) {
+	st := start(t, 2, Options{})
+	v, _ := st.f.View(context.Background())
+	ch := async(t, st.path, ctl.Request{Command: ctl.CommandRestart, Worker: int(v.Workers[0].ID)})
+	in := waitInput[core.ReplaceWorker](t, st.f)
+	if in.Worker != v.Workers[0].ID || !strings.HasPrefix(in.Source, "ctl#") {
+		t.Fatalf("input %+v", in)
+	}
+	st.f.do(func() { must(t, st.f.d.SettleWorkers()) })
+	if rep := recv(t, ch); !rep.OK || rep.Rollout == nil || rep.Rollout.Outcome != core.OutcomeComplete {
+		t.Fatalf("restart w%d: %+v", v.Workers[0].ID, rep)
+	}
+	after, _ := st.f.View(context.Background())
+	if len(after.Workers) != 2 || after.Workers[0].ID != v.Workers[1].ID {
+		t.Fatalf("after: want w%d kept and one replacement: %+v", v.Workers[1].ID, after.Workers)
+	}
+	rep, err := dial(t, st.path).Do(ctl.Request{Command: ctl.CommandRestart, Worker: 999})
+	if err != nil || rep.OK || rep.Error != "restart w999 refused: no worker w999" {
+		t.Fatalf("restart w999: %+v %v", rep, err)
 	}
 }

@@ -45,6 +45,7 @@ func FuzzDecodeInput(f *testing.F) {
 	for _, in := range []core.Input{
 		core.Start{Target: 3}, core.RestartRequested{Source: "SIGUSR2", Target: 4},
 		core.WorkerRestartRequested{Worker: 7}, core.StopRequested{Source: "control"},
+		core.ReplaceWorker{Worker: 3, Source: "ctl#1 pid=42"},
 		core.ScaleBy{Delta: -1, Source: "SIGTTOU"}, core.ScaleTo{Target: 5, Source: "control"},
 		core.Reconfigure{Config: core.Config{MaxSurge: 2, Policy: core.Canary{MaxSurge: 2}}},
 		core.WorkerSpawned{Worker: 2, PID: 4242}, core.WorkerListening{Worker: 2},

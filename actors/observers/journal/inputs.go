@@ -26,6 +26,11 @@ type (
 		Type   string `json:"type"`
 		Worker int    `json:"worker"`
 	}
+	replaceWorkerIn struct {
+		Type   string `json:"type"`
+		Worker int    `json:"worker"`
+		Source string `json:"source"`
+	}
 	stopIn struct {
 		Type   string `json:"type"`
 		Source string `json:"source"`
@@ -83,6 +88,8 @@ func EncodeInput(in core.Input) (json.RawMessage, error) {
 		v = restartIn{"RestartRequested", in.Source, in.Target}
 	case core.WorkerRestartRequested:
 		v = workerIn{"WorkerRestartRequested", int(in.Worker)}
+	case core.ReplaceWorker:
+		v = replaceWorkerIn{"ReplaceWorker", int(in.Worker), in.Source}
 	case core.StopRequested:
 		v = stopIn{"StopRequested", in.Source}
 	case core.ScaleBy:
@@ -130,6 +137,9 @@ func DecodeInput(raw json.RawMessage, policies map[string]core.Policy) (core.Inp
 	case "WorkerDraining":
 		v, err := decodeAs[workerIn](raw)
 		return core.WorkerDraining{Worker: core.WorkerID(v.Worker)}, err
+	case "ReplaceWorker":
+		v, err := decodeAs[replaceWorkerIn](raw)
+		return core.ReplaceWorker{Worker: core.WorkerID(v.Worker), Source: v.Source}, err
 	case "StopRequested":
 		v, err := decodeAs[stopIn](raw)
 		return core.StopRequested{Source: v.Source}, err

@@ -32,6 +32,7 @@ func TestEveryInputRoundTrips(t *testing.T) {
 		core.Start{Target: 3},
 		core.RestartRequested{Source: "SIGUSR2", Target: 4},
 		core.WorkerRestartRequested{Worker: 7},
+		core.ReplaceWorker{Worker: 3, Source: "ctl#1 pid=42"},
 		core.StopRequested{Source: "control"},
 		core.ScaleBy{Delta: -1, Source: "SIGTTOU"},
 		core.ScaleTo{Target: 5, Source: "control"},
@@ -94,6 +95,7 @@ func TestEveryDecisionRoundTrips(t *testing.T) {
 		core.Refused{Input: core.RestartRequested{Source: "SIGUSR2", Target: 2}, Reason: "stopping"},
 		core.Refused{Input: core.ScaleBy{Delta: -1, Source: "SIGTTOU"}, Reason: "not started"},
 		core.Refused{Input: core.WorkerRestartRequested{Worker: 4}, Reason: "worker is forking"},
+		core.Refused{Input: core.ReplaceWorker{Worker: 999, Source: "ctl#3 pid=8"}, Reason: "no worker w999"},
 		core.Refused{Input: core.Start{Target: 2}, Reason: "already started"},
 	}
 	for _, d := range decisions {
