@@ -94,9 +94,6 @@ func (e *Executor) View() core.View { return e.core.View() }
 // Worker is a copy of one worker's view.
 func (e *Executor) Worker(id core.WorkerID) (core.Worker, bool) { return e.core.Worker(id) }
 
-// PendingTimers is how many worker timers are pending.
-func (e *Executor) PendingTimers() int { return e.timers.Pending() }
-
 func (e *Executor) execute(d core.Decision, h ClusterHost) {
 	log := e.opts.Logger
 	switch d := d.(type) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dutchmaster/dutchmaster/actors/core"
 	"github.com/dutchmaster/dutchmaster/fsm"
+	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
 // Orders from the cluster actor to a worker.
@@ -91,7 +92,7 @@ func (m *WorkerMachine) Handle(msg any) []any {
 	case Online:
 		m.spokeIPC = true
 	case Notify:
-		if NotifyReady(msg.Payload) {
+		if wire.ParseNotify(msg.Payload).Ready() {
 			return m.becameReady(ReadyNotify)
 		}
 	case ReadyTimerFired:
@@ -129,13 +130,13 @@ func (m *WorkerMachine) onIPC(msg IPC) []any {
 		}
 		return nil
 	}
-	wm := ClassifyIPC(msg.Line)
+	wm := wire.Classify(msg.Line)
 	switch wm.Kind {
-	case MsgReady:
+	case wire.KindReady:
 		return m.becameReady(ReadyIPC)
-	case MsgRequestRestart:
+	case wire.KindRequestRestart:
 		return []any{core.WorkerRestartRequested{Worker: m.Spec.ID}}
-	case MsgMalformed:
+	case wire.KindMalformed:
 		if m.ignore() {
 			m.logAt(zerolog.WarnLevel).Int("bytes", len(msg.Line)).Int("ignored", m.ignored).Msg("malformed IPC message ignored")
 		}

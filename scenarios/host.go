@@ -78,9 +78,6 @@ func (h *SyncHost) Send(in core.Input) { h.queue = append(h.queue, envelope{0, i
 func (h *SyncHost) View() core.View    { return h.exec.View() }
 func (h *SyncHost) Close()             {}
 
-// PendingTimers is how many worker timers are pending.
-func (h *SyncHost) PendingTimers() int { return h.exec.PendingTimers() }
-
 // maxMessages bounds one Idle: a cluster that keeps talking to itself
 // without any input is a bug, reported instead of spinning.
 const maxMessages = 100000

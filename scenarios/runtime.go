@@ -7,6 +7,7 @@ import (
 
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/core"
+	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
 // ScriptedRuntime stands in for the OS: it records what the worker actors
@@ -137,11 +138,11 @@ func (r *ScriptedRuntime) deliver(id core.WorkerID, msg any, mode actors.ReadyMo
 		}
 		p.Exited = true
 	case actors.IPC:
-		if actors.ClassifyIPC(m.Line).Kind == actors.MsgReady && mode.Accepts(actors.ReadyIPC) {
+		if wire.Classify(m.Line).Kind == wire.KindReady && mode.Accepts(actors.ReadyIPC) {
 			r.markServing(p)
 		}
 	case actors.Notify:
-		if actors.NotifyReady(m.Payload) && mode.Accepts(actors.ReadyNotify) {
+		if wire.ParseNotify(m.Payload).Ready() && mode.Accepts(actors.ReadyNotify) {
 			r.markServing(p)
 		}
 	}

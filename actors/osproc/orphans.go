@@ -100,15 +100,3 @@ func parentOf(pid int) int {
 	ppid, _ := strconv.Atoi(string(f[1]))
 	return ppid
 }
-
-// descendantCount counts pid and the processes below it that are still
-// its descendants.
-func descendantCount(pid int) int {
-	n := 1
-	for _, c := range children(pid) {
-		if parentOf(c) == pid { // children lists every process on old kernels
-			n += descendantCount(c)
-		}
-	}
-	return n
-}

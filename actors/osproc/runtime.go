@@ -208,20 +208,6 @@ func (r *Runtime) Close() error {
 	return errors.Join(err, r.handles.Close())
 }
 
-// Processes counts the processes of a running worker: those in its
-// cgroup, or else the worker, its descendants and the orphans a subreaper
-// master adopted from it. 0: no such worker runs.
-func (r *Runtime) Processes(id core.WorkerID) int {
-	p := r.process(id)
-	if p == nil {
-		return 0
-	}
-	if p.cgroup != nil {
-		return len(p.cgroup.pids())
-	}
-	return descendantCount(p.pid) + len(r.adoptedOrphans(int(id)))
-}
-
 // NotifySocket is the address workers get in NOTIFY_SOCKET:
 // @dutchmaster-notify-<32 hex>, in the abstract namespace.
 func (r *Runtime) NotifySocket() string { return r.notify.Path() }

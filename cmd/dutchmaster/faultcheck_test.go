@@ -310,19 +310,23 @@ func hasPrefix(e logEvent, field, prefix string) bool {
 }
 
 // procRSS is a process's resident set size in bytes (VmRSS).
-func procRSS(t *testing.T, pid int) int64 {
+func procRSS(t *testing.T, pid int) int64 { return procStatusBytes(t, pid, "VmRSS") }
+
+// procStatusBytes reads a size line of /proc/PID/status ("VmRSS:  1234 kB")
+// in bytes.
+func procStatusBytes(t *testing.T, pid int, key string) int64 {
 	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for line := range strings.SplitSeq(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, key+":"); ok {
 			kb, _ := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
 			return kb << 10
 		}
 	}
-	t.Fatalf("/proc/%d/status: no VmRSS", pid)
+	t.Fatalf("/proc/%d/status: no %s", pid, key)
 	return 0
 }
 

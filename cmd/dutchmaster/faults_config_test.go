@@ -1,11 +1,9 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,21 +15,7 @@ import (
 // rolling restart.
 
 // procHWM is a process's peak resident set size in bytes (VmHWM).
-func procHWM(t *testing.T, pid int) int64 {
-	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
-			return kb << 10
-		}
-	}
-	t.Fatalf("/proc/%d/status: no VmHWM", pid)
-	return 0
-}
+func procHWM(t *testing.T, pid int) int64 { return procStatusBytes(t, pid, "VmHWM") }
 
 // waitEither returns the first event from index `from` on whose message
 // is one of msgs, and the index after it: a test that expects one outcome

@@ -15,13 +15,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestListenFDs: the variables are taken only when LISTEN_PID is this
 // process, and unset in every case.
 func TestListenFDs(t *testing.T) {
