@@ -14,34 +14,39 @@ import (
 	"github.com/dutchmaster/dutchmaster/actors/observers/balance"
 	"github.com/dutchmaster/dutchmaster/actors/osproc"
 	"github.com/dutchmaster/dutchmaster/sockets"
+	"github.com/dutchmaster/dutchmaster/sockets/nodecluster"
 	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
 	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
 // The values of Options.Balance.
 const (
-	BalanceAuto   = "auto"
-	BalanceKernel = "kernel"
-	BalanceShared = "shared"
+	BalanceAuto       = "auto"
+	BalanceKernel     = "kernel"
+	BalanceRoundRobin = "round-robin" // Node.js cluster workers only
+	BalanceShared     = "shared"
 )
 
-// balanceMode decides between kernel and shared for p: whether the TCP
-// listeners are balanced in the kernel, and why, for the log line. An
-// explicit kernel that cannot be had is an error.
-func balanceMode(p plan) (kernel bool, why string, err error) {
-	if p.balance == BalanceShared {
-		return false, "asked for", nil
+// balanceMode decides the mode the master takes for p (kernel,
+// round-robin or shared), and why, for the log line. An explicit mode
+// that cannot be had is an error. Node.js cluster workers listen where
+// the app says, so they need no TCP --listen listener; where the kernel
+// mode cannot be had, auto gives them round-robin, as Node's own primary.
+func balanceMode(p plan) (mode, why string, err error) {
+	switch p.balance {
+	case BalanceShared, BalanceRoundRobin:
+		return p.balance, "asked for", nil
 	}
-	no := func(reason string) (bool, string, error) {
+	no := func(reason string) (string, string, error) {
 		if p.balance == BalanceKernel {
-			return false, "", fieldErr("Balance", "Options.Balance kernel: %s", reason)
+			return "", "", fieldErr("Balance", "Options.Balance kernel: %s", reason)
 		}
-		return false, reason, nil
+		if p.nodeCluster {
+			return BalanceRoundRobin, reason, nil
+		}
+		return BalanceShared, reason, nil
 	}
-	if p.nodeCluster {
-		return no("Node.js cluster workers get their sockets from the master at listen()")
-	}
-	tcp := false
+	tcp := p.nodeCluster
 	for _, s := range p.specs {
 		tcp = tcp || isTCP(s)
 	}
@@ -55,9 +60,27 @@ func balanceMode(p plan) (kernel bool, why string, err error) {
 		return no("the socket-selection program could not be loaded: " + err.Error())
 	}
 	if p.balance == BalanceKernel {
-		return true, "asked for", nil
+		return BalanceKernel, "asked for", nil
 	}
-	return true, "the socket-selection program loads", nil
+	return BalanceKernel, "the socket-selection program loads", nil
+}
+
+// nodeServers is the registry that answers the Node.js cluster workers'
+// queries in mode (nil for fds workers): kernel hands out slot sockets
+// (groups are the --listen listeners' own), round-robin hands
+// connections over.
+func nodeServers(p plan, mode string, listeners []*sockets.Listener, groups []*reuseport.Group, log zerolog.Logger) *nodecluster.Registry {
+	if !p.nodeCluster {
+		return nil
+	}
+	b := nodecluster.Balancing{Mode: nodecluster.Shared, Groups: groups, Log: log}
+	switch mode {
+	case BalanceKernel:
+		b.Mode = nodecluster.Kernel
+	case BalanceRoundRobin:
+		b.Mode = nodecluster.RoundRobin
+	}
+	return nodecluster.NewBalancedRegistry(listeners, b)
 }
 
 func isTCP(s sockets.Spec) bool {
@@ -125,14 +148,18 @@ func closeBalanced(listeners []*sockets.Listener, groups []*reuseport.Group) err
 	return errors.Join(errs...)
 }
 
-// balanceObserver keeps the groups' eligible slots in step with the
-// cluster; nil when no listener is balanced.
-func balanceObserver(log zerolog.Logger, groups []*reuseport.Group) *balance.Observer {
+// balanceObserver keeps the groups' eligible slots, and the Node.js
+// servers' eligible slots or workers, in step with the cluster; nil when
+// nothing is balanced.
+func balanceObserver(log zerolog.Logger, mode string, groups []*reuseport.Group, node *nodecluster.Registry) *balance.Observer {
 	var targets []balance.Target
 	for _, g := range groups {
 		if g != nil {
 			targets = append(targets, g)
 		}
+	}
+	if node != nil && mode != BalanceShared {
+		targets = append(targets, node)
 	}
 	if len(targets) == 0 {
 		return nil
@@ -144,9 +171,9 @@ func balanceObserver(log zerolog.Logger, groups []*reuseport.Group) *balance.Obs
 // retire a slot. A retired slot's worker is drained once its queue is
 // empty, waiting at most half the kill timeout: the worker keeps the other
 // half to finish what it accepted.
-func withRetire(cfg *osproc.Config, groups []*reuseport.Group, b *balance.Observer, killTimeout time.Duration) {
+func withRetire(cfg *osproc.Config, mode string, groups []*reuseport.Group, b *balance.Observer, killTimeout time.Duration) {
 	cfg.Balanced = groups
-	if b == nil {
+	if b == nil || mode != BalanceKernel {
 		return
 	}
 	cfg.Retired = b.Retired
@@ -168,13 +195,9 @@ func withBalance(b *balance.Observer, observe func(time.Time, core.Input, []core
 // logBalance is the one line saying which balance the master took and
 // why; logged once every start-up error is behind, so that a refused start
 // prints its error alone, and only when there is something to balance.
-func logBalance(log zerolog.Logger, kernel bool, why string, listeners int) {
-	if listeners == 0 {
+func logBalance(log zerolog.Logger, mode, why string, listeners int, nodeCluster bool) {
+	if listeners == 0 && !nodeCluster {
 		return
-	}
-	mode := BalanceShared
-	if kernel {
-		mode = BalanceKernel
 	}
 	log.Info().Str("balance", mode).Str("reason", why).Msg("balance: " + mode + " (" + why + ")")
 }

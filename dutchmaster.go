@@ -93,7 +93,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := sockets.CloseOnExecAll(); err != nil {
 		return fmt.Errorf("marking inherited descriptors close-on-exec: %w", err)
 	}
-	kernel, why, err := balanceMode(plan)
+	mode, why, err := balanceMode(plan)
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func Run(ctx context.Context, opts Options) error {
 		activated map[*sockets.Listener]bool
 		groups    []*reuseport.Group // by listener; nil for a shared one
 	)
-	if kernel {
+	if mode == BalanceKernel {
 		listeners, groups, err = openBalanced(plan.specs, plan.workers())
 	} else {
 		listeners, activated, err = openListeners(plan.specs, log)
@@ -116,10 +116,14 @@ func Run(ctx context.Context, opts Options) error {
 			Bool("socket_activated", activated[l]).Msg("listening")
 	}
 	rcfg := runtimeConfig(opts, plan, listeners)
-	balancer := balanceObserver(log, groups)
-	withRetire(&rcfg, groups, balancer, plan.core.KillTimeout)
+	rcfg.NodeServers = nodeServers(plan, mode, listeners, groups, log)
+	balancer := balanceObserver(log, mode, groups, rcfg.NodeServers)
+	withRetire(&rcfg, mode, groups, balancer, plan.core.KillTimeout)
 	rt, err := osproc.New(rcfg)
 	if err != nil {
+		if rcfg.NodeServers != nil {
+			rcfg.NodeServers.Close()
+		}
 		return &ConfigError{Err: err}
 	}
 	osproc.WarnDescriptorLimit(log, plan.workers(), plan.core.MaxSurge)
@@ -130,7 +134,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	logBalance(log, kernel, why, len(listeners))
+	logBalance(log, mode, why, len(listeners), plan.nodeCluster)
 	system := actors.NewSystem(log)
 	defer system.Shutdown()
 	m := &master{opts: opts, plan: plan, runtime: rt, listeners: listeners}

@@ -71,10 +71,13 @@ type Options struct {
 	// Balance says how new connections on TCP listeners are spread over
 	// the workers (docs/listeners.md): kernel (one socket per worker slot,
 	// and a program in the kernel that picks round-robin among the slots
-	// whose worker listens and does not drain), shared (one socket for
-	// all: the kernel wakes whichever worker waited last) or auto (the
-	// default: kernel where the program can be loaded, else shared). Unix
-	// and UDP listeners are always shared. Fixed for the master's life.
+	// whose worker listens and does not drain), round-robin (Node.js
+	// cluster workers only: the master accepts and hands each connection
+	// to the next such worker, as Node's own primary), shared (one socket
+	// for all: the kernel wakes whichever worker waited last) or auto (the
+	// default: kernel where the program can be loaded, else round-robin
+	// for Node.js cluster workers and shared for the others). Unix and UDP
+	// listeners are always shared. Fixed for the master's life.
 	Balance string
 	// Reload, if set, is called before every rolling restart for the
 	// options to use from then on (the dutchmaster binary re-reads its
@@ -230,7 +233,7 @@ type plan struct {
 	beforeFork    func(dir string, env []string) error
 	nodeCluster   bool
 	credential    *syscall.Credential
-	balance       string // auto, kernel or shared
+	balance       string // auto, kernel, round-robin or shared
 }
 
 // restartSignals are the signals a restart may be asked with: the master
@@ -319,13 +322,13 @@ func prepare(opts Options) (plan, error) {
 	switch p.balance = opts.Balance; p.balance {
 	case "":
 		p.balance = BalanceAuto
-	case BalanceAuto, BalanceShared:
-	case BalanceKernel:
-		if p.nodeCluster {
-			return p, fieldErr("Balance", "Options.Balance kernel: not available for Node.js cluster workers yet (they get their sockets from the master at listen()); use auto or shared")
+	case BalanceAuto, BalanceShared, BalanceKernel:
+	case BalanceRoundRobin:
+		if !p.nodeCluster {
+			return p, fieldErr("Balance", "Options.Balance round-robin: only for Node.js cluster workers (the master hands their connections over); use auto, kernel or shared")
 		}
 	default:
-		return p, fieldErr("Balance", "Options.Balance %q: want auto, kernel or shared", opts.Balance)
+		return p, fieldErr("Balance", "Options.Balance %q: want auto, kernel, round-robin or shared", opts.Balance)
 	}
 	return p, nil
 }

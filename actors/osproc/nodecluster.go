@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dutchmaster/dutchmaster/actors"
+	"github.com/dutchmaster/dutchmaster/sockets"
 	"github.com/dutchmaster/dutchmaster/sockets/nodecluster"
 	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
@@ -18,6 +19,16 @@ import (
 // listeningLine is what a Node.js cluster worker's first listening becomes
 // for the worker actor: the readiness message of the worker protocol.
 var listeningLine = wire.EventLine(wire.EventListening)
+
+// clusterSession is the cluster primary's side of a new worker's channel:
+// its queries are answered for its slot (kernel balance) or its id
+// (round-robin), or with shared handles if its environment says
+// NODE_CLUSTER_SCHED_POLICY=none.
+func (r *Runtime) clusterSession(ch *sockets.Channel, spec actors.WorkerSpec, env []string) *nodecluster.Session {
+	return nodecluster.NewWorkerSession(ch, r.handles, nodecluster.Worker{
+		ID: int(spec.ID), Slot: spec.Slot, SchedNone: nodecluster.SchedNone(env),
+	})
+}
 
 // receiveCluster handles one line from a Node.js cluster worker: the
 // session answers Node's internal messages; what they mean for the
@@ -41,9 +52,9 @@ func (p *process) receiveCluster(line []byte) {
 			log.Warn().Str("key", ev.Key).Str("server", ev.Query.String()).Str("errno", nodecluster.ErrnoName(sh.Errno)).
 				AnErr("cause", sh.Err).Msg("node server not shared: the worker's listen fails")
 		case sh.Bound:
-			log.Info().Str("key", ev.Key).Str("address", sh.Where).Msg("node server bound")
+			log.Info().Str("key", ev.Key).Str("address", sh.Where).Str("balance", sh.Balance.String()).Msg("node server bound")
 		default:
-			log.Debug().Str("key", ev.Key).Str("address", sh.Where).Str("listener", sh.Listener).Msg("node server shared")
+			log.Debug().Str("key", ev.Key).Str("address", sh.Where).Str("listener", sh.Listener).Str("balance", sh.Balance.String()).Msg("node server shared")
 		}
 	case nodecluster.KindExitedAfterDisconnect:
 		log.Info().Msg("node worker disconnects itself")

@@ -141,7 +141,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 	p.log = cfg.Logger.With().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldSlot, spec.Slot).
 		Int(actors.FieldGeneration, spec.Generation).Int(actors.FieldPID, p.pid).Logger()
 	if cfg.NodeCluster {
-		p.cluster = nodecluster.NewSession(channel, r.handles)
+		p.cluster = r.clusterSession(channel, spec, cmd.Env)
 	}
 	if !r.register(p) {
 		// Close ran while this fork was under way: the worker goes at
@@ -226,6 +226,9 @@ func (p *process) run() {
 	<-read
 	linger.Stop()
 	p.channel.Close()
+	if p.cluster != nil {
+		p.cluster.Close() // what it was handed and did not answer goes to others
+	}
 	p.output.close()
 	p.runtime.forget(p)
 	p.deliverMu.Lock()

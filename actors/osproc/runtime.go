@@ -80,6 +80,10 @@ type Config struct {
 	// disconnect (the channel stays open). Lines that are not Node's
 	// internal messages (process.send) pass through as IPC events.
 	NodeCluster bool
+	// NodeServers answers the Node.js cluster workers' queries, balanced
+	// as it was made (nodecluster.NewBalancedRegistry); the runtime closes
+	// it. Nil: a registry of shared sockets over Listeners.
+	NodeServers *nodecluster.Registry
 }
 
 // Runtime starts and stops worker processes. It is safe for concurrent use.
@@ -129,6 +133,7 @@ func (r *Runtime) Reconfigure(next Config) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	next.Listeners, next.Balanced, next.Executable = r.cfg.Listeners, r.cfg.Balanced, r.cfg.Executable
+	next.NodeServers = r.cfg.NodeServers
 	next.Retired, next.RetireWait = r.cfg.Retired, r.cfg.RetireWait
 	if next.StopSignal == 0 {
 		next.StopSignal = syscall.SIGTERM
@@ -175,8 +180,11 @@ func New(cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.NodeServers == nil {
+		cfg.NodeServers = nodecluster.NewRegistry(cfg.Listeners)
+	}
 	r := &Runtime{
-		cfg: cfg, notify: ns, handles: nodecluster.NewRegistry(cfg.Listeners),
+		cfg: cfg, notify: ns, handles: cfg.NodeServers,
 		procs: map[core.WorkerID]*process{}, byPID: map[int]*process{}, starting: map[core.WorkerID]*orders{},
 		nodeBinaries: map[string]bool{}, cgroups: openCgroupTree(cfg.Logger),
 	}
@@ -250,7 +258,7 @@ func (r *Runtime) Drain(id core.WorkerID, how actors.DrainMethod) {
 	if p == nil {
 		return
 	}
-	if !balanced(cfg.Balanced) || cfg.Retired == nil || !cfg.Retired(p.spec.Slot) {
+	if !(balanced(cfg.Balanced) || r.handles.Kernel()) || cfg.Retired == nil || !cfg.Retired(p.spec.Slot) {
 		p.drain(how, cfg.StopSignal)
 		return
 	}
@@ -296,7 +304,10 @@ func (r *Runtime) awaitEmptyQueues(p *process, cfg Config) {
 		if gone {
 			return
 		}
-		queued := 0
+		queued, err := r.handles.QueueLen(p.spec.Slot)
+		if err != nil {
+			p.log.Debug().Err(err).Msg("retired slot: queue length unknown")
+		}
 		for _, g := range cfg.Balanced {
 			if g == nil {
 				continue
@@ -383,6 +394,9 @@ func (r *Runtime) closeRetiredSlot(slot int) {
 		if o.slot == slot {
 			return
 		}
+	}
+	if err := r.handles.CloseSlot(slot); err != nil {
+		r.cfg.Logger.Warn().Int(actors.FieldSlot, slot).Err(err).Msg("retired slot: its socket could not be closed")
 	}
 	for _, g := range r.cfg.Balanced {
 		if g == nil {

@@ -30,6 +30,7 @@ const (
 	ActClose                 = "close"                 // worker: I closed the server of this key
 	ActExitedAfterDisconnect = "exitedAfterDisconnect" // worker: I disconnect myself; ack me
 	ActDisconnect            = "disconnect"            // primary: close your servers and disconnect
+	ActNewconn               = "newconn"               // primary (round-robin): here is a connection of this key
 )
 
 // Handle types of a NODE_HANDLE message, as the primary sends them for
@@ -51,6 +52,9 @@ type incoming struct {
 	Act string          `json:"act"`
 	Seq json.RawMessage `json:"seq"`
 	Key json.RawMessage `json:"key"`
+	// A worker's answer to a newconn: {ack: the newconn's seq, accepted}.
+	Ack      json.RawMessage `json:"ack"`
+	Accepted bool            `json:"accepted"`
 
 	Address     json.RawMessage `json:"address"`
 	Port        json.RawMessage `json:"port"`
@@ -83,14 +87,16 @@ func parseInternal(line []byte) (m incoming, cmd string, ok bool) {
 }
 
 // clusterReply is the primary's answer to a queryServer, in Node's field
-// order: {cmd, errno, key, ack, data, seq}.
+// order: {cmd, errno, key, ack, data, seq}; a round-robin answer carries
+// no handle but the socket's address (sockname) before the seq.
 type clusterReply struct {
-	Cmd   string          `json:"cmd"`
-	Errno int             `json:"errno"`
-	Key   string          `json:"key"`
-	Ack   json.RawMessage `json:"ack,omitempty"`
-	Data  json.RawMessage `json:"data"` // null unless a worker gave some
-	Seq   int64           `json:"seq"`
+	Cmd      string          `json:"cmd"`
+	Errno    int             `json:"errno"`
+	Key      string          `json:"key"`
+	Ack      json.RawMessage `json:"ack,omitempty"`
+	Data     json.RawMessage `json:"data"` // null unless a worker gave some
+	Sockname *Sockname       `json:"sockname,omitempty"`
+	Seq      int64           `json:"seq"`
 }
 
 // clusterAck acknowledges a worker's message: {cmd, ack, seq}.

@@ -9,18 +9,21 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/sockets"
+	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
 	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
 // Registry holds the servers of Node's cluster workers: one socket per
-// handle key, bound at the first query and kept until Close, so that every
+// handle key (in Kernel mode, one per worker slot; see Balancing), bound at the first query and kept until Close, so that every
 // worker of every generation that asks for the same server shares one
 // socket and its accept queue. It is safe for concurrent use; a master has
 // one, for all its workers.
@@ -52,10 +55,17 @@ import (
 // the app no longer listens on queues connections that nobody accepts.
 type Registry struct {
 	listeners []*sockets.Listener
+	balance   Balancing
+	log       zerolog.Logger
 
-	mu      sync.Mutex
-	handles map[string]*shared
-	closed  bool
+	mu              sync.Mutex
+	handles         map[string]*shared
+	closed          bool
+	eligibleSlots   []int                    // Kernel: the last SetEligible
+	eligibleWorkers map[int]bool             // RoundRobin: the last SetEligibleWorkers
+	dispatchers     map[*os.File]*dispatcher // RoundRobin: one accept loop per socket
+	sessions        map[*Session]bool        // RoundRobin: sessions that asked for a dispatcher's socket
+	wg              sync.WaitGroup           // the accept loops
 }
 
 // shared is one server socket and what comes with it.
@@ -66,6 +76,15 @@ type shared struct {
 	owned    io.Closer       // nil for a --listen listener, which its owner closes
 	listener string          // the --listen listener's name, if it is one
 	where    string          // what it is bound to, for logs
+
+	// Kernel mode, TCP: the slot sockets (file is then nil); served are
+	// the slots that asked, for a group the registry bound (nil for a
+	// --listen listener's group).
+	group  *reuseport.Group
+	served map[int]bool
+	// RoundRobin mode, TCP: the accept loop on file, and file's address.
+	rr       *dispatcher
+	sockname *Sockname
 }
 
 // Share is the answer to one query.
@@ -86,21 +105,42 @@ type Share struct {
 	Where string
 	// Bound is set when this query bound the socket (the key's first).
 	Bound bool
+	// Balance is how the worker gets the server's connections: Shared (File
+	// is the one socket), Kernel (File is its slot's socket, Slot) or
+	// RoundRobin (no File: the master hands each connection over;
+	// Sockname is the socket's address).
+	Balance  Mode
+	Slot     int
+	Sockname *Sockname
 }
 
 // ErrClosed is the error of a Share after Close.
 var ErrClosed = errors.New("nodecluster: registry closed")
 
-// NewRegistry returns an empty registry. listeners are the --listen
-// listeners, in the order workers inherit them (fd 3 onwards); the
-// registry shares them but never closes them.
+// NewRegistry returns an empty registry of shared sockets. listeners are
+// the --listen listeners, in the order workers inherit them (fd 3
+// onwards); the registry shares them but never closes them.
 func NewRegistry(listeners []*sockets.Listener) *Registry {
-	return &Registry{listeners: listeners, handles: map[string]*shared{}}
+	return NewBalancedRegistry(listeners, Balancing{})
 }
 
-// Share answers a query: the key's socket, bound now if it is the first
-// query of its key.
-func (r *Registry) Share(q Query) Share {
+// NewBalancedRegistry returns an empty registry that balances its TCP
+// servers as b says.
+func NewBalancedRegistry(listeners []*sockets.Listener, b Balancing) *Registry {
+	return &Registry{
+		listeners: listeners, balance: b, log: b.Log, handles: map[string]*shared{},
+		eligibleWorkers: map[int]bool{}, dispatchers: map[*os.File]*dispatcher{}, sessions: map[*Session]bool{},
+	}
+}
+
+// Share answers a query as for a worker of slot 0 that asks for shared
+// handles: the key's socket, bound now if it is the first query of its
+// key.
+func (r *Registry) Share(q Query) Share { return r.serve(q, nil, Worker{SchedNone: true}) }
+
+// serve answers worker w's query (from session s, which a round-robin
+// server joins). Under s's lock: it never calls into a session.
+func (r *Registry) serve(q Query, s *Session, w Worker) Share {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -110,12 +150,7 @@ func (r *Registry) Share(q Query) Share {
 	bound := false
 	if h == nil {
 		var err error
-		if h, err = r.open(q); err == nil {
-			if err = setNonblock(h.file); err != nil && h.owned != nil {
-				h.owned.Close()
-			}
-		}
-		if err != nil {
+		if h, err = r.open(q); err != nil {
 			return Share{Errno: UVErrno(err), Err: err, Data: q.Data}
 		}
 		r.handles[q.Key] = h
@@ -128,7 +163,19 @@ func (r *Registry) Share(q Query) Share {
 	if len(data) == 0 {
 		data = json.RawMessage("null")
 	}
-	return Share{File: h.file, Type: h.typ, Data: data, Listener: h.listener, Where: h.where, Bound: bound}
+	sh := Share{File: h.file, Type: h.typ, Data: data, Listener: h.listener, Where: h.where, Bound: bound}
+	switch {
+	case h.group != nil:
+		f, err := r.slotSocket(h, w.Slot)
+		if err != nil {
+			return Share{Errno: UVErrno(err), Err: err, Data: data}
+		}
+		sh.File, sh.Balance, sh.Slot = f, Kernel, w.Slot
+	case h.rr != nil && !w.SchedNone && s != nil:
+		r.join(h.rr, s, q.Key, w.ID)
+		sh.File, sh.Balance, sh.Sockname = nil, RoundRobin, h.sockname
+	}
+	return sh
 }
 
 // Len is the number of sockets (keys) the registry holds.
@@ -138,17 +185,32 @@ func (r *Registry) Len() int {
 	return len(r.handles)
 }
 
-// Close closes every socket the registry bound (and removes its unix
-// socket files); the --listen listeners stay open. Later queries fail.
-// Call it once no worker needs a socket any more.
+// Close stops the round-robin accept loops, closes the connections they
+// hold and every socket the registry bound (and removes its unix socket
+// files); the --listen listeners and their groups stay open. Later
+// queries fail. Call it once no worker needs a socket any more.
 func (r *Registry) Close() error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
 		return nil
 	}
 	r.closed = true
 	var errs []error
+	for _, d := range r.dispatchers {
+		if err := d.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	sessions := r.sessions
+	r.sessions = map[*Session]bool{}
+	r.mu.Unlock()
+	r.wg.Wait()
+	for s := range sessions {
+		s.dropHandovers()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, h := range r.handles {
 		if h.owned != nil {
 			errs = append(errs, h.owned.Close())
@@ -191,8 +253,80 @@ func falsy(raw json.RawMessage) bool {
 	return false
 }
 
-// open finds or binds the socket of a key's first query.
+// open finds or binds the socket of a key's first query, made
+// non-blocking; in Kernel mode a TCP server is a group of slot sockets, in
+// RoundRobin mode a TCP socket gets its accept loop.
 func (r *Registry) open(q Query) (*shared, error) {
+	if q.Network == "tcp" && r.balance.Mode == Kernel {
+		l, i, err := r.listenerFor(q)
+		switch {
+		case err != nil:
+			return nil, err
+		case l == nil:
+			g, err := kernelGroup(q)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", q, err)
+			}
+			return &shared{typ: TypeNetNative, owned: g, where: "tcp://" + g.Addr().String(), group: g, served: map[int]bool{}}, nil
+		case i < len(r.balance.Groups) && r.balance.Groups[i] != nil:
+			return &shared{typ: TypeNetNative, listener: l.Name(), where: l.Spec().URL(), group: r.balance.Groups[i]}, nil
+		}
+	}
+	h, err := r.openShared(q)
+	if err != nil {
+		return nil, err
+	}
+	if err = setNonblock(h.file); err == nil && q.Network == "tcp" && r.balance.Mode == RoundRobin {
+		err = r.roundRobin(h)
+	}
+	if err != nil {
+		if h.owned != nil {
+			h.owned.Close()
+		}
+		return nil, err
+	}
+	return h, nil
+}
+
+// listenerFor is the --listen listener that serves q, and its index; nil
+// when the master binds q itself.
+func (r *Registry) listenerFor(q Query) (*sockets.Listener, int, error) {
+	l := r.match(q)
+	if q.FD >= 0 {
+		var err error
+		if l, err = r.byFD(q); err != nil {
+			return nil, 0, err
+		}
+	}
+	return l, slices.Index(r.listeners, l), nil
+}
+
+// roundRobin starts the accept loop of h's socket, or joins the one
+// another key of the same --listen listener started. A TCP socket only: a
+// unix one stays shared.
+func (r *Registry) roundRobin(h *shared) error {
+	if d := r.dispatchers[h.file]; d != nil {
+		h.rr, h.sockname = d, d.sockname
+		return nil
+	}
+	if h.listener == "" {
+		if err := listenFor(h.file); err != nil {
+			return fmt.Errorf("%s: %w", h.where, err)
+		}
+	}
+	d, err := newDispatcher(r, h.file, h.where)
+	if err != nil || d == nil {
+		return err // nil for a --listen unix socket: it stays shared
+	}
+	r.dispatchers[h.file] = d
+	h.rr, h.sockname = d, d.sockname
+	r.wg.Add(1)
+	go d.run()
+	return nil
+}
+
+// openShared finds or binds the one socket of a key.
+func (r *Registry) openShared(q Query) (*shared, error) {
 	typ := TypeNetNative
 	if q.Network == "udp" {
 		typ = TypeDgramNative

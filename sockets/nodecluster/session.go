@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // Sender writes one JSON line on a worker's IPC channel, with a descriptor
@@ -77,10 +78,18 @@ type Event struct {
 // Receive is for the one goroutine that reads the channel; Disconnect and
 // the accessors are safe from any goroutine.
 type Session struct {
-	out Sender
-	reg *Registry
+	out    Sender
+	reg    *Registry
+	worker Worker
+
+	// handovers counts the connections handed over (round-robin) and not
+	// yet answered; the accept loop reads it without the lock.
+	handovers atomic.Int32
 
 	mu            sync.Mutex
+	handed        map[int64]*handover // by the newconn's seq
+	later         []func()            // what to do once mu is released
+	gone          bool                // Close: the worker's channel ended
 	seq           int64
 	waiting       *outgoing  // a handle sent and not yet acknowledged
 	queue         []outgoing // what waits for that acknowledgement
@@ -96,12 +105,34 @@ type outgoing struct {
 	file   *os.File
 	key    string
 	resent int
+	// newconn: a handover's message, whose seq finds it in handed.
+	newconn bool
+	seq     int64
 }
 
 // NewSession starts the primary's side of a worker's channel: out writes
-// to the worker, reg answers its queries.
+// to the worker, reg answers its queries (as for a worker of slot 0 that
+// asks for shared handles).
 func NewSession(out Sender, reg *Registry) *Session {
-	return &Session{out: out, reg: reg}
+	return NewWorkerSession(out, reg, Worker{SchedNone: true})
+}
+
+// NewWorkerSession is NewSession for worker w: reg answers its queries
+// for w's slot, or by round-robin for w's id, as reg balances. Call Close
+// once the channel has ended.
+func NewWorkerSession(out Sender, reg *Registry, w Worker) *Session {
+	return &Session{out: out, reg: reg, worker: w, handed: map[int64]*handover{}}
+}
+
+// unlock releases mu, then does what was left for later (calls into the
+// registry and other sessions, which must not happen under mu).
+func (s *Session) unlock() {
+	later := s.later
+	s.later = nil
+	s.mu.Unlock()
+	for _, f := range later {
+		f()
+	}
 }
 
 // Online reports whether the worker has said online, i.e. runs Node's
@@ -120,7 +151,7 @@ func (s *Session) Online() bool {
 // message waits for a handle's acknowledgement).
 func (s *Session) Disconnect() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	if s.disconnecting {
 		return nil
 	}
@@ -133,8 +164,96 @@ func (s *Session) Disconnect() error {
 // is KindMessage, for the caller.
 func (s *Session) Receive(line []byte) Event {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	return s.receive(line)
+}
+
+// Close ends the session once the worker's channel has ended: the
+// connections handed to the worker and not answered go to other workers,
+// and the worker leaves the round-robin.
+func (s *Session) Close() {
+	s.mu.Lock()
+	s.gone = true
+	s.waiting, s.queue = nil, nil
+	hs := s.takeHandovers()
+	s.unlock()
+	for _, d := range s.reg.leave(s, "") {
+		d.kick()
+	}
+	for _, h := range hs {
+		h.retry(s)
+	}
+}
+
+// dropHandovers closes the connections the session still holds: nobody
+// will take them (the registry is closing).
+func (s *Session) dropHandovers() {
+	s.mu.Lock()
+	hs := s.takeHandovers()
+	s.mu.Unlock()
+	for _, h := range hs {
+		h.file.Close()
+	}
+}
+
+// takeHandovers empties the handed connections. Under mu.
+func (s *Session) takeHandovers() []*handover {
+	hs := make([]*handover, 0, len(s.handed))
+	for seq, h := range s.handed {
+		hs = append(hs, h)
+		delete(s.handed, seq)
+	}
+	s.handovers.Store(0)
+	return hs
+}
+
+// offer hands a connection to the worker as key's newconn; false when the
+// worker cannot take one now (gone, leaving, or holding maxHandovers).
+func (s *Session) offer(h *handover, key string) bool {
+	s.mu.Lock()
+	defer s.unlock()
+	if s.gone || s.broken != nil || s.disconnecting || s.leaving || len(s.handed) >= maxHandovers {
+		return false
+	}
+	seq := s.nextSeq()
+	s.handed[seq] = h
+	s.handovers.Add(1)
+	msg := handleMessage{Cmd: CmdHandle, Type: TypeNetNative, Msg: newconnMessage{Cmd: CmdCluster, Act: ActNewconn, Key: key, Seq: seq}}
+	if err := s.send(outgoing{msg: msg, file: h.file, key: key, newconn: true, seq: seq}); err != nil {
+		// The send broke the session: every other handover was given
+		// back (later); this one goes on with the caller.
+		return false
+	}
+	return true
+}
+
+// answered handles the worker's answer to a newconn: {ack: seq, accepted}.
+func (s *Session) answered(m incoming) Event {
+	ev := Event{Kind: KindInternal, Act: ActNewconn}
+	seq, ok := jsInt(m.Ack)
+	h := s.handed[int64(seq)]
+	if !ok || h == nil {
+		return ev // an answer to nothing of ours
+	}
+	s.giveBack(int64(seq), !m.Accepted)
+	return ev
+}
+
+// giveBack forgets a handover: the worker took it (the master's copy is
+// closed) or not (it goes to another worker, once mu is released).
+func (s *Session) giveBack(seq int64, retry bool) {
+	h := s.handed[seq]
+	if h == nil {
+		return
+	}
+	delete(s.handed, seq)
+	s.handovers.Add(-1)
+	if retry {
+		s.later = append(s.later, func() { h.retry(s) })
+		return
+	}
+	h.file.Close()
+	s.later = append(s.later, h.d.kick)
 }
 
 func (s *Session) receive(line []byte) Event {
@@ -181,6 +300,18 @@ func (s *Session) cluster(m incoming) Event {
 		}
 	case ActClose:
 		_ = json.Unmarshal(m.Key, &ev.Key)
+		if ev.Key != "" {
+			key := ev.Key
+			s.later = append(s.later, func() {
+				for _, d := range s.reg.leave(s, key) {
+					d.kick()
+				}
+			})
+		}
+	case "":
+		if len(m.Ack) > 0 {
+			return s.answered(m)
+		}
 	case ActExitedAfterDisconnect:
 		s.leaving = true
 		ev.Kind = KindExitedAfterDisconnect
@@ -202,13 +333,13 @@ func (s *Session) serve(m incoming) Event {
 	if err != nil {
 		sh = Share{Errno: UVEINVAL, Err: err, Data: q.Data}
 	} else {
-		sh = s.reg.Share(q)
+		sh = s.reg.serve(q, s, s.worker)
 	}
 	data := sh.Data
 	if len(data) == 0 {
 		data = json.RawMessage("null")
 	}
-	reply := clusterReply{Cmd: CmdCluster, Errno: sh.Errno, Key: q.Key, Ack: m.Seq, Data: data, Seq: s.nextSeq()}
+	reply := clusterReply{Cmd: CmdCluster, Errno: sh.Errno, Key: q.Key, Ack: m.Seq, Data: data, Sockname: sh.Sockname, Seq: s.nextSeq()}
 	o := outgoing{msg: reply, key: q.Key}
 	if sh.File != nil {
 		o.msg, o.file = handleMessage{Cmd: CmdHandle, Type: sh.Type, Msg: reply}, sh.File
@@ -240,6 +371,9 @@ func (s *Session) refused() Event {
 	s.waiting = nil
 	if w.resent >= MaxHandleRetransmissions {
 		ev.Kind = KindHandleLost
+		if w.newconn {
+			s.giveBack(w.seq, true) // the connection goes to another worker
+		}
 		ev.Err = s.flush()
 		return ev
 	}
@@ -288,6 +422,16 @@ func (s *Session) write(o outgoing, track bool) error {
 	}
 	if err != nil {
 		s.broken, s.waiting, s.queue = err, nil, nil
+		// Nothing more reaches the worker: what it was handed and did
+		// not answer goes to other workers; the one being sent (o) goes
+		// on with offer's caller.
+		if o.newconn && s.handed[o.seq] != nil {
+			delete(s.handed, o.seq)
+			s.handovers.Add(-1)
+		}
+		for seq := range s.handed {
+			s.giveBack(seq, true)
+		}
 		return err
 	}
 	if o.file != nil && track {

@@ -13,6 +13,10 @@
 // Retired tells the runtime which drains are a scale down's, whose slot's
 // queue must empty before the worker stops accepting.
 //
+// A target that also balances by worker (the Node.js round-robin,
+// WorkerTarget) is told the eligible workers themselves: during a
+// replacement both the old worker and its replacement take connections.
+//
 // During a replacement the slot stays eligible through its old worker until
 // that one is drained, by which time the replacement listens.
 package balance
@@ -28,9 +32,15 @@ import (
 )
 
 // Target is what the observer updates: a reuseport.Group, one per balanced
-// listener.
+// listener, or the Node.js cluster servers (nodecluster.Registry).
 type Target interface {
 	SetEligible(slots []int) error
+}
+
+// WorkerTarget is a Target that is also told the eligible workers, by id
+// (nodecluster.Registry, for its round-robin).
+type WorkerTarget interface {
+	SetEligibleWorkers(workers []int)
 }
 
 // Observer tracks which slots hold a listening worker that does not drain
@@ -43,6 +53,7 @@ type Observer struct {
 	slotOf   map[core.WorkerID]int
 	serving  map[core.WorkerID]bool // listening and not draining
 	eligible []int                  // the last set given to the targets
+	workers  []int                  // the serving workers last given to the worker targets
 }
 
 // New returns an Observer for targets; log receives a failure to update
@@ -109,12 +120,31 @@ func (o *Observer) Eligible() []int {
 	return slices.Clone(o.eligible)
 }
 
+// EligibleWorkers is the set of workers last given to the worker
+// targets, by id.
+func (o *Observer) EligibleWorkers() []int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.workers)
+}
+
 func (o *Observer) update() {
-	var slots []int
+	var slots, workers []int
 	for w := range o.serving {
+		workers = append(workers, int(w))
 		if s := o.slotOf[w]; !slices.Contains(slots, s) {
 			slots = append(slots, s)
 		}
+	}
+	slices.Sort(workers)
+	if !slices.Equal(workers, o.workers) {
+		o.workers = workers
+		for _, t := range o.targets {
+			if wt, ok := t.(WorkerTarget); ok {
+				wt.SetEligibleWorkers(slices.Clone(workers))
+			}
+		}
+		o.log.Debug().Ints("workers", workers).Msg("balance: eligible workers")
 	}
 	slices.Sort(slots)
 	if slices.Equal(slots, o.eligible) {

@@ -116,3 +116,47 @@ func TestRetiredOnlyOnAScaleDown(t *testing.T) {
 		t.Errorf("a slot retired by a stop (eligible %v)", o.Eligible())
 	}
 }
+
+// workerRecorder is a WorkerTarget (as the Node.js round-robin is).
+type workerRecorder struct {
+	recorder
+	workers [][]int
+}
+
+func (r *workerRecorder) SetEligibleWorkers(ids []int) { r.workers = append(r.workers, ids) }
+
+func (r *workerRecorder) lastWorkers() string {
+	if len(r.workers) == 0 {
+		return "none"
+	}
+	return fmt.Sprint(r.workers[len(r.workers)-1])
+}
+
+// TestEligibleWorkers: a worker target is told the workers themselves:
+// during a replacement the old worker and its replacement both take
+// connections until the old one is drained, which takes it out in the
+// step that decides the drain.
+func TestEligibleWorkers(t *testing.T) {
+	r := &workerRecorder{}
+	o := New(zerolog.Nop(), r)
+	step(o, core.Start{Target: 2}, core.Fork{Worker: 1, Slot: 0}, core.Fork{Worker: 2, Slot: 1})
+	step(o, core.WorkerListening{Worker: 1})
+	step(o, core.WorkerListening{Worker: 2})
+	if r.lastWorkers() != "[1 2]" {
+		t.Fatalf("after both listen: %s, want [1 2]", r.lastWorkers())
+	}
+	step(o, core.RestartRequested{}, core.Fork{Worker: 3, Slot: 0, Replacement: true})
+	step(o, core.WorkerListening{Worker: 3})
+	if r.lastWorkers() != "[1 2 3]" {
+		t.Fatalf("replacement listening: %s, want [1 2 3]", r.lastWorkers())
+	}
+	step(o, core.TimerFired{}, core.Drain{Worker: 1})
+	if r.lastWorkers() != "[2 3]" || fmt.Sprint(o.EligibleWorkers()) != "[2 3]" {
+		t.Fatalf("after worker 1's drain: %s, want [2 3]", r.lastWorkers())
+	}
+	step(o, core.WorkerDraining{Worker: 2})
+	step(o, core.WorkerExited{Worker: 3, Reason: fsm.ExitReason{}})
+	if r.lastWorkers() != "[]" {
+		t.Fatalf("after 2 drains and 3 exits: %s, want []", r.lastWorkers())
+	}
+}
