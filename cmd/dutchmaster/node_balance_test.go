@@ -1,0 +1,188 @@
+package main
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
+	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
+)
+
+// The tests of this file run Node.js cluster workers (testdata/
+// cluster-balance.js, a plain http.createServer app) in the kernel and
+// round-robin balance modes, with the real node, and count where the
+// connections land.
+
+// nodeBalanceApp starts a master with 4 workers of cluster-balance.js in
+// balance mode `mode` on a free loopback port, waits until the cluster is
+// ready and checks the balance line. It returns the master, the address,
+// the workers' pids by id and the log index after "cluster ready".
+func nodeBalanceApp(t *testing.T, mode string) (m *master, addr string, pids map[int]int, next int) {
+	t.Helper()
+	addr = freeTCP(t)
+	_, port, _ := net.SplitHostPort(addr)
+	m = startMasterCommand(t, []string{nodeBinary(t), "testdata/cluster-balance.js"}, "--workers", "4", "--balance", mode,
+		"--log-worker-output", "--env", "HOST=127.0.0.1", "--env", "PORT="+port)
+	_, next = m.waitFor(0, "cluster ready", nil)
+	pids, _ = listeningPIDs(m, 0, 4)
+	if e := balanceLine(t, m); e.str("balance") != mode {
+		t.Fatalf("balance line %v, want %s", e, mode)
+	}
+	return m, addr, pids, next
+}
+
+// checkSpread opens 16 keep-alive connections together and checks that
+// every worker got some and none more than 5 (a fair share is 4; round-
+// robin allows 1.25 × that).
+func checkSpread(t *testing.T, addr string, workers map[int]int) {
+	t.Helper()
+	perPID := map[int]int{}
+	for _, pid := range keepAlivePIDs(t, addr, 16) {
+		perPID[pid]++
+	}
+	for id, pid := range workers {
+		if n := perPID[pid]; n == 0 || n > 5 {
+			t.Errorf("worker %d (pid %d) got %d of 16 connections, want 1 to 5 (per pid %v)", id, pid, n, perPID)
+		}
+	}
+	if len(perPID) != len(workers) {
+		t.Errorf("answers came from %d pids, want the %d workers: %v", len(perPID), len(workers), perPID)
+	}
+}
+
+// restartsUnderKeepAlive runs `restarts` rolling restarts, one after the
+// other, under keep-alive clients that never retry (loadtest's), and
+// expects not one failed request. It returns the last workers and the log
+// index after the last "restart complete".
+func restartsUnderKeepAlive(t *testing.T, m *master, addr string, restarts int, old map[int]int, next int) (map[int]int, int) {
+	t.Helper()
+	load := loadtest.Start(loadtest.Spec{Addr: addr, Clients: 4, Mode: loadtest.ModeKeepAlive, Timeout: 10 * time.Second,
+		MaxRequests: 1 << 30, Deadline: time.Now().Add(2 * time.Minute)})
+	if !load.WaitDone(50, patience) {
+		load.Finish()
+		t.Fatalf("the load did not get going: %d requests, %d failed", load.DoneCount(), load.FailedCount())
+	}
+	for range restarts {
+		m.signal(syscall.SIGUSR2)
+		_, done := m.waitFor(next, "restart complete", nil)
+		fresh, _ := listeningPIDs(m, next, len(old))
+		waitGone(t, values(old)...)
+		old, next = fresh, done
+	}
+	load.Finish()
+	if len(load.Failures) != 0 {
+		t.Errorf("%d of %d keep-alive requests failed across %d rolling restarts; first: %+v", len(load.Failures), load.DoneCount(), restarts, load.Failures[0])
+	}
+	if len(load.Samples) < 100 {
+		t.Errorf("only %d requests succeeded: no load to speak of", len(load.Samples))
+	}
+	return old, next
+}
+
+// noNewconnWhileDraining: no worker printed that it was handed a
+// connection after its server was closed.
+func noNewconnWhileDraining(t *testing.T, m *master) {
+	t.Helper()
+	if n := len(m.all("newconn while not listening")); n != 0 {
+		t.Errorf("%d connections were handed to a worker whose server was closed", n)
+	}
+}
+
+// TestNodeBalanceRoundRobin: with --balance round-robin the master hands
+// the connections over: 16 keep-alive connections opened together land on
+// every one of 4 workers, none on more than 5; two rolling restarts under
+// keep-alive clients that never retry fail no request; a worker that
+// drains (held by a request in flight) gets no new connection.
+func TestNodeBalanceRoundRobin(t *testing.T) {
+	m, addr, pids, next := nodeBalanceApp(t, "round-robin")
+	checkSpread(t, addr, pids)
+	pids, next = restartsUnderKeepAlive(t, m, addr, 2, pids, next)
+	checkSpread(t, addr, pids)
+
+	// Hold a request on one worker, restart: that worker drains but
+	// cannot leave until the request ends. New connections meanwhile go
+	// to the others only.
+	file := filepath.Join(t.TempDir(), "release")
+	held := make(chan string, 1)
+	go func() {
+		body, err := get(addr, "/hold?file="+file)
+		if err != nil {
+			body = "error: " + err.Error()
+		}
+		held <- body
+	}()
+	e, next := m.waitFor(next, "hold request started", nil)
+	busy := pids[e.num("worker")]
+	if busy == 0 {
+		t.Fatalf("the held request went to worker %d, not one of %v", e.num("worker"), pids)
+	}
+	m.signal(syscall.SIGUSR2)
+	_, next = m.waitFor(next, "drain", map[string]any{"worker": e.num("worker")})
+	perPID := map[int]int{}
+	for _, pid := range keepAlivePIDs(t, addr, 16) {
+		perPID[pid]++
+	}
+	if perPID[busy] != 0 {
+		t.Errorf("the draining worker (pid %d) got %d of 16 new connections (per pid %v)", busy, perPID[busy], perPID)
+	}
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if body := <-held; strings.HasPrefix(body, "error") {
+		t.Errorf("the held request: %s", body)
+	}
+	m.waitFor(next, "restart complete", nil)
+	waitGone(t, busy)
+	noNewconnWhileDraining(t, m)
+	m.stop()
+}
+
+// TestNodeBalanceKernel: with --balance kernel each Node.js worker gets
+// its slot's socket: 16 keep-alive connections opened together land on
+// every one of 4 workers, none on more than 5, and two rolling restarts
+// (a replacement takes over its slot's socket) under keep-alive clients
+// that never retry fail no request.
+func TestNodeBalanceKernel(t *testing.T) {
+	if err := reuseport.Available(); err != nil {
+		t.Fatalf("the socket-selection program cannot be loaded here (it needs CAP_BPF): %v", err)
+	}
+	m, addr, pids, next := nodeBalanceApp(t, "kernel")
+	checkSpread(t, addr, pids)
+	pids, _ = restartsUnderKeepAlive(t, m, addr, 2, pids, next)
+	checkSpread(t, addr, pids)
+	m.stop()
+	waitGone(t, values(pids)...)
+}
+
+// TestNodeBalanceChoice: Node.js cluster workers under auto take
+// round-robin where the program cannot be loaded, saying why; round-robin
+// for fds workers refuses the start with one line.
+func TestNodeBalanceChoice(t *testing.T) {
+	via := withoutBPF(t)
+	addr := freeTCP(t)
+	_, port, _ := net.SplitHostPort(addr)
+	m := startMasterVia(t, via, []string{nodeBinary(t), "testdata/cluster-balance.js"}, "--workers", "2",
+		"--env", "HOST=127.0.0.1", "--env", "PORT="+port)
+	m.waitFor(0, "cluster ready", nil)
+	e := balanceLine(t, m)
+	if e.str("balance") != "round-robin" || !strings.HasPrefix(e.str("reason"), "the socket-selection program could not be loaded: ") {
+		t.Errorf("balance line %v, want round-robin because the program could not be loaded", e)
+	}
+	if body, err := get(addr, "/"); err != nil || body == "" {
+		t.Errorf("GET /: %q, %v", body, err)
+	}
+	m.stop()
+
+	m = startMaster(t, "worker", nil, "--control", "none", "--balance", "round-robin", "--listen", "http=tcp://127.0.0.1:0")
+	if code := m.wait(); code != exitUsage {
+		t.Errorf("--balance round-robin for fds workers: exit %d, want %d", code, exitUsage)
+	}
+	if log := strings.TrimSpace(m.Log()); !strings.Contains(log, "--balance round-robin: only for Node.js cluster workers") || strings.Count(log, "\n") > 1 {
+		t.Errorf("the refusal is not one line naming the option:\n%s", log)
+	}
+}
