@@ -3,6 +3,7 @@ package nodecluster
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -438,4 +439,23 @@ func BenchmarkRoundRobinHandover(b *testing.B) {
 	if per[0] != 0 {
 		b.Fatalf("%d connections were not served: %v", per[0], per)
 	}
+}
+
+// TestRoundRobinBrokenChannel: a connection whose newconn cannot be sent
+// (the worker's channel broke) goes to another worker, and so does every
+// later one.
+func TestRoundRobinBrokenChannel(t *testing.T) {
+	reg := rrRegistry(t)
+	taker := newFakeWorker(t, reg, 2, true, true)
+	sh := taker.query(t)
+	wire := &fakeWire{}
+	broken := NewWorkerSession(wire, reg, Worker{ID: 1})
+	receive(t, broken, `{"cmd":"NODE_CLUSTER","act":"queryServer","index":0,"data":null,"address":"127.0.0.1","port":0,"addressType":4,"seq":1}`, KindServed)
+	wire.fail = errors.New("ipc send: broken pipe")
+	reg.SetEligibleWorkers([]int{1, 2})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sh.Sockname.Port))
+	if per := served(t, addr, 4); per[2] != 4 {
+		t.Errorf("4 connections, worker 1's channel broken: %v, want all on worker 2", per)
+	}
+	taker.end()
 }

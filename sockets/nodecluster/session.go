@@ -219,11 +219,9 @@ func (s *Session) offer(h *handover, key string) bool {
 	s.handed[seq] = h
 	s.handovers.Add(1)
 	msg := handleMessage{Cmd: CmdHandle, Type: TypeNetNative, Msg: newconnMessage{Cmd: CmdCluster, Act: ActNewconn, Key: key, Seq: seq}}
-	if err := s.send(outgoing{msg: msg, file: h.file, key: key, newconn: true, seq: seq}); err != nil {
-		// The send broke the session: every other handover was given
-		// back (later); this one goes on with the caller.
-		return false
-	}
+	// A failed send gives back every handover, this one included, to be
+	// offered to the others once mu is released.
+	_ = s.send(outgoing{msg: msg, file: h.file, key: key, newconn: true, seq: seq})
 	return true
 }
 
@@ -423,12 +421,7 @@ func (s *Session) write(o outgoing, track bool) error {
 	if err != nil {
 		s.broken, s.waiting, s.queue = err, nil, nil
 		// Nothing more reaches the worker: what it was handed and did
-		// not answer goes to other workers; the one being sent (o) goes
-		// on with offer's caller.
-		if o.newconn && s.handed[o.seq] != nil {
-			delete(s.handed, o.seq)
-			s.handovers.Add(-1)
-		}
+		// not answer goes to other workers.
 		for seq := range s.handed {
 			s.giveBack(seq, true)
 		}
