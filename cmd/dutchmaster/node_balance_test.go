@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -104,37 +108,41 @@ func TestNodeBalanceRoundRobin(t *testing.T) {
 	pids, next = restartsUnderKeepAlive(t, m, addr, 2, pids, next)
 	checkSpread(t, addr, pids)
 
-	// Hold a request on one worker, restart: that worker drains but
-	// cannot leave until the request ends. New connections meanwhile go
-	// to the others only.
+	// One worker asks for its replacement and holds a request, on one
+	// keep-alive connection: it drains but cannot leave until the request
+	// ends. New connections meanwhile go to the others only.
+	c, err := net.DialTimeout("tcp", addr, patience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	busy, err := askPath(c, "/restart")
+	if err != nil {
+		t.Fatal(err)
+	}
 	file := filepath.Join(t.TempDir(), "release")
-	held := make(chan string, 1)
+	held := make(chan error, 1)
 	go func() {
-		body, err := get(addr, "/hold?file="+file)
-		if err != nil {
-			body = "error: " + err.Error()
-		}
-		held <- body
+		_, err := askPath(c, "/hold?file="+file)
+		held <- err
 	}()
 	e, next := m.waitFor(next, "hold request started", nil)
-	busy := pids[e.num("worker")]
-	if busy == 0 {
-		t.Fatalf("the held request went to worker %d, not one of %v", e.num("worker"), pids)
+	if pids[e.num("worker")] != busy {
+		t.Fatalf("the held request went to worker %d, not to pid %d (workers %v)", e.num("worker"), busy, pids)
 	}
-	m.signal(syscall.SIGUSR2)
 	_, next = m.waitFor(next, "drain", map[string]any{"worker": e.num("worker")})
 	perPID := map[int]int{}
 	for _, pid := range keepAlivePIDs(t, addr, 16) {
 		perPID[pid]++
 	}
-	if perPID[busy] != 0 {
-		t.Errorf("the draining worker (pid %d) got %d of 16 new connections (per pid %v)", busy, perPID[busy], perPID)
+	if perPID[busy] != 0 || len(perPID) != 4 {
+		t.Errorf("with pid %d draining, 16 new connections went to %v: want none on it, some on each of the 4 others", busy, perPID)
 	}
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if body := <-held; strings.HasPrefix(body, "error") {
-		t.Errorf("the held request: %s", body)
+	if err := <-held; err != nil {
+		t.Errorf("the held request: %v", err)
 	}
 	m.waitFor(next, "restart complete", nil)
 	waitGone(t, busy)
@@ -185,4 +193,21 @@ func TestNodeBalanceChoice(t *testing.T) {
 	if log := strings.TrimSpace(m.Log()); !strings.Contains(log, "--balance round-robin: only for Node.js cluster workers") || strings.Count(log, "\n") > 1 {
 		t.Errorf("the refusal is not one line naming the option:\n%s", log)
 	}
+}
+
+// askPath sends GET path on c (keep-alive) and returns the pid answering.
+func askPath(c net.Conn, path string) (int, error) {
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+		return 0, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(string(body))
 }

@@ -1,6 +1,7 @@
 // An HTTP app for the balance tests: / answers the pid, on PORT at HOST.
 // /hold?file=PATH answers once the file PATH exists (a request that keeps
-// its worker busy, and so draining, until the test says so).
+// its worker busy, and so draining, until the test says so); /restart
+// asks for this worker's replacement.
 //
 // Two things it does that a plain app does not, so that the tests count
 // what the master does and nothing else:
@@ -33,6 +34,9 @@ const server = http.createServer((req, res) => {
       }
     }, 10);
     return;
+  }
+  if (url.pathname === '/restart') {
+    process.send({ event: 'request-restart' });
   }
   res.end(String(process.pid));
 });
