@@ -242,7 +242,7 @@ func (d *dispatcher) ready() bool {
 	return false
 }
 
-// accept takes the next connection, non-blocking and close-on-exec as
+// accept takes the next connection, close-on-exec and non-blocking as
 // libuv accepts: the descriptor the worker gets is its socket.
 func (d *dispatcher) accept() (*os.File, error) {
 	for {
@@ -257,7 +257,15 @@ func (d *dispatcher) accept() (*os.File, error) {
 		}
 		switch aerr {
 		case nil:
-			return os.NewFile(uintptr(nfd), "conn"), nil
+			// The worker gets it non-blocking, as libuv accepts; the
+			// flag is set once the master's File is made, so that it
+			// stays out of Go's poller (the master never reads it).
+			f := os.NewFile(uintptr(nfd), "conn")
+			if err := unix.SetNonblock(nfd, true); err != nil {
+				f.Close()
+				return nil, os.NewSyscallError("fcntl O_NONBLOCK", err)
+			}
+			return f, nil
 		case unix.ECONNABORTED, unix.EINTR:
 			continue // the client gave up before the accept
 		}
@@ -266,7 +274,7 @@ func (d *dispatcher) accept() (*os.File, error) {
 }
 
 func accept4(fd int) (int, error) {
-	nfd, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	nfd, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), 0, 0, unix.SOCK_CLOEXEC, 0, 0)
 	if errno != 0 {
 		return -1, errno
 	}
