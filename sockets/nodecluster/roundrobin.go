@@ -29,8 +29,8 @@ import (
 // A worker is eligible when the registry was told so (SetEligibleWorkers:
 // it listens and does not drain) and it asked for the server and has not
 // closed it. The accept loop reads the eligible workers from an atomic
-// copy, rebuilt only when the set changes: nothing on a connection's path
-// takes a lock shared with the supervisor.
+// copy, rebuilt only when the set changes: the only lock on a
+// connection's path is the chosen worker's session's.
 
 // Sockname is a TCP socket's address as Node's getsockname gives it.
 type Sockname struct {
