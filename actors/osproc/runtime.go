@@ -80,6 +80,12 @@ type Config struct {
 	// disconnect (the channel stays open). Lines that are not Node's
 	// internal messages (process.send) pass through as IPC events.
 	NodeCluster bool
+	// NodePreload loads dutchmaster's preload module into each Node.js
+	// cluster worker (package sockets/nodepreload: NODE_OPTIONS=--require),
+	// so that unmodified apps drain their keep-alive connections; NodeGrace
+	// is its grace. Only with NodeCluster.
+	NodePreload bool
+	NodeGrace   time.Duration
 }
 
 // Runtime starts and stops worker processes. It is safe for concurrent use.
@@ -99,7 +105,11 @@ type Runtime struct {
 	starting map[core.WorkerID]*orders
 	// nodeBinaries are the Node.js binaries whose version was checked.
 	nodeBinaries map[string]bool
-	wg           sync.WaitGroup
+	// preload is the path of the Node.js preload module, once written;
+	// preloadFailed says that writing it failed (and was logged).
+	preload       string
+	preloadFailed bool
+	wg            sync.WaitGroup
 	// cgroups holds a cgroup per worker; nil where the kernel or the
 	// master's rights offer none.
 	cgroups *cgroupTree
@@ -205,7 +215,7 @@ func (r *Runtime) Close() error {
 	} else {
 		r.killOrphans(-1)
 	}
-	return errors.Join(err, r.handles.Close())
+	return errors.Join(err, r.handles.Close(), r.removePreload())
 }
 
 // NotifySocket is the address workers get in NOTIFY_SOCKET:
