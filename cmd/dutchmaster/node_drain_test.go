@@ -188,6 +188,7 @@ func TestNodePreloadWebSocket(t *testing.T) {
 				}
 			}
 			_, done := m.waitFor(next, "restart complete", nil)
+			checkReplaceBeforeStop(t, m, done)
 			for _, pid := range old {
 				exited, _ := m.waitFor(next, "worker exited", map[string]any{"pid": pid})
 				if r := exited.str("reason"); r != "clean" {
@@ -215,7 +216,6 @@ func TestNodePreloadWebSocket(t *testing.T) {
 				t.Errorf("after the restart a client was greeted by pid %d, want one of %v", pid, fresh)
 			}
 			c.Close(websocket.StatusNormalClosure, "")
-			_ = done
 			m.stop()
 		})
 	}

@@ -118,6 +118,25 @@ func (w *worker) next(t *testing.T, event string) []message {
 	}
 }
 
+// nextCluster waits for a cluster message of Node's with the act.
+func (w *worker) nextCluster(t *testing.T, act string) {
+	t.Helper()
+	timeout := time.After(patience)
+	for {
+		select {
+		case m, ok := <-w.messages:
+			if !ok {
+				t.Fatalf("the channel ended before the cluster's %q", act)
+			}
+			if m["cmd"] == "NODE_CLUSTER" && m["act"] == act {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no cluster %q within %s", act, patience)
+		}
+	}
+}
+
 // send writes one line on the channel, as the master does.
 func (w *worker) send(t *testing.T, line string) {
 	t.Helper()
@@ -299,6 +318,48 @@ func TestDrain(t *testing.T) {
 			t.Errorf("the idle connection at the grace's end: %v, want EOF (a FIN, not a reset)", err)
 		}
 		conn.Close()
+		if code := w.exitCode(t); code != 0 {
+			t.Errorf("exit status %d, want 0", code)
+		}
+	})
+}
+
+// TestDrainBySignal: SIGTERM, which would end a worker at once, drains it
+// as the disconnect does: the worker disconnects itself from its primary
+// (Node's exitedAfterDisconnect, which the test leaves unanswered, so the
+// channel stays open), a keep-alive connection that sends during the grace
+// is answered with "Connection: close", and only then does the app's own
+// SIGTERM handler run; its server.close(cb) on the server the drain closed
+// calls back without an error, and it exits 0. An app without a handler
+// exits 0 by itself once no request is in flight (the channel, which the
+// primary never lets go of here, would otherwise keep it alive).
+func TestDrainBySignal(t *testing.T) {
+	t.Run("the app's handler", func(t *testing.T) {
+		w := startWorker(t, "server.js", true, time.Minute, "SIGTERM_HANDLER=1")
+		port := w.next(t, "test-server")[1]["port"].(float64)
+		conn, r := dial(t, port)
+		get(t, conn, r, "/")
+		if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		w.nextCluster(t, "exitedAfterDisconnect")
+		if resp := get(t, conn, r, "/"); !resp.Close {
+			t.Error("a response during the grace without Connection: close")
+		}
+		if _, err := r.ReadByte(); err != io.EOF {
+			t.Errorf("after the Connection: close response: %v, want EOF", err)
+		}
+		w.next(t, "app-sigterm")
+		if code := w.exitCode(t); code != 0 {
+			t.Errorf("exit status %d, want 0: the app's server.close failed", code)
+		}
+	})
+	t.Run("no handler", func(t *testing.T) {
+		w := startWorker(t, "server.js", true, time.Minute)
+		w.next(t, "test-server")
+		if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
 		if code := w.exitCode(t); code != 0 {
 			t.Errorf("exit status %d, want 0", code)
 		}

@@ -195,14 +195,18 @@ function install() {
   // Node's server.close() closes idle connections at once (destroy); a
   // request sent on one at that moment would meet a reset. During the
   // grace they stay open; after it, they get the lingering close.
+  // (Node before 18.2 has no closeIdleConnections, and close() leaves idle
+  // connections alone.)
   const closeIdle = http.Server.prototype.closeIdleConnections;
   function dutchmasterCloseIdleConnections() {
     if (!draining) return Reflect.apply(closeIdle, this, arguments);
     if (closing) lingerIdle();
   }
-  http.Server.prototype.closeIdleConnections = dutchmasterCloseIdleConnections;
-  if (https.Server.prototype.closeIdleConnections === closeIdle) {
-    https.Server.prototype.closeIdleConnections = dutchmasterCloseIdleConnections;
+  if (typeof closeIdle === 'function') {
+    http.Server.prototype.closeIdleConnections = dutchmasterCloseIdleConnections;
+    if (https.Server.prototype.closeIdleConnections === closeIdle) {
+      https.Server.prototype.closeIdleConnections = dutchmasterCloseIdleConnections;
+    }
   }
 
   // A server the drain already closed is closed again by the app's own
@@ -244,17 +248,21 @@ function install() {
     }
     return Reflect.apply(emit, this, arguments);
   };
-  function signalListener(signal) {
-    // Called here only if the signal's watcher was bound to another emit
-    // (a module preloaded before this one listened first): the app's
-    // handlers run in this same emit, so they are not held back.
-    if (!handing) onSignal(signal, true);
+  const ownListeners = new Set();
+  for (const signal of ['SIGTERM', 'SIGINT']) {
+    // Called with the app's handlers only if the signal's watcher was bound
+    // to another emit (a module preloaded before this one listened first),
+    // or if the app emits the signal itself: they run in this same emit,
+    // so they are not held back.
+    const listener = () => {
+      if (!handing) onSignal(signal, true);
+    };
+    ownListeners.add(listener);
+    process.on(signal, listener);
   }
-  process.on('SIGTERM', signalListener);
-  process.on('SIGINT', signalListener);
 
   function appHandlers(signal) {
-    return process.listeners(signal).filter((l) => l !== signalListener).length;
+    return process.listeners(signal).filter((l) => !ownListeners.has(l)).length;
   }
 
   function onSignal(signal, appRan) {
