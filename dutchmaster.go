@@ -200,7 +200,7 @@ func runtimeConfig(opts Options, p plan, listeners []*sockets.Listener) osproc.C
 		Command: opts.Command, Dir: opts.Dir, Env: opts.Env, Listeners: listeners,
 		StopSignal: opts.StopSignal, BeforeFork: p.beforeFork,
 		LogOutput: opts.LogWorkerOutput, Stdout: opts.Stdout, Stderr: opts.Stderr, Logger: opts.Logger,
-		NodeCluster: p.nodeCluster, EnvClear: opts.EnvClear, EnvAllow: opts.EnvAllow, Credential: p.credential,
+		NodeCluster: p.nodeCluster, NodePreload: p.nodePreload, NodeGrace: p.nodeGrace, EnvClear: opts.EnvClear, EnvAllow: opts.EnvAllow, Credential: p.credential,
 	}
 }
 

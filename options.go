@@ -19,6 +19,7 @@ import (
 	"github.com/dutchmaster/dutchmaster/actors/osproc"
 	"github.com/dutchmaster/dutchmaster/fsm"
 	"github.com/dutchmaster/dutchmaster/sockets"
+	"github.com/dutchmaster/dutchmaster/sockets/nodepreload"
 )
 
 // Options configure a cluster. Every field has a usable zero value except
@@ -68,6 +69,16 @@ type Options struct {
 	// node-cluster (Node's cluster primary protocol) or auto (the default:
 	// node-cluster when the command is node, fds otherwise).
 	WorkerProtocol string
+	// DisableNodePreload keeps dutchmaster's preload module out of Node.js
+	// cluster workers (docs/node.md, "Drain"): they then drain as under
+	// Node's own cluster, their idle keep-alive connections closed at once.
+	DisableNodePreload bool
+	// NodeGrace is how long the preload module keeps a draining Node.js
+	// worker's keep-alive connections open, every response saying
+	// "Connection: close", before it closes the idle ones and runs the
+	// app's own SIGTERM handler. It must be shorter than KillTimeout.
+	// Default 5 s, or half of KillTimeout when that is shorter.
+	NodeGrace time.Duration
 	// Balance says how new connections on TCP listeners are spread over
 	// the workers (docs/listeners.md): kernel (one socket per worker slot,
 	// and a program in the kernel that picks round-robin among the slots
@@ -232,6 +243,8 @@ type plan struct {
 	restartSignal syscall.Signal
 	beforeFork    func(dir string, env []string) error
 	nodeCluster   bool
+	nodePreload   bool
+	nodeGrace     time.Duration
 	credential    *syscall.Credential
 	balance       string // auto, kernel, round-robin or shared
 }
@@ -318,6 +331,15 @@ func prepare(opts Options) (plan, error) {
 		p.nodeCluster = true
 	default:
 		return p, fieldErr("WorkerProtocol", "Options.WorkerProtocol %q: want auto, fds or node-cluster", opts.WorkerProtocol)
+	}
+	p.nodePreload = p.nodeCluster && !opts.DisableNodePreload
+	switch p.nodeGrace = opts.NodeGrace; {
+	case p.nodeGrace < 0:
+		return p, fieldErr("NodeGrace", "Options.NodeGrace %s: must not be negative", p.nodeGrace)
+	case p.nodeGrace == 0:
+		p.nodeGrace = min(nodepreload.DefaultGrace, p.core.KillTimeout/2)
+	case p.nodeGrace >= p.core.KillTimeout:
+		return p, fieldErr("NodeGrace", "Options.NodeGrace %s: must be shorter than Options.KillTimeout (%s), or a draining Node.js worker is killed before its grace is over", p.nodeGrace, p.core.KillTimeout)
 	}
 	switch p.balance = opts.Balance; p.balance {
 	case "":

@@ -94,6 +94,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		}
 	}
 
+	preloadEnv := r.nodePreloadEnv(cfg, env)
 	limit := processLimit()
 	newCmd := func() (*exec.Cmd, func() error) {
 		cmd := exec.Command(cfg.Executable, cfg.Command...)
@@ -102,6 +103,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		cmd.Env = append(files.Environ(env), trampolineEnv+"=1")
 		if cfg.NodeCluster {
 			cmd.Env = append(cmd.Env, nodecluster.EnvUniqueID+"="+strconv.Itoa(int(spec.ID)))
+			cmd.Env = append(cmd.Env, preloadEnv...)
 		}
 		if n := workerProcessLimit(limit); n > 0 {
 			cmd.Env = append(cmd.Env, trampolineNprocEnv+"="+strconv.FormatUint(n, 10))

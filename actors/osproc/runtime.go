@@ -84,6 +84,12 @@ type Config struct {
 	// as it was made (nodecluster.NewBalancedRegistry); the runtime closes
 	// it. Nil: a registry of shared sockets over Listeners.
 	NodeServers *nodecluster.Registry
+	// NodePreload loads dutchmaster's preload module into each Node.js
+	// cluster worker (package sockets/nodepreload: NODE_OPTIONS=--require),
+	// so that unmodified apps drain their keep-alive connections; NodeGrace
+	// is its grace. Only with NodeCluster.
+	NodePreload bool
+	NodeGrace   time.Duration
 }
 
 // Runtime starts and stops worker processes. It is safe for concurrent use.
@@ -103,7 +109,11 @@ type Runtime struct {
 	starting map[core.WorkerID]*orders
 	// nodeBinaries are the Node.js binaries whose version was checked.
 	nodeBinaries map[string]bool
-	wg           sync.WaitGroup
+	// preload is the path of the Node.js preload module, once written;
+	// preloadFailed says that writing it failed (and was logged).
+	preload       string
+	preloadFailed bool
+	wg            sync.WaitGroup
 	// cgroups holds a cgroup per worker; nil where the kernel or the
 	// master's rights offer none.
 	cgroups *cgroupTree
@@ -213,7 +223,7 @@ func (r *Runtime) Close() error {
 	} else {
 		r.killOrphans(-1)
 	}
-	return errors.Join(err, r.handles.Close())
+	return errors.Join(err, r.handles.Close(), r.removePreload())
 }
 
 // NotifySocket is the address workers get in NOTIFY_SOCKET:

@@ -34,6 +34,8 @@ func badValues(dir string) map[string][][2]string {
 		"backoff-reset":     {{"later", `--backoff-reset "later"`}},
 		"worker-protocol":   {{"http", `--worker-protocol "http"`}},
 		"balance":           {{"random", `--balance "random"`}},
+		"node-preload":      {{"maybe", `--node-preload "maybe"`}},
+		"node-grace":        {{"5", `--node-grace "5"`}, {"0s", `--node-grace "0s"`}, {"30s", `--node-grace 30s: must be shorter than --kill-timeout (30s)`}},
 		"env":               {{"NOEQUALS", `--env "NOEQUALS"`}, {"=value", `--env "=value"`}},
 		"env-clear":         {{"maybe", `--env-clear "maybe"`}},
 		"env-allow":         {{"A=B", `--env-allow "A=B": want the name of a variable`}, {"", `--env-allow ""`}},

@@ -334,9 +334,11 @@ func (l *keepAliveLoad) waitReused(t *testing.T, n int64) {
 // connection that was busy at the disconnect stays with the old worker
 // for as long as the client keeps using it (Node adds no Connection:
 // close), so the clients stop once both old workers are draining, and
-// the old workers exit as their last connections go.
+// the old workers exit as their last connections go. This is Node's own
+// drain, without dutchmaster's preload module (--node-preload=false; with
+// it, see TestNodePreloadKeepAlive).
 func TestNodeClusterKeepAlive(t *testing.T) {
-	m, addr, old, next := clusterApp(t, 2)
+	m, addr, old, next := clusterApp(t, 2, "--node-preload=false")
 	traffic := startKeepAliveLoad(addr, 4, 200000)
 	traffic.waitReused(t, 20)
 	m.signal(syscall.SIGUSR2)

@@ -45,6 +45,8 @@ type settings struct {
 	BackoffReset    string   `yaml:"backoff-reset"`
 	WorkerProtocol  string   `yaml:"worker-protocol"`
 	Balance         string   `yaml:"balance"`
+	NodePreload     string   `yaml:"node-preload"`
+	NodeGrace       string   `yaml:"node-grace"`
 	Name            string   `yaml:"name"`
 	Control         string   `yaml:"control"`
 	Metrics         string   `yaml:"metrics"`
@@ -90,6 +92,8 @@ var options = []option{
 	{name: "backoff-reset", field: "Backoff.Reset", usage: "a worker up this long (or a rollout's replacement, once it listens) clears its slot's failures", text: func(s *settings) *string { return &s.BackoffReset }},
 	{name: "worker-protocol", field: "WorkerProtocol", usage: "auto (node-cluster for node, else fds), fds or node-cluster", text: func(s *settings) *string { return &s.WorkerProtocol }},
 	{name: "balance", field: "Balance", usage: "how new TCP connections are spread over the workers: auto (kernel where it can load, else round-robin for Node.js cluster workers and shared for the others), kernel (round-robin over the listening workers, decided in the kernel), round-robin (Node.js cluster workers: the master hands each connection over) or shared", text: func(s *settings) *string { return &s.Balance }},
+	{name: "node-preload", usage: "load dutchmaster's drain module into Node.js cluster workers (on by default; =false: they drain as under Node's cluster)", text: func(s *settings) *string { return &s.NodePreload }, isBool: true},
+	{name: "node-grace", field: "NodeGrace", usage: "how long a draining Node.js worker keeps its keep-alive connections, answering with Connection: close, before it closes the idle ones and runs the app's SIGTERM handler; shorter than --kill-timeout (default 5s, or half --kill-timeout if shorter)", text: func(s *settings) *string { return &s.NodeGrace }},
 	{name: "env", field: "Env", usage: "`KEY=VALUE` added to the workers' environment (repeatable)", list: func(s *settings) *[]string { return &s.Env }},
 	{name: "env-clear", field: "EnvClear", usage: "withhold the master's environment from workers (but --env-allow keys)", text: func(s *settings) *string { return &s.EnvClear }, isBool: true},
 	{name: "env-allow", field: "EnvAllow", usage: "`KEY` of the master's environment that workers keep under --env-clear (repeatable)", list: func(s *settings) *[]string { return &s.EnvAllow }},
@@ -116,7 +120,7 @@ func defaults() settings {
 		Ready: "auto", ReadyTimeout: "60s", Drain: "auto", MaxSurge: "1",
 		LogFormat: "auto", LogLevel: "info", LogWorkerOutput: "false",
 		Policy: dutchmaster.PolicyNames()[0], CanarySoak: dutchmaster.DefaultCanarySoak.String(), Backoff: "500ms", BackoffMax: "30s", BackoffReset: "60s",
-		WorkerProtocol: "auto", Balance: "auto", EnvClear: "false", Subreaper: "false",
+		WorkerProtocol: "auto", Balance: "auto", NodePreload: "true", EnvClear: "false", Subreaper: "false",
 	}
 }
 
@@ -289,6 +293,16 @@ func (s settings) resolve() (dutchmaster.Options, error) {
 		return fail("backoff-max", s.BackoffMax, "want at least --backoff ("+s.Backoff+")")
 	}
 	o.WorkerProtocol, o.Balance = s.WorkerProtocol, s.Balance
+	preload, err := strconv.ParseBool(s.NodePreload)
+	if err != nil {
+		return fail("node-preload", s.NodePreload, "want true or false")
+	}
+	o.DisableNodePreload = !preload
+	if s.NodeGrace != "" {
+		if o.NodeGrace, err = duration("node-grace", s.NodeGrace); err != nil {
+			return o, err
+		}
+	}
 	if o.EnvClear, err = strconv.ParseBool(s.EnvClear); err != nil {
 		return fail("env-clear", s.EnvClear, "want true or false")
 	}
@@ -391,6 +405,7 @@ var helpGroups = []struct {
 	}},
 	{"Draining (how a worker is stopped)", []helpEntry{
 		{"drain", "MODE"}, {"stop-signal", "SIGNAL"}, {"kill-timeout", "DURATION"},
+		{"node-preload", ""}, {"node-grace", "DURATION"},
 	}},
 	{"Operations (config file, control, metrics, journal)", []helpEntry{
 		{"config", "FILE"}, {"name", "NAME"}, {"control", "PATH"}, {"metrics", "ADDR"},
