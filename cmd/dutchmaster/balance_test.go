@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
 )
@@ -60,6 +61,7 @@ func keepAlivePIDs(t *testing.T, addr string, n int) []int {
 		if errs[i] != nil {
 			t.Fatalf("connection %d: %v", i, errs[i])
 		}
+		c.SetDeadline(time.Now().Add(patience))
 		wg.Go(func() { pids[i], errs[i] = askPID(c) })
 	}
 	wg.Wait()
