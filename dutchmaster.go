@@ -130,7 +130,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	logBalance(log, kernel, why, len(listeners))
+	logBalance(log, kernel, why, len(listeners), groups)
 	system := actors.NewSystem(log)
 	defer system.Shutdown()
 	m := &master{opts: opts, plan: plan, runtime: rt, listeners: listeners}

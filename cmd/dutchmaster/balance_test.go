@@ -98,8 +98,8 @@ func TestKernelBalanceSpreadsConnections(t *testing.T) {
 	addr := m.address()
 	m.waitFor(0, "cluster ready", nil)
 	workers, _ := listeningPIDs(m, 0, 4)
-	if e := balanceLine(t, m); e.str("balance") != "kernel" {
-		t.Fatalf("balance line %v, want kernel", e)
+	if e := balanceLine(t, m); e.str("balance") != "kernel" || e["migrate"] != reuseport.Migrates() {
+		t.Fatalf("balance line %v, want kernel, migrate %v", e, reuseport.Migrates())
 	}
 
 	perPID := map[int]int{}

@@ -199,8 +199,9 @@ func fetchAdd(dst, src asm.Register) asm.Instruction {
 }
 
 var (
-	availableOnce sync.Once
-	availableErr  error
+	availableOnce     sync.Once
+	availableErr      error
+	availableMigrates bool
 )
 
 // Available says whether this process can load the socket-selection program
@@ -215,9 +216,18 @@ func Available() error {
 			availableErr = explain(err)
 			return
 		}
+		availableMigrates = o.migrates
 		o.close()
 	})
 	return availableErr
+}
+
+// Migrates says whether the groups this process binds move a closed
+// slot's queue to an eligible slot (Group.Migrates): the program loads as
+// SELECT_OR_MIGRATE. False where it does not load at all.
+func Migrates() bool {
+	Available()
+	return availableMigrates
 }
 
 // explain shortens the usual reasons a load fails to what an operator can act
