@@ -195,9 +195,19 @@ func withBalance(b *balance.Observer, observe func(time.Time, core.Input, []core
 // logBalance is the one line saying which balance the master took and
 // why; logged once every start-up error is behind, so that a refused start
 // prints its error alone, and only when there is something to balance.
-func logBalance(log zerolog.Logger, mode, why string, listeners int, nodeCluster bool) {
+// In the kernel mode it says too whether closing a slot's socket moves its
+// queue to another slot (migrate) or resets it (a kernel older than 5.14).
+func logBalance(log zerolog.Logger, mode, why string, listeners int, nodeCluster bool, groups []*reuseport.Group) {
 	if listeners == 0 && !nodeCluster {
 		return
 	}
-	log.Info().Str("balance", mode).Str("reason", why).Msg("balance: " + mode + " (" + why + ")")
+	e := log.Info()
+	if mode == BalanceKernel {
+		migrate := true
+		for _, g := range groups {
+			migrate = migrate && (g == nil || g.Migrates())
+		}
+		e = e.Bool("migrate", migrate)
+	}
+	e.Str("balance", mode).Str("reason", why).Msg("balance: " + mode + " (" + why + ")")
 }

@@ -40,13 +40,14 @@ const (
 // limit to the hard one). The reserve follows the target worker count
 // (scaling) and the max surge (reloads) through the cluster's steps.
 type clientGuard struct {
-	limit   int // 0: unknown, no check
-	workers atomic.Int64
-	surge   atomic.Int64
+	limit       int // 0: unknown, no check
+	slotSockets int // what a fork into a new slot binds (kernel balance)
+	workers     atomic.Int64
+	surge       atomic.Int64
 }
 
-func newClientGuard(workers, maxSurge int) *clientGuard {
-	g := &clientGuard{}
+func newClientGuard(workers, maxSurge, slotSockets int) *clientGuard {
+	g := &clientGuard{slotSockets: slotSockets}
 	g.limit, _ = osproc.DescriptorLimit()
 	g.workers.Store(int64(workers))
 	g.surge.Store(int64(maxSurge))
@@ -62,7 +63,7 @@ func (g *clientGuard) room() error {
 }
 
 func (g *clientGuard) reserve() int {
-	return osproc.ForkReserve(int(g.workers.Load()), int(g.surge.Load()))
+	return osproc.ForkReserve(int(g.workers.Load()), int(g.surge.Load()), g.slotSockets)
 }
 
 // observe is an Observer: it follows the target and the max surge.

@@ -134,7 +134,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	logBalance(log, mode, why, len(listeners), plan.nodeCluster)
+	logBalance(log, mode, why, len(listeners), plan.nodeCluster, groups)
 	system := actors.NewSystem(log)
 	defer system.Shutdown()
 	m := &master{opts: opts, plan: plan, runtime: rt, listeners: listeners}

@@ -56,7 +56,7 @@ type operations struct {
 // workers and listeners are what the control socket's status reports
 // beyond the cluster's view.
 func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, workers *osproc.Runtime, listeners []*sockets.Listener) (ops *operations, err error) {
-	ops = &operations{log: log, guard: newClientGuard(p.workers(), p.core.MaxSurge)}
+	ops = &operations{log: log, guard: newClientGuard(p.workers(), p.core.MaxSurge, workers.SlotSockets())}
 	defer func() {
 		if err != nil {
 			ops.close()

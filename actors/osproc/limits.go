@@ -30,9 +30,14 @@ const forkSlack = 16
 // hold the workers: each fork past it fails ("too many open files") and
 // its slot backs off, which reads as a crash loop rather than as the
 // limit it is. A rollout may hold up to 2×workers+max-surge workers at
-// once (old ones draining while replacements start). Go raises the soft
-// limit to the hard one at start, so the soft limit read here is the one
-// in force.
+// once (old ones draining while replacements start). Called once the
+// listeners are bound: in the kernel-balanced mode the open descriptors
+// then count a socket per balanced listener for each of the workers'
+// slots, and each balanced listener's program and maps
+// (reuseport.Descriptors); a replacement takes its predecessor's slot, so
+// a rollout binds no more (a scale up does: ForkReserve). Go raises the
+// soft limit to the hard one at start, so the soft limit read here is the
+// one in force.
 func WarnDescriptorLimit(log zerolog.Logger, workers, maxSurge int) {
 	lim, err := DescriptorLimit()
 	if err != nil {
@@ -193,9 +198,12 @@ func OpenDescriptors() (int, error) {
 // workers+maxSurge workers (2×workers+maxSurge at once), each holding
 // descriptorsPerWorker, and the pipes of its output when logged
 // (reserved always: the setting may change at a reload), plus what the
-// forks hold while they run.
-func ForkReserve(workers, maxSurge int) int {
-	return (descriptorsPerWorker+outputDescriptors)*(workers+max(maxSurge, 1)) + forkSlack
+// forks hold while they run. In the kernel-balanced mode a fork into a
+// slot that has no socket (a scale up, or a slot back after a scale
+// down) binds slotSockets first (Runtime.SlotSockets); reserved for every
+// fork, the bound itself being on the safe side of the slots' count.
+func ForkReserve(workers, maxSurge, slotSockets int) int {
+	return (descriptorsPerWorker+outputDescriptors+slotSockets)*(workers+max(maxSurge, 1)) + forkSlack
 }
 
 // RoomForClient is nil while a client connection may take a descriptor:

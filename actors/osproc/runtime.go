@@ -284,12 +284,22 @@ func (r *Runtime) Drain(id core.WorkerID, how actors.DrainMethod) {
 }
 
 func balanced(groups []*reuseport.Group) bool {
+	return balancedListeners(groups) > 0
+}
+
+// SlotSockets is how many sockets one slot holds in the master: one per
+// listener balanced in the kernel, bound before the fork of a slot's
+// first worker (for ForkReserve).
+func (r *Runtime) SlotSockets() int { return balancedListeners(r.config().Balanced) }
+
+func balancedListeners(groups []*reuseport.Group) int {
+	n := 0
 	for _, g := range groups {
 		if g != nil {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 // queuePoll is how often a retired slot's queues are looked at.

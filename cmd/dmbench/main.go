@@ -4,7 +4,7 @@
 // (SIGUSR2), and prints one JSON line per run, then a table.
 //
 //	dmbench [-workers 2,4,8] [-mode close,keepalive] [-duration 20s]
-//	        [-clients 16] [-restarts 5] [flags]
+//	        [-clients 16] [-restarts 5] [-balance kernel] [flags]
 //
 // A run is one worker count in one connection mode. It reports requests
 // and failures by kind (every failure listed up to 20, placed against the
@@ -13,8 +13,10 @@
 // master's log); each restart's duration beside the ideal (workers × boot
 // delay, one replacement at a time); signal-to-first-fork latency; the
 // master's peak RSS (VmHWM) and CPU (utime+stime), and its CPU over a
-// quiet period; and throughput through the master's shared socket against
-// the same workers each binding the port with SO_REUSEPORT.
+// quiet period; how 16 keep-alive connections opened together spread over
+// the workers; and throughput through the master's listener (-balance:
+// one socket per slot, balanced in the kernel, by default) against the
+// same workers each binding the port with SO_REUSEPORT.
 //
 // The load is bounded in count (-max-requests) and time, and every wait on
 // a process is bounded by -patience. The exit status is 1 if a run could
@@ -50,6 +52,7 @@ func mainRun(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "load per run; the restarts are spread over it")
 	fs.IntVar(&cfg.Clients, "clients", 16, "concurrent closed-loop clients")
 	fs.IntVar(&cfg.Restarts, "restarts", 5, "rolling restarts per run")
+	fs.StringVar(&cfg.Balance, "balance", "kernel", "the master's --balance (kernel, shared, auto; empty: its default)")
 	fs.DurationVar(&cfg.Boot, "boot", 300*time.Millisecond, "the example worker's boot delay (HELLO_BOOT_DELAY)")
 	fs.DurationVar(&cfg.Work, "work", 5*time.Millisecond, "time each request takes in the worker (HELLO_WORK)")
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "requests started this early in the load are not steady state")

@@ -7,14 +7,18 @@ import (
 	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
 )
 
-// startMaster runs `dutchmaster --workers N --listen 127.0.0.1:0 -- hello`
-// and waits for "cluster ready".
-func startMaster(bin loadtest.Binaries, workers int, boot, work time.Duration, patience time.Duration) (*loadtest.Master, error) {
-	return loadtest.StartMaster(bin.Dutchmaster, []string{
+// startMaster runs `dutchmaster --workers N [--balance MODE] --listen
+// 127.0.0.1:0 -- hello` and waits for "cluster ready".
+func startMaster(bin loadtest.Binaries, workers int, balance string, boot, work time.Duration, patience time.Duration) (*loadtest.Master, error) {
+	var mode []string
+	if balance != "" {
+		mode = []string{"--balance", balance}
+	}
+	return loadtest.StartMaster(bin.Dutchmaster, append(mode,
 		"--workers", fmt.Sprint(workers),
 		"--listen", "http=tcp://127.0.0.1:0",
-		"--env", "HELLO_BOOT_DELAY=" + boot.String(),
-		"--env", "HELLO_WORK=" + work.String(),
+		"--env", "HELLO_BOOT_DELAY="+boot.String(),
+		"--env", "HELLO_WORK="+work.String(),
 		"--", bin.Hello,
-	}, patience)
+	), patience)
 }

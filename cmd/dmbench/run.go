@@ -15,6 +15,7 @@ type config struct {
 	Mode     string // loadtest.ModeClose or loadtest.ModeKeepAlive
 	Clients  int
 	Restarts int
+	Balance  string        // the master's --balance; "": its default
 	Boot     time.Duration // HELLO_BOOT_DELAY
 	Work     time.Duration // HELLO_WORK
 
@@ -67,6 +68,7 @@ type raw struct {
 	masterPID  int
 	masterAddr string
 	tcp        map[string]int64 // kernel TCP counters' change over the restart load
+	spread     *spreadStats     // 16 connections opened together, before the load
 }
 
 // run performs one run: start the master, load it while restarting it,
@@ -74,7 +76,7 @@ type raw struct {
 // master. Every wait is bounded by cfg.Patience.
 func run(cfg config, bin loadtest.Binaries) (*result, string, error) {
 	cfg.note("%d workers, %s: starting the master", cfg.Workers, cfg.Mode)
-	m, err := startMaster(bin, cfg.Workers, cfg.Boot, cfg.Work, cfg.Patience)
+	m, err := startMaster(bin, cfg.Workers, cfg.Balance, cfg.Boot, cfg.Work, cfg.Patience)
 	if err != nil {
 		return nil, "", err
 	}
@@ -93,6 +95,11 @@ func run(cfg config, bin loadtest.Binaries) (*result, string, error) {
 func (r *raw) collect(m *loadtest.Master) error {
 	cfg := r.cfg
 	bound := cfg.Duration + time.Duration(cfg.Restarts+2)*cfg.Patience
+	spread, err := measureSpread(m.Addr, cfg.Workers, cfg.Timeout)
+	if err != nil {
+		return err
+	}
+	r.spread = spread
 	tcpBefore, err := loadtest.ReadTCPCounters()
 	if err != nil {
 		return err
@@ -138,7 +145,7 @@ func (r *raw) collect(m *loadtest.Master) error {
 	}
 
 	if cfg.Throughput > 0 {
-		cfg.note("%d workers, %s: throughput, shared socket vs SO_REUSEPORT", cfg.Workers, cfg.Mode)
+		cfg.note("%d workers, %s: throughput, the master's listener vs SO_REUSEPORT", cfg.Workers, cfg.Mode)
 		if r.tput, err = compareThroughput(cfg, m, r.bin); err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -13,7 +14,7 @@ func printTable(w io.Writer, results []*result) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workers\tmode\trequests\tfailed\tsteady p50/p99/max ms\trestart p50/p99/max ms\trestart s avg/max\tideal s\tdrain ms\tsig→fork ms\tRSS MB\tCPU s\tidle %\tshared rps\treuseport rps\tratio\tworker CPU µs/req shared/reuseport\t")
+	fmt.Fprintln(tw, "workers\tmode\trequests\tfailed\tsteady p50/p99/max ms\trestart p50/p99/max ms\trestart s avg/max\tideal s\tdrain ms\tsig→fork ms\tRSS MB\tCPU s\tidle %\tbalance\tspread of 16\tmaster rps\treuseport rps\tratio\tworker CPU µs/req master/reuseport\t")
 	for _, r := range results {
 		var sum, worst, drain float64
 		for _, rs := range r.Restarts {
@@ -33,12 +34,16 @@ func printTable(w io.Writer, results []*result) {
 		if t, ok := r.Targets["idle_cpu_pct"]; ok {
 			idle = fmt.Sprintf("%.3f", t.Value)
 		}
+		spread := "-"
+		if r.Spread != nil {
+			spread = strings.Trim(strings.ReplaceAll(fmt.Sprint(r.Spread.PerWorker), " ", "/"), "[]")
+		}
 		s, x := r.Latency.Steady, r.Latency.Restart
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%.1f/%.1f/%.1f\t%.1f/%.1f/%.1f\t%.3f/%.3f\t%.2f\t%.0f\t%.3f\t%.1f\t%.2f\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%.1f/%.1f/%.1f\t%.1f/%.1f/%.1f\t%.3f/%.3f\t%.2f\t%.0f\t%.3f\t%.1f\t%.2f\t%s\t%s\t%s\t%s\t\n",
 			r.Workers, r.Mode, r.Requests, r.Failed,
 			s.P50, s.P99, s.Max, x.P50, x.P99, x.Max,
 			avg/1000, worst/1000, ideal/1000, drain, r.SignalToFirstFork.Max,
-			r.Master.PeakRSSMB, r.Master.CPUS, idle, tput)
+			r.Master.PeakRSSMB, r.Master.CPUS, idle, r.Balance, spread, tput)
 	}
 	tw.Flush()
 	for _, r := range results {

@@ -35,7 +35,10 @@ func (c scaleConfig) note(format string, args ...any) {
 // master's exit. CPU is the master's own (schedstat, all its threads),
 // over each phase.
 type scaleRow struct {
-	Workers     int     `json:"workers"`
+	Workers int `json:"workers"`
+	// Balance is the master's listener mode (its "balance" line): kernel
+	// holds a socket per worker's slot besides the worker's descriptors.
+	Balance     string  `json:"balance"`
 	StartS      float64 `json:"start_s"`
 	RestartS    float64 `json:"restart_s"`
 	StopS       float64 `json:"stop_s"`
@@ -82,7 +85,7 @@ func runScale(cfg scaleConfig, bin loadtest.Binaries) (runs, medians []scaleRow,
 // median is the row of per-field medians (the exit status and what was
 // left behind: the worst).
 func median(rows []scaleRow) scaleRow {
-	m := scaleRow{Workers: rows[0].Workers, ExitStatus: "0"}
+	m := scaleRow{Workers: rows[0].Workers, Balance: rows[0].Balance, ExitStatus: "0"}
 	f := func(get func(scaleRow) float64) float64 {
 		var v []float64
 		for _, r := range rows {
@@ -119,9 +122,6 @@ func scaleOne(cfg scaleConfig, bin loadtest.Binaries, n int) (scaleRow, error) {
 	m, err := loadtest.StartMaster(bin.Dutchmaster, []string{
 		"--workers", strconv.Itoa(n), "--max-surge", strconv.Itoa(cfg.MaxSurge),
 		"--listen", "http=tcp://127.0.0.1:0",
-		// Shared: the descriptors per worker stay those of the worker
-		// alone; a kernel-balanced master holds a socket per slot too.
-		"--balance", "shared",
 		"--metrics", "127.0.0.1:0", // for the goroutines
 		"--env", "HELLO_BOOT_DELAY=" + cfg.Boot.String(),
 		"--", bin.Hello,
@@ -142,6 +142,11 @@ func scaleOne(cfg scaleConfig, bin loadtest.Binaries, n int) (scaleRow, error) {
 	ready, next, err := m.WaitFor(0, "cluster ready", nil, p)
 	if err != nil {
 		return row, err
+	}
+	for _, e := range m.Snapshot() {
+		if b := e.Str("balance"); b != "" {
+			row.Balance = b
+		}
 	}
 	row.StartS = loadtest.Round(ready.Time.Sub(starting.Time).Seconds(), 3)
 	row.StartCPUS = loadtest.Round(startCPU.Seconds(), 3)

@@ -200,3 +200,81 @@ func TestKernelBalanceScaleDownServesTheQueue(t *testing.T) {
 	m.waitFor(next, "worker exited", map[string]any{"pid": oldest})
 	m.stop()
 }
+
+// TestKernelBalanceScaleDownMovesAStuckQueue: connections queued on the
+// slot that a scale down retires are all answered even when its worker
+// never accepts them. The retired worker (the oldest, worker 1) is stopped
+// and stays stopped: the master waits half the kill timeout for its queue
+// to empty, drains it, kills it at the kill timeout, and closes the slot's
+// socket; the kernel then moves the queue to an eligible slot (the program
+// is attached as SELECT_OR_MIGRATE) instead of resetting it.
+func TestKernelBalanceScaleDownMovesAStuckQueue(t *testing.T) {
+	needKernelBalance(t)
+	m := startMaster(t, "worker", []string{"GORACE=atexit_sleep_ms=0"},
+		"--workers", "4", "--balance", "kernel", "--kill-timeout", "2s", "--listen", "http=tcp://127.0.0.1:0")
+	addr := m.address()
+	_, next := m.waitFor(0, "cluster ready", nil)
+	pids, _ := listeningPIDs(m, 0, 4)
+	oldest := pids[1]
+	_, p, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(p)
+	kill(t, oldest, syscall.SIGSTOP)
+	waitStopped(t, oldest)
+	slot, _ := heldBy(t, oldest, port)
+
+	// Round-robin over 4 slots: 4 of 16 wait in the stopped worker's queue.
+	conns := make([]net.Conn, 16)
+	for i := range conns {
+		c, err := net.DialTimeout("tcp", addr, patience)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * patience))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	deadline := time.Now().Add(patience)
+	for queueOf(t, slot) != 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections wait in the stopped worker's queue, want 4", queueOf(t, slot))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	m.signal(syscall.SIGTTOU)
+	e, _ := m.waitFor(next, "drain", nil)
+	if e.num("pid") != oldest {
+		t.Fatalf("the scale down drained pid %d, want the oldest worker's %d", e.num("pid"), oldest)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(conns))
+	answeredBy := make([]int, len(conns))
+	for i, c := range conns {
+		wg.Go(func() {
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			answeredBy[i], errs[i] = strconv.Atoi(string(body))
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("connection %d, queued before the scale down, was not answered: %v", i, err)
+		} else if answeredBy[i] == oldest {
+			t.Errorf("connection %d was answered by the stopped worker", i)
+		}
+	}
+	x, _ := m.waitFor(next, "worker exited", map[string]any{"pid": oldest})
+	if x.str("reason") != "killed SIGKILL" {
+		t.Errorf("the stopped worker exited with %q, want killed at the kill timeout", x.str("reason"))
+	}
+	m.stop()
+}

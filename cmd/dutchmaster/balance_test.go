@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
 )
@@ -60,6 +61,7 @@ func keepAlivePIDs(t *testing.T, addr string, n int) []int {
 		if errs[i] != nil {
 			t.Fatalf("connection %d: %v", i, errs[i])
 		}
+		c.SetDeadline(time.Now().Add(patience))
 		wg.Go(func() { pids[i], errs[i] = askPID(c) })
 	}
 	wg.Wait()
@@ -96,8 +98,8 @@ func TestKernelBalanceSpreadsConnections(t *testing.T) {
 	addr := m.address()
 	m.waitFor(0, "cluster ready", nil)
 	workers, _ := listeningPIDs(m, 0, 4)
-	if e := balanceLine(t, m); e.str("balance") != "kernel" {
-		t.Fatalf("balance line %v, want kernel", e)
+	if e := balanceLine(t, m); e.str("balance") != "kernel" || e["migrate"] != reuseport.Migrates() {
+		t.Fatalf("balance line %v, want kernel, migrate %v", e, reuseport.Migrates())
 	}
 
 	perPID := map[int]int{}

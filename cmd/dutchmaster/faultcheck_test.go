@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
+	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
 )
 
 // What the fault suite (faults_test.go) reads and checks around every
@@ -233,15 +234,25 @@ func mapsEqual(a, b map[string]int) bool {
 // checkFDsFor checks the descriptors a cluster of n workers needs, by
 // kind, when there is no earlier baseline (a fault during start-up): a
 // socket per listener, one for sd_notify, one IPC channel and two pidfds
-// per worker (os.Process's, and the one its exit is awaited on).
+// per worker (os.Process's, and the one its exit is awaited on). A master
+// that balances its TCP listeners in the kernel holds for each also a
+// socket per slot (n of them, the workers it started with) and the
+// selection program with its three maps.
 func checkFDsFor(t *testing.T, m *master, listeners, n int) {
 	t.Helper()
 	fds := fdProfile(t, m.PID())
-	if got, want := fds["socket"], listeners+1+n; got != want {
-		t.Errorf("%d sockets with %d listeners and %d workers, want %d: %v", got, listeners, n, want, fds)
+	slots, programs := 0, 0
+	if balanceLine(t, m).str("balance") == "kernel" {
+		slots, programs = n, listeners
+	}
+	if got, want := fds["socket"], listeners*(1+slots)+1+n; got != want {
+		t.Errorf("%d sockets with %d listeners, %d slots each and %d workers, want %d: %v", got, listeners, slots, n, want, fds)
 	}
 	if got := fds["anon_inode:[pidfd]"]; got != 2*n {
 		t.Errorf("%d pidfds with %d workers, want %d: %v", got, n, 2*n, fds)
+	}
+	if got, want := fds["anon_inode:bpf-prog"]+fds["anon_inode:bpf-map"], programs*reuseport.Descriptors; got != want {
+		t.Errorf("%d descriptors of selection programs and maps with %d balanced listeners, want %d: %v", got, programs, want, fds)
 	}
 }
 

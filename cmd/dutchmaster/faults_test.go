@@ -30,10 +30,9 @@ func startFaultMaster(t *testing.T, role string, env []string, flags ...string) 
 	t.Helper()
 	t.Parallel()
 	env = append([]string{"GORACE=atexit_sleep_ms=0"}, env...)
-	// Shared sockets: the descriptor checks (checkFDsFor, checkSettledLike)
-	// count one socket per listener, and a kernel-balanced master holds one
-	// per slot, kept after a scale down.
-	m := startMaster(t, role, env, append([]string{"--log-level", "debug", "--balance", "shared"}, flags...)...)
+	// The balance is the default's (kernel where the program loads): the
+	// descriptor checks count the slot sockets and the program's.
+	m := startMaster(t, role, env, append([]string{"--log-level", "debug"}, flags...)...)
 	m.address()
 	return m
 }

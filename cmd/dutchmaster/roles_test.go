@@ -77,6 +77,26 @@ func bootDelay() time.Duration {
 	return d
 }
 
+// bootGate holds a worker whose id is at least DM_TEST_GATE_WORKER back
+// before it serves, until the file DM_TEST_GATE exists: the test decides
+// when a replacement listens.
+func bootGate() {
+	file := os.Getenv("DM_TEST_GATE")
+	from, err := strconv.Atoi(os.Getenv("DM_TEST_GATE_WORKER"))
+	if file == "" || err != nil {
+		return
+	}
+	if id, _ := strconv.Atoi(os.Getenv("DUTCHMASTER_WORKER_ID")); id < from {
+		return
+	}
+	for {
+		if _, err := os.Stat(file); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // handler answers every test worker's endpoints: / gives the pid, /slow
 // takes DM_TEST_SLOW (default 1s) before answering, /crash exits 1.
 func handler(extra func(mux *http.ServeMux)) http.Handler {
@@ -169,6 +189,7 @@ func apiWorker() {
 		os.Exit(3)
 	}
 	time.Sleep(bootDelay())
+	bootGate()
 	srv := &http.Server{Handler: handler(func(mux *http.ServeMux) {
 		mux.HandleFunc("/restart", func(w http.ResponseWriter, r *http.Request) {
 			if err := worker.RequestRestart(); err != nil {

@@ -80,6 +80,11 @@ func Bind(spec sockets.Spec, slots int) (_ *Group, err error) {
 	return g, nil
 }
 
+// Migrates says whether closing a slot's socket moves its queued
+// connections to an eligible slot (the program is attached as
+// SELECT_OR_MIGRATE, Linux 5.14 on) rather than resetting them.
+func (g *Group) Migrates() bool { return g.objs.migrates }
+
 // Spec is the listener the group was bound from.
 func (g *Group) Spec() sockets.Spec { return g.spec }
 
@@ -153,8 +158,9 @@ func (g *Group) OpenSlot(slot int) error {
 
 // CloseSlot takes slot's socket out of the group and closes it, copies held
 // elsewhere included: the kernel stops listening on it, so no connection
-// can reach it any more, and resets what its queue still held (see
-// QueueLen). Call it once the slot is out of the eligible list and no
+// can reach it any more. What its queue still held (see QueueLen) moves to
+// an eligible slot where the group migrates (Migrates), and is reset
+// otherwise. Call it once the slot is out of the eligible list and no
 // worker accepts on it. A slot that is not open is left alone.
 func (g *Group) CloseSlot(slot int) error {
 	g.mu.Lock()

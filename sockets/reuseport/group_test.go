@@ -381,3 +381,30 @@ func TestClosedSlotReceivesNothingAndComesBack(t *testing.T) {
 		t.Errorf("per slot %v after slot 2 came back alone eligible, want [0 0 4]", counts)
 	}
 }
+
+// TestClosedSlotQueueMovesToAnEligibleSlot: where the kernel migrates
+// (Linux 5.14 on), connections queued on a slot whose socket is closed
+// move to an eligible slot, none to another slot, each usable; nothing is
+// reset.
+func TestClosedSlotQueueMovesToAnEligibleSlot(t *testing.T) {
+	g := bind(t, loopback(t), 3)
+	if !g.Migrates() {
+		t.Skip("this kernel has no SELECT_OR_MIGRATE programs (Linux 5.14 on)")
+	}
+	if err := g.SetEligible([]int{0}); err != nil {
+		t.Fatal(err)
+	}
+	dialTogether(t, g.Addr(), 6)
+	if n, err := g.QueueLen(0); err != nil || n != 6 {
+		t.Fatalf("QueueLen(0) = %d, %v; want 6", n, err)
+	}
+	if err := g.SetEligible([]int{2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.CloseSlot(0); err != nil {
+		t.Fatalf("CloseSlot(0): %v", err)
+	}
+	if counts := acceptCounts(t, g, 6); fmt.Sprint(counts) != "[0 0 6]" {
+		t.Errorf("per slot %v after closing slot 0 with 6 queued and slot 2 alone eligible, want [0 0 6]", counts)
+	}
+}

@@ -35,7 +35,15 @@ type objects struct {
 	eligible *ebpf.Map // ARRAY[2]: {count u32, slot [MaxSlots]u32}
 	state    *ebpf.Map // ARRAY[2] u32: the current buffer, the counter
 	prog     *ebpf.Program
+	// migrates: the program was loaded as SELECT_OR_MIGRATE, so the
+	// kernel asks it where to move the queue of a socket of the group
+	// that closes (Linux 5.14 on), whatever net.ipv4.tcp_migrate_req says.
+	migrates bool
 }
+
+// Descriptors is what one group holds of its process's descriptors besides
+// its slot sockets: the program and its three maps.
+const Descriptors = 4
 
 func newObjects() (_ *objects, err error) {
 	o := &objects{}
@@ -62,16 +70,37 @@ func newObjects() (_ *objects, err error) {
 	}); err != nil {
 		return nil, fmt.Errorf("create the state map: %w", err)
 	}
-	if o.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "dm_select",
-		Type:         ebpf.SkReuseport,
-		AttachType:   ebpf.AttachSkReuseportSelect,
-		License:      "GPL",
-		Instructions: instructions(o.slots.FD(), o.eligible.FD(), o.state.FD()),
-	}); err != nil {
+	// SELECT_OR_MIGRATE first: the program then also picks where the
+	// queue of a closed socket goes (an eligible slot) instead of the
+	// kernel resetting it. A kernel without that attach type refuses the
+	// load, and the plain SELECT is all there is.
+	o.prog, err = loadProgram(o, ebpf.AttachSkReuseportSelectOrMigrate)
+	if err == nil {
+		o.migrates = true
+		return o, nil
+	}
+	if errors.Is(err, os.ErrPermission) {
+		return nil, fmt.Errorf("load the socket-selection program: %w", err)
+	}
+	if o.prog, err = loadProgram(o, ebpf.AttachSkReuseportSelect); err != nil {
 		return nil, fmt.Errorf("load the socket-selection program: %w", err)
 	}
 	return o, nil
+}
+
+// loadProgram loads the selection program over o's maps, for attach. In
+// the migrate case (a socket of the group closes, one of its queued
+// connections is to move) the program runs as for a new connection and
+// picks an eligible slot the same way; with none eligible it picks nothing
+// and the kernel's hash chooses among the sockets still listening.
+func loadProgram(o *objects, attach ebpf.AttachType) (*ebpf.Program, error) {
+	return ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "dm_select",
+		Type:         ebpf.SkReuseport,
+		AttachType:   attach,
+		License:      "GPL",
+		Instructions: instructions(o.slots.FD(), o.eligible.FD(), o.state.FD()),
+	})
 }
 
 func (o *objects) close() {
@@ -170,8 +199,9 @@ func fetchAdd(dst, src asm.Register) asm.Instruction {
 }
 
 var (
-	availableOnce sync.Once
-	availableErr  error
+	availableOnce     sync.Once
+	availableErr      error
+	availableMigrates bool
 )
 
 // Available says whether this process can load the socket-selection program
@@ -186,9 +216,18 @@ func Available() error {
 			availableErr = explain(err)
 			return
 		}
+		availableMigrates = o.migrates
 		o.close()
 	})
 	return availableErr
+}
+
+// Migrates says whether the groups this process binds move a closed
+// slot's queue to an eligible slot (Group.Migrates): the program loads as
+// SELECT_OR_MIGRATE. False where it does not load at all.
+func Migrates() bool {
+	Available()
+	return availableMigrates
 }
 
 // explain shortens the usual reasons a load fails to what an operator can act

@@ -292,6 +292,10 @@ func (l *Load) client() {
 	}
 }
 
+// ServedBy reads the pid of the worker that answered, for a client of
+// one's own (see servedBy).
+func ServedBy(h http.Header, body []byte) int { return servedBy(h, body) }
+
 // servedBy reads the pid of the worker that answered: the X-Worker-Pid
 // header, or the example worker's body, "hello from worker 3 (pid 1234,
 // generation 2, up 1s)".
