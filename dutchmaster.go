@@ -34,9 +34,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -131,6 +133,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	logBalance(log, kernel, why, len(listeners))
+	// The recycles' jitter: a seed per master, recorded in the journal.
+	plan.core.Seed = rand.Uint64()
 	system := actors.NewSystem(log)
 	defer system.Shutdown()
 	m := &master{opts: opts, plan: plan, runtime: rt, listeners: listeners}
@@ -144,6 +148,8 @@ func Run(ctx context.Context, opts Options) error {
 	defer ops.close()
 	restarts := make(chan restartRequest)
 	ops.serve(m.cluster, restarts)
+	m.sampleMemory()
+	defer m.stopSampling()
 
 	signals := actors.Signals{Restart: plan.restartSignal}
 	done := ctx.Done()
@@ -189,6 +195,23 @@ type master struct {
 	cluster   *actors.Cluster
 	listeners []*sockets.Listener
 	reloading reloading
+	// sampling: the workers' memory is sampled while MaxMemory is set
+	// (a reload may set or clear it).
+	sampling     atomic.Bool
+	stopSampling func()
+}
+
+// sampleMemory samples the workers' memory for the cluster's recycling,
+// every MemoryInterval, while a MaxMemory is set.
+func (m *master) sampleMemory() {
+	m.sampling.Store(m.plan.core.Recycle.MaxMemory > 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.runtime.SampleMemory(ctx, memoryInterval(m.opts), m.sampling.Load, func(in core.UsageSampled) { m.cluster.Send(in) })
+	}()
+	m.stopSampling = func() { cancel(); <-done }
 }
 
 func runtimeConfig(opts Options, p plan, listeners []*sockets.Listener) osproc.Config {
@@ -197,6 +220,7 @@ func runtimeConfig(opts Options, p plan, listeners []*sockets.Listener) osproc.C
 		StopSignal: opts.StopSignal, BeforeFork: p.beforeFork,
 		LogOutput: opts.LogWorkerOutput, Stdout: opts.Stdout, Stderr: opts.Stderr, Logger: opts.Logger,
 		NodeCluster: p.nodeCluster, EnvClear: opts.EnvClear, EnvAllow: opts.EnvAllow, Credential: p.credential,
+		Watchdog: p.core.Watchdog,
 	}
 }
 

@@ -24,10 +24,10 @@ func buildIndex(v View) *viewIndex {
 	counts := make([]int, size)
 	live := 0
 	for _, w := range v.Workers {
-		switch w.State {
-		case fsm.Listening:
+		switch {
+		case w.Serves():
 			x.listening++
-		case fsm.Forking:
+		case w.State == fsm.Forking:
 			if w.Replacement {
 				x.starting++
 			}
