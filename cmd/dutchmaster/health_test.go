@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,10 +23,25 @@ func healthLoad(addr string, timeout time.Duration) *loadtest.Load {
 // reach the other workers all succeed throughout: every failed request is
 // one that the hung worker took.
 func TestWatchdogHungWorker(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
 	m := startMaster(t, "worker", nil, "--workers", "2", "--listen", "http=tcp://127.0.0.1:0",
-		"--watchdog", "600ms", "--log-worker-output")
+		"--watchdog", "600ms", "--log-worker-output", "--control", sock)
 	addr := m.address()
 	m.waitFor(0, "cluster ready", nil)
+	// ctl status shows each worker's heartbeat age and memory.
+	deadline := time.Now().Add(patience)
+	for beating := 0; beating < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("ctl status shows no heartbeat for the workers")
+		}
+		beating = 0
+		for _, w := range status(t, sock).Workers {
+			if w.HeartbeatAge != nil && w.RSS > 0 {
+				beating++
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	load := healthLoad(addr, 3*time.Second)
 	defer load.Finish()
 	if !load.WaitDone(200, patience) {
