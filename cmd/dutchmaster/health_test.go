@@ -172,3 +172,39 @@ func TestMaxMemoryRecycleBackoff(t *testing.T) {
 	m.waitFor(0, "slot flapping: its workers keep failing", nil)
 	m.stop()
 }
+
+// TestMaxRequestsRecycle: a Go worker given DUTCHMASTER_MAX_REQUESTS
+// counts its requests and asks for its recycle; the workers are replaced
+// one at a time, each successor listening first, and the load sees no
+// failed request.
+func TestMaxRequestsRecycle(t *testing.T) {
+	m := startMaster(t, "worker", nil, "--workers", "2", "--listen", "http=tcp://127.0.0.1:0",
+		"--max-requests", "300", "--max-requests-jitter", "100")
+	addr := m.address()
+	m.waitFor(0, "cluster ready", nil)
+	load := healthLoad(addr, 10*time.Second)
+	defer load.Finish()
+	first, next := m.waitFor(0, "recycling worker", map[string]any{"cause": "max-requests"})
+	m.waitFor(next, "drain", map[string]any{"worker": first.num("worker")})
+	m.waitFor(next, "worker exited", map[string]any{"worker": first.num("worker")})
+	m.waitFor(next, "recycling worker", map[string]any{"cause": "max-requests"})
+	load.Finish()
+	if failed := load.FailedCount(); failed != 0 {
+		t.Errorf("%d of %d requests failed during the recycles: %+v", failed, load.DoneCount(), load.Failures)
+	}
+	// Never two at once: each recycle began after the one before ended.
+	var running int
+	for _, e := range m.events() {
+		switch e.str("message") {
+		case "recycling worker":
+			if running++; running > 1 {
+				t.Fatal("two recycles at once")
+			}
+		case "worker exited":
+			if e.str("was") == "draining" {
+				running = max(running-1, 0)
+			}
+		}
+	}
+	m.stop()
+}
