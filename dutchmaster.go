@@ -61,6 +61,8 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	// The recycles' jitter: a seed per master, which the journal records.
+	plan.core.Seed = rand.Uint64()
 	// Signals are taken before anything is created, so that a stop during
 	// start-up is a graceful stop, not a default death that leaves the pid
 	// file and sockets behind; they queue until the loop below reads them.
@@ -133,8 +135,6 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	logBalance(log, kernel, why, len(listeners))
-	// The recycles' jitter: a seed per master, recorded in the journal.
-	plan.core.Seed = rand.Uint64()
 	system := actors.NewSystem(log)
 	defer system.Shutdown()
 	m := &master{opts: opts, plan: plan, runtime: rt, listeners: listeners}

@@ -140,7 +140,8 @@ func (c *Cluster) sampled(in UsageSampled) {
 			continue
 		}
 		w.RSS = s.RSS
-		if r.MaxMemory <= 0 || w.State != fsm.Listening || w.Hung || w.Recycling || w.RecycleCause != "" {
+		if r.MaxMemory <= 0 || !w.Serves() || w.Recycling || w.RecycleCause != "" || c.due(w) {
+			// Nothing to watch, or its replacement is on the way already.
 			continue
 		}
 		w.samples++

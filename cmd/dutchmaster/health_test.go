@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -207,4 +208,35 @@ func TestMaxRequestsRecycle(t *testing.T) {
 		}
 	}
 	m.stop()
+}
+
+// TestRecordReplayHealth: the journal of a master with a watchdog and
+// recycling records the heartbeats, the memory samples and the seed of the
+// jitter, and `dutchmaster replay` reproduces every decision, the limits
+// drawn at each fork and the recycle included.
+func TestRecordReplayHealth(t *testing.T) {
+	journal := filepath.Join(t.TempDir(), "health.jsonl")
+	m := startMaster(t, "worker", nil, "--record", journal, "--workers", "2", "--listen", "http=tcp://127.0.0.1:0",
+		"--watchdog", "600ms", "--max-memory", "120M", "--memory-interval", "100ms", "--max-memory-jitter", "300ms",
+		"--max-lifetime", "1h", "--max-requests", "100000")
+	addr := m.address()
+	m.waitFor(0, "cluster ready", nil)
+	if _, err := get(addr, "/grow?mb=160"); err != nil {
+		t.Fatal(err)
+	}
+	m.waitFor(0, "restart complete", map[string]any{"source": "recycle memory"})
+	m.stop()
+	data, err := os.ReadFile(journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"seed":`, `"type":"WorkerHeartbeat"`, `"type":"UsageSampled"`, `"type":"Recycled"`,
+		`"max_requests":`, `"kind":"lifetime"`} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("journal lacks %s", want)
+		}
+	}
+	if r := runDutchmaster(t, 0, "replay", journal); r.code != 0 || !strings.HasPrefix(r.stdout, journal+": the same decisions: ") {
+		t.Fatalf("replay: %s", r)
+	}
 }
