@@ -217,7 +217,7 @@ func TestMaxRequestsRecycle(t *testing.T) {
 func TestRecordReplayHealth(t *testing.T) {
 	journal := filepath.Join(t.TempDir(), "health.jsonl")
 	m := startMaster(t, "worker", nil, "--record", journal, "--workers", "2", "--listen", "http=tcp://127.0.0.1:0",
-		"--watchdog", "600ms", "--max-memory", "120M", "--memory-interval", "100ms", "--max-memory-jitter", "300ms",
+		"--watchdog", "3s", "--max-memory", "120M", "--memory-interval", "100ms", "--max-memory-jitter", "300ms",
 		"--max-lifetime", "1h", "--max-requests", "100000")
 	addr := m.address()
 	m.waitFor(0, "cluster ready", nil)
