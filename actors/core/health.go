@@ -43,15 +43,26 @@ func (c *Cluster) jitterInt(n int) int {
 	return c.rng.IntN(n + 1)
 }
 
-// listeningHealth starts watching a worker that just began to listen,
-// and ends the hung workers it succeeds in its slot.
+// listeningHealth starts watching a worker that just began to listen.
 func (c *Cluster) listeningHealth(w *Worker) {
 	if c.cfg.Watchdog > 0 {
 		c.emit(SetTimer{Timer: Timer{Kind: WatchdogTime, Worker: w.ID}, After: c.cfg.Watchdog})
 	}
+}
+
+// abortServedHung ends each hung worker whose slot another worker serves
+// now: its successor, or an older worker still there (blue-green keeps
+// one until the new generation is complete).
+func (c *Cluster) abortServedHung() {
 	for _, x := range c.workers {
-		if x.Slot == w.Slot && x.ID < w.ID && x.Hung && x.State == fsm.Listening {
-			c.drain(x, "replaced by "+w.ID.String())
+		if !x.Hung || x.State != fsm.Listening {
+			continue
+		}
+		for _, by := range c.workers {
+			if by.Slot == x.Slot && by.Serves() {
+				c.drain(x, "hung; "+by.ID.String()+" serves its slot")
+				break
+			}
 		}
 	}
 }
@@ -102,6 +113,8 @@ func (c *Cluster) hung(w *Worker, why string) {
 		return
 	}
 	c.slotFailed(w.Slot)
+	// reconcile forks its successor, or aborts it at once when another
+	// worker serves its slot already (abortServedHung).
 }
 
 // abortHung ends a hung worker: SIGABRT, and SIGKILL after AbortTimeout.

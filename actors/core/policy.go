@@ -40,8 +40,8 @@ type Step struct {
 	Abort string
 }
 
-// LiveBySlot lists each active slot's live workers (forking or listening),
-// oldest first.
+// LiveBySlot lists each active slot's live workers (forking or listening,
+// not hung), oldest first.
 func (v View) LiveBySlot() map[int][]Worker {
 	x := v.index()
 	out := make(map[int][]Worker, len(v.Slots))

@@ -21,6 +21,7 @@ func (c *Cluster) reconcile() {
 	if !c.started || c.stopping {
 		return
 	}
+	c.abortServedHung()
 	c.fillEmptySlots()
 	c.drainRetiredSlots()
 	// A proposal that marks workers or ends a rollout changes what the
@@ -164,7 +165,7 @@ func (c *Cluster) forkRefusal(i int) string {
 	}
 	var newest *Worker
 	for _, w := range c.workers {
-		if w.Slot == i && w.State.Live() {
+		if w.Slot == i && w.State.Live() && !w.Hung {
 			if w.State == fsm.Forking {
 				return "a worker is already starting in it"
 			}

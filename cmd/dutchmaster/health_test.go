@@ -60,7 +60,7 @@ func TestWatchdogHungWorker(t *testing.T) {
 	fork, _ := m.waitFor(next, "fork", map[string]any{"slot": missed.num("slot")})
 	_, listened := m.waitFor(next, "worker listening", map[string]any{"worker": fork.num("worker")})
 	abort, aborted := m.waitFor(next, "abort", map[string]any{"worker": hungID})
-	if abort.str("reason") != "replaced by w"+strconv.Itoa(fork.num("worker")) {
+	if abort.str("reason") != "hung; w"+strconv.Itoa(fork.num("worker"))+" serves its slot" {
 		t.Errorf("abort reason %q, want the successor's name", abort.str("reason"))
 	}
 	if aborted < listened {
