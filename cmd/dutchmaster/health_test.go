@@ -26,7 +26,7 @@ func healthLoad(addr string, timeout time.Duration) *loadtest.Load {
 func TestWatchdogHungWorker(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
 	m := startMaster(t, "worker", nil, "--workers", "2", "--listen", "http=tcp://127.0.0.1:0",
-		"--watchdog", "600ms", "--log-worker-output", "--control", sock)
+		"--watchdog", "1500ms", "--log-worker-output", "--control", sock)
 	addr := m.address()
 	m.waitFor(0, "cluster ready", nil)
 	// ctl status shows each worker's heartbeat age and memory.
@@ -39,6 +39,7 @@ func TestWatchdogHungWorker(t *testing.T) {
 		for _, w := range status(t, sock).Workers {
 			if w.HeartbeatAge != nil && w.RSS > 0 {
 				beating++
+				t.Logf("w%d: rss %d, heartbeat %.2fs ago", w.ID, w.RSS, *w.HeartbeatAge)
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
