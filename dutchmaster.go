@@ -34,9 +34,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -59,6 +61,8 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	// The recycles' jitter: a seed per master, which the journal records.
+	plan.core.Seed = rand.Uint64()
 	// Signals are taken before anything is created, so that a stop during
 	// start-up is a graceful stop, not a default death that leaves the pid
 	// file and sockets behind; they queue until the loop below reads them.
@@ -148,6 +152,8 @@ func Run(ctx context.Context, opts Options) error {
 	defer ops.close()
 	restarts := make(chan restartRequest)
 	ops.serve(m.cluster, restarts)
+	m.sampleMemory()
+	defer m.stopSampling()
 
 	signals := actors.Signals{Restart: plan.restartSignal}
 	done := ctx.Done()
@@ -193,6 +199,23 @@ type master struct {
 	cluster   *actors.Cluster
 	listeners []*sockets.Listener
 	reloading reloading
+	// sampling: the workers' memory is sampled while MaxMemory is set
+	// (a reload may set or clear it).
+	sampling     atomic.Bool
+	stopSampling func()
+}
+
+// sampleMemory samples the workers' memory for the cluster's recycling,
+// every MemoryInterval, while a MaxMemory is set.
+func (m *master) sampleMemory() {
+	m.sampling.Store(m.plan.core.Recycle.MaxMemory > 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.runtime.SampleMemory(ctx, memoryInterval(m.opts), m.sampling.Load, func(in core.UsageSampled) { m.cluster.Send(in) })
+	}()
+	m.stopSampling = func() { cancel(); <-done }
 }
 
 func runtimeConfig(opts Options, p plan, listeners []*sockets.Listener) osproc.Config {
@@ -201,6 +224,7 @@ func runtimeConfig(opts Options, p plan, listeners []*sockets.Listener) osproc.C
 		StopSignal: opts.StopSignal, BeforeFork: p.beforeFork,
 		LogOutput: opts.LogWorkerOutput, Stdout: opts.Stdout, Stderr: opts.Stderr, Logger: opts.Logger,
 		NodeCluster: p.nodeCluster, NodePreload: p.nodePreload, NodeGrace: p.nodeGrace, EnvClear: opts.EnvClear, EnvAllow: opts.EnvAllow, Credential: p.credential,
+		Watchdog: p.core.Watchdog,
 	}
 }
 

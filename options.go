@@ -65,6 +65,33 @@ type Options struct {
 	// Backoff spaces the re-forks of a slot whose workers keep failing
 	// (defaults 500 ms, doubling up to 30 s, reset after 60 s up).
 	Backoff Backoff
+	// Watchdog, when positive, is how often each worker must prove it is
+	// alive once it listens: WATCHDOG=1 on NOTIFY_SOCKET or
+	// {"event":"heartbeat"} on its IPC channel (it gets WATCHDOG_USEC and
+	// WATCHDOG_PID). A worker that misses it is hung: it stops counting
+	// as serving, a successor is forked into its slot, and once that one
+	// listens it gets SIGABRT, then SIGKILL after 5 s. Default: none.
+	Watchdog time.Duration
+	// MaxMemory, when positive, recycles a worker whose processes' resident
+	// memory (bytes) was above it in MemorySamples samples in a row, taken
+	// every MemoryInterval (default 2 s), after a random wait up to
+	// MaxMemoryJitter (default 5 s). Default: none.
+	MaxMemory       int64
+	MemoryInterval  time.Duration
+	MaxMemoryJitter time.Duration
+	// MaxLifetime, when positive, recycles a worker that long after its
+	// fork, plus a random part up to MaxLifetimeJitter (default a tenth
+	// of MaxLifetime). Default: none.
+	MaxLifetime       time.Duration
+	MaxLifetimeJitter time.Duration
+	// MaxRequests, when positive, is given to each worker as
+	// DUTCHMASTER_MAX_REQUESTS, plus a random part up to
+	// MaxRequestsJitter (default a tenth of MaxRequests); the worker asks
+	// for its recycle once it served that many. Default: none.
+	MaxRequests       int
+	MaxRequestsJitter int
+	// RecycleConcurrency is how many recycles may run at once. Default 1.
+	RecycleConcurrency int
 	// WorkerProtocol is how workers get their sockets: fds (LISTEN_FDS),
 	// node-cluster (Node's cluster primary protocol) or auto (the default:
 	// node-cluster when the command is node, fds otherwise).
@@ -288,7 +315,11 @@ func prepare(opts Options) (plan, error) {
 	case opts.MaxSurge < 0:
 		return p, fieldErr("MaxSurge", "Options.MaxSurge %d: must not be negative", opts.MaxSurge)
 	}
-	p.core = core.Config{MaxSurge: opts.MaxSurge, KillTimeout: opts.KillTimeout, ReadyTimeout: opts.ReadyTimeout, Backoff: opts.Backoff}.WithDefaults()
+	if err := checkHealth(opts); err != nil {
+		return p, err
+	}
+	p.core = core.Config{MaxSurge: opts.MaxSurge, KillTimeout: opts.KillTimeout, ReadyTimeout: opts.ReadyTimeout, Backoff: opts.Backoff,
+		Watchdog: opts.Watchdog, Recycle: recycle(opts)}.WithDefaults()
 	if p.ready.Source == actors.ReadyTimer && p.ready.After >= p.core.ReadyTimeout {
 		return p, fieldErr("Ready", "Options.Ready %s: the timer must be shorter than Options.ReadyTimeout (%s), or every worker is killed as not ready", p.ready, p.core.ReadyTimeout)
 	}
@@ -353,6 +384,61 @@ func prepare(opts Options) (plan, error) {
 		return p, fieldErr("Balance", "Options.Balance %q: want auto, kernel, round-robin or shared", opts.Balance)
 	}
 	return p, nil
+}
+
+// DefaultMemoryInterval and DefaultMaxMemoryJitter apply when
+// Options.MaxMemory is set and they are not.
+const (
+	DefaultMemoryInterval  = 2 * time.Second
+	DefaultMaxMemoryJitter = 5 * time.Second
+)
+
+// checkHealth checks the watchdog and recycling options.
+func checkHealth(opts Options) error {
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"Watchdog", opts.Watchdog}, {"MemoryInterval", opts.MemoryInterval}, {"MaxMemoryJitter", opts.MaxMemoryJitter},
+		{"MaxLifetime", opts.MaxLifetime}, {"MaxLifetimeJitter", opts.MaxLifetimeJitter}} {
+		if f.v < 0 {
+			return fieldErr(f.name, "Options.%s %s: must not be negative", f.name, f.v)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"MaxMemory", opts.MaxMemory}, {"MaxRequests", int64(opts.MaxRequests)}, {"MaxRequestsJitter", int64(opts.MaxRequestsJitter)},
+		{"RecycleConcurrency", int64(opts.RecycleConcurrency)}} {
+		if f.v < 0 {
+			return fieldErr(f.name, "Options.%s %d: must not be negative", f.name, f.v)
+		}
+	}
+	if opts.Watchdog > 0 && opts.Watchdog < 100*time.Millisecond {
+		return fieldErr("Watchdog", "Options.Watchdog %s: at least 100ms (a worker sends a heartbeat several times per period)", opts.Watchdog)
+	}
+	return nil
+}
+
+// recycle is the core's recycling configuration of opts.
+func recycle(opts Options) core.Recycle {
+	r := core.Recycle{
+		MaxMemory: opts.MaxMemory, MemoryJitter: opts.MaxMemoryJitter,
+		MaxLifetime: opts.MaxLifetime, LifetimeJitter: opts.MaxLifetimeJitter,
+		MaxRequests: opts.MaxRequests, RequestsJitter: opts.MaxRequestsJitter,
+		Concurrency: opts.RecycleConcurrency,
+	}
+	if r.MaxMemory > 0 && r.MemoryJitter == 0 {
+		r.MemoryJitter = DefaultMaxMemoryJitter
+	}
+	return r
+}
+
+// memoryInterval is how often the workers' memory is sampled.
+func memoryInterval(opts Options) time.Duration {
+	if opts.MemoryInterval > 0 {
+		return opts.MemoryInterval
+	}
+	return DefaultMemoryInterval
 }
 
 // policy resolves the restart policy: a custom one, or a built-in by name.

@@ -160,6 +160,7 @@ func (m *master) apply(res reloadResult) error {
 	m.opts, m.plan = next, plan
 	m.runtime.Reconfigure(runtimeConfig(next, plan, m.listeners))
 	m.cluster.Reconfigure(actors.Reconfigure{Workers: plan.workers, Core: plan.core, Ready: plan.ready, Drain: plan.drain})
+	m.sampling.Store(plan.core.Recycle.MaxMemory > 0)
 	log.Info().Str("policy", plan.core.Policy.Name()).Msg("configuration reloaded")
 	return nil
 }

@@ -29,6 +29,7 @@ func (r *promptRuntime) Fork(spec WorkerSpec, events func(any)) {
 
 func (r *promptRuntime) Drain(id core.WorkerID, _ DrainMethod) { r.exit(id) }
 func (r *promptRuntime) Kill(id core.WorkerID)                 { r.exit(id) }
+func (r *promptRuntime) Abort(id core.WorkerID)                { r.exit(id) }
 
 func (r *promptRuntime) exit(id core.WorkerID) {
 	r.mu.Lock()

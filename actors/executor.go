@@ -103,13 +103,15 @@ func (e *Executor) execute(d core.Decision, h ClusterHost) {
 		// No pid yet: the process is made after this line.
 		log.Info().Int(FieldWorker, int(d.Worker)).Int(FieldSlot, d.Slot).Int(FieldGeneration, d.Generation).
 			Str(FieldState, string(fsm.Forking)).Bool("replacement", d.Replacement).Msg("fork")
-		spec := WorkerSpec{ID: d.Worker, Slot: d.Slot, Generation: d.Generation}
+		spec := WorkerSpec{ID: d.Worker, Slot: d.Slot, Generation: d.Generation, MaxRequests: d.MaxRequests}
 		wlog := log.With().Int(FieldWorker, int(d.Worker)).Int(FieldSlot, d.Slot).Int(FieldGeneration, d.Generation).Logger()
 		h.StartWorker(NewWorkerMachine(spec, e.opts.Ready, e.opts.Drain, wlog))
 	case core.Drain:
 		e.order(d.Worker, "drain", d.Reason, DrainOrder{d.Reason}, h)
 	case core.Kill:
 		e.order(d.Worker, "kill", d.Reason, KillOrder{d.Reason}, h)
+	case core.Abort:
+		e.order(d.Worker, "abort", d.Reason, AbortOrder{d.Reason}, h)
 	case core.SetTimer:
 		e.timers.Set(d, h.FireTimer)
 	case core.Stopped:
@@ -149,6 +151,8 @@ func (m *WorkerMachine) Apply(msg any, rt Runtime, clock Clock, h WorkerHost) {
 			rt.Drain(m.Spec.ID, e.How)
 		case RuntimeKill:
 			rt.Kill(m.Spec.ID)
+		case RuntimeAbort:
+			rt.Abort(m.Spec.ID)
 		case StartReadyTimer:
 			clock.AfterFunc(e.After, func() { h.Deliver(ReadyTimerFired{}) })
 		case Finished:

@@ -21,6 +21,10 @@ type Runtime interface {
 	Drain(id core.WorkerID, how DrainMethod)
 	// Kill ends the worker at once (SIGKILL to its process group).
 	Kill(id core.WorkerID)
+	// Abort sends SIGABRT to a hung worker's process (not its group):
+	// a Go or Node.js program writes its stacks and dies. A Kill follows
+	// if it does not.
+	Abort(id core.WorkerID)
 }
 
 // WorkerSpec is what the runtime needs to know to start one worker.
@@ -28,6 +32,9 @@ type WorkerSpec struct {
 	ID         core.WorkerID
 	Slot       int
 	Generation int
+	// MaxRequests is the worker's request limit (DUTCHMASTER_MAX_REQUESTS);
+	// 0: none.
+	MaxRequests int
 }
 
 // Clock is the second port: time, and timers that deliver messages.

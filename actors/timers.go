@@ -27,6 +27,9 @@ func (ts *WorkerTimers) Set(d core.SetTimer, fire func(core.Timer)) {
 	t := d.Timer
 	stop := ts.clock.AfterFunc(d.After, func() { fire(t) })
 	if t.Worker != 0 {
+		if earlier, ok := ts.pending[t]; ok {
+			earlier() // pushed back (an extended ready timeout)
+		}
 		ts.pending[t] = stop
 	}
 }
@@ -40,8 +43,9 @@ func (ts *WorkerTimers) Stepped(in core.Input) {
 	case core.WorkerListening:
 		ts.stop(core.Timer{Kind: core.ReadyTimeout, Worker: in.Worker})
 	case core.WorkerExited:
-		ts.stop(core.Timer{Kind: core.ReadyTimeout, Worker: in.Worker})
-		ts.stop(core.Timer{Kind: core.KillTimeout, Worker: in.Worker})
+		for _, k := range []core.TimerKind{core.ReadyTimeout, core.KillTimeout, core.WatchdogTime, core.AbortTimeout, core.LifetimeEnd, core.RecycleDue} {
+			ts.stop(core.Timer{Kind: k, Worker: in.Worker})
+		}
 	}
 }
 

@@ -18,6 +18,8 @@ type (
 	DrainOrder struct{ Reason string }
 	// KillOrder ends the worker at once.
 	KillOrder struct{ Reason string }
+	// AbortOrder ends a hung worker with SIGABRT.
+	AbortOrder struct{ Reason string }
 	// ReadyTimerFired arrives in timer ready mode once the worker has
 	// lived long enough.
 	ReadyTimerFired struct{}
@@ -29,6 +31,8 @@ type (
 	RuntimeDrain struct{ How DrainMethod }
 	// RuntimeKill: call Runtime.Kill.
 	RuntimeKill struct{}
+	// RuntimeAbort: call Runtime.Abort.
+	RuntimeAbort struct{}
 	// StartReadyTimer: deliver ReadyTimerFired after the duration.
 	StartReadyTimer struct{ After time.Duration }
 	// Finished: the worker is killed; its host may stop.
@@ -92,9 +96,7 @@ func (m *WorkerMachine) Handle(msg any) []any {
 	case Online:
 		m.spokeIPC = true
 	case Notify:
-		if wire.ParseNotify(msg.Payload).Ready() {
-			return m.becameReady(ReadyNotify)
-		}
+		return m.onNotify(msg)
 	case ReadyTimerFired:
 		return m.becameReady(ReadyTimer)
 	case Exited:
@@ -108,6 +110,16 @@ func (m *WorkerMachine) Handle(msg any) []any {
 			return nil
 		}
 		return []any{RuntimeDrain{How: m.drain.resolve(m.spokeIPC)}, core.WorkerDraining{Worker: id}}
+	case AbortOrder:
+		if m.life.State() == fsm.Killed {
+			return nil
+		}
+		var out []any
+		if m.life.Can(fsm.Drain) {
+			_, _ = m.life.Drain()
+			out = append(out, core.WorkerDraining{Worker: id})
+		}
+		return append(out, RuntimeAbort{})
 	case KillOrder:
 		if m.life.State() == fsm.Killed {
 			return nil
@@ -135,7 +147,9 @@ func (m *WorkerMachine) onIPC(msg IPC) []any {
 	case wire.KindReady:
 		return m.becameReady(ReadyIPC)
 	case wire.KindRequestRestart:
-		return []any{core.WorkerRestartRequested{Worker: m.Spec.ID}}
+		return []any{core.WorkerRestartRequested{Worker: m.Spec.ID, Reason: wm.Reason}}
+	case wire.KindHeartbeat:
+		return []any{core.WorkerHeartbeat{Worker: m.Spec.ID}}
 	case wire.KindMalformed:
 		if m.ignore() {
 			m.logAt(zerolog.WarnLevel).Int("bytes", len(msg.Line)).Int("ignored", m.ignored).Msg("malformed IPC message ignored")
@@ -147,6 +161,30 @@ func (m *WorkerMachine) onIPC(msg IPC) []any {
 	}
 	return nil
 }
+
+// onNotify reads one sd_notify datagram: readiness, and the watchdog's
+// messages (a datagram may carry several).
+func (m *WorkerMachine) onNotify(msg Notify) []any {
+	n := wire.ParseNotify(msg.Payload)
+	var out []any
+	if n.Ready() {
+		out = append(out, m.becameReady(ReadyNotify)...)
+	}
+	if n.Watchdog() {
+		out = append(out, core.WorkerHeartbeat{Worker: m.Spec.ID})
+	}
+	if n.WatchdogTrigger() {
+		out = append(out, core.WatchdogTriggered{Worker: m.Spec.ID})
+	}
+	if us, ok := n.ExtendTimeout(); ok && m.life.State() == fsm.Forking {
+		by := time.Duration(min(us, uint64(maxExtend/time.Microsecond))) * time.Microsecond
+		out = append(out, core.ReadyTimeoutExtended{Worker: m.Spec.ID, By: by})
+	}
+	return out
+}
+
+// maxExtend bounds one EXTEND_TIMEOUT_USEC: a day is more than any boot.
+const maxExtend = 24 * time.Hour
 
 // ignore counts one ignored line and says whether to log it.
 func (m *WorkerMachine) ignore() bool {

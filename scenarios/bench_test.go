@@ -31,6 +31,7 @@ func (r *eagerRuntime) Fork(spec actors.WorkerSpec, events func(any)) {
 
 func (r *eagerRuntime) Drain(id core.WorkerID, _ actors.DrainMethod) { r.exit(id) }
 func (r *eagerRuntime) Kill(id core.WorkerID)                        { r.exit(id) }
+func (r *eagerRuntime) Abort(id core.WorkerID)                       { r.exit(id) }
 
 func (r *eagerRuntime) exit(id core.WorkerID) {
 	r.mu.Lock()

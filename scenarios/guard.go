@@ -68,6 +68,13 @@ func (g *Guard) Observe(_ time.Time, in core.Input, out []core.Decision) {
 			g.required[d.Worker] = g.requiredNow()
 		case core.Kill:
 			g.required[d.Worker] = g.requiredNow()
+		case core.Abort:
+			g.required[d.Worker] = g.requiredNow()
+		case core.WatchdogMissed:
+			// A hung process answers nothing: it stops counting at once.
+			if p := g.rt.procs[d.Worker]; p != nil {
+				p.Hung = true
+			}
 		}
 	}
 }
@@ -124,7 +131,7 @@ func (g *Guard) Check(v core.View, maxSurge int) []string {
 			out = append(out, fmt.Sprintf("%s is in the cluster's view but was never forked", w.ID))
 		case p.Exited:
 			out = append(out, fmt.Sprintf("%s exited but the cluster still counts it as %s", w.ID, w.State))
-		case w.State == fsm.Listening && !p.Serving():
+		case w.State == fsm.Listening && !p.Serving() && !(w.Hung && p.Hung):
 			out = append(out, fmt.Sprintf("%s is listening in the cluster's view but not serving", w.ID))
 		case w.State == fsm.Draining && !p.Stopping:
 			out = append(out, fmt.Sprintf("%s is draining in the cluster's view but was never asked to stop", w.ID))

@@ -166,6 +166,20 @@ func (h *Harness) run(td *datadriven.TestData) error {
 		h.Send(core.ReplaceWorker{Worker: id, Source: "ctl"})
 	case "settle":
 		return h.SettleWorkers()
+	case "heartbeat":
+		return h.heartbeat(td)
+	case "notify":
+		// notify wN with the datagram's lines as input
+		if len(td.CmdArgs) != 1 {
+			return fmt.Errorf("notify takes one worker")
+		}
+		id, err := parseWorker(td.CmdArgs[0].Key)
+		if err != nil {
+			return err
+		}
+		return h.Deliver(id, actors.Notify{Payload: td.Input})
+	case "sample":
+		return h.sample(td)
 	case "status":
 	default:
 		return fmt.Errorf("unknown directive %q", td.Cmd)
@@ -216,6 +230,26 @@ func (h *Harness) start(td *datadriven.TestData) error {
 			policy = v
 		case "canary-soak":
 			params.CanarySoak, err = time.ParseDuration(v)
+		case "watchdog":
+			opts.Core.Watchdog, err = time.ParseDuration(v)
+		case "abort-timeout":
+			opts.Core.AbortTimeout, err = time.ParseDuration(v)
+		case "max-memory":
+			opts.Core.Recycle.MaxMemory, err = parseSize(v)
+		case "memory-samples":
+			opts.Core.Recycle.MemorySamples, err = strconv.Atoi(v)
+		case "memory-jitter":
+			opts.Core.Recycle.MemoryJitter, err = time.ParseDuration(v)
+		case "max-lifetime":
+			opts.Core.Recycle.MaxLifetime, err = time.ParseDuration(v)
+		case "lifetime-jitter":
+			opts.Core.Recycle.LifetimeJitter, err = time.ParseDuration(v)
+		case "max-requests":
+			opts.Core.Recycle.MaxRequests, err = strconv.Atoi(v)
+		case "recycle-concurrency":
+			opts.Core.Recycle.Concurrency, err = strconv.Atoi(v)
+		case "seed":
+			opts.Core.Seed, err = strconv.ParseUint(v, 10, 64)
 		default:
 			err = fmt.Errorf("unknown argument")
 		}
@@ -286,6 +320,67 @@ func (h *Harness) message(td *datadriven.TestData) error {
 	return nil
 }
 
+// heartbeat w1 w2 [via=notify]: the workers prove they are alive, over
+// IPC ({"event":"heartbeat"}) or sd_notify (WATCHDOG=1).
+func (h *Harness) heartbeat(td *datadriven.TestData) error {
+	var msg any = actors.IPC{Line: []byte(`{"event":"heartbeat"}`)}
+	for _, a := range td.CmdArgs {
+		if a.Key == "via" && first(a.Vals) == actors.ReadyNotify {
+			msg = actors.Notify{Payload: "WATCHDOG=1"}
+		}
+	}
+	for _, a := range td.CmdArgs {
+		if a.Key == "via" {
+			continue
+		}
+		id, err := parseWorker(a.Key)
+		if err != nil {
+			return err
+		}
+		if err := h.Deliver(id, msg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sample w1=600M w2=100M: one round of memory samples, as the runtime's
+// sampler sends it.
+func (h *Harness) sample(td *datadriven.TestData) error {
+	var in core.UsageSampled
+	for _, a := range td.CmdArgs {
+		id, err := parseWorker(a.Key)
+		if err != nil {
+			return err
+		}
+		rss, err := parseSize(first(a.Vals))
+		if err != nil {
+			return fmt.Errorf("sample %s=%s: %v", a.Key, first(a.Vals), err)
+		}
+		in.Samples = append(in.Samples, core.RSSSample{Worker: id, RSS: rss})
+	}
+	h.Send(in)
+	return nil
+}
+
+// parseSize reads 600M, 2G, 512K (powers of 1024) or a byte count.
+func parseSize(s string) (int64, error) {
+	shift := 0
+	switch {
+	case strings.HasSuffix(s, "K"):
+		shift = 10
+	case strings.HasSuffix(s, "M"):
+		shift = 20
+	case strings.HasSuffix(s, "G"):
+		shift = 30
+	}
+	if shift > 0 {
+		s = s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n << shift, err
+}
+
 func (h *Harness) exit(td *datadriven.TestData) error {
 	var e actors.Exited
 	var ids []core.WorkerID
@@ -348,6 +443,18 @@ func status(v core.View) string {
 		fmt.Fprintf(&b, "%s slot=%d generation=%d %s", w.ID, w.Slot, w.Generation, w.State)
 		if w.RestartRequested {
 			b.WriteString(" restart-requested")
+		}
+		if w.Hung {
+			b.WriteString(" hung")
+		}
+		if w.Recycling {
+			b.WriteString(" recycling=" + w.RecycleCause)
+		}
+		if w.MaxRequests > 0 {
+			fmt.Fprintf(&b, " max-requests=%d", w.MaxRequests)
+		}
+		if !w.LifetimeEnd.IsZero() {
+			fmt.Fprintf(&b, " lifetime-end=%s", w.LifetimeEnd.Sub(Epoch))
 		}
 		b.WriteString("\n")
 	}

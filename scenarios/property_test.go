@@ -132,6 +132,7 @@ func runSequence(t *rapid.T, d *Driver, newHost func(actors.Options) Host) {
 	opts.Core.ReadyTimeout = time.Duration(rapid.IntRange(1, 60).Draw(t, "ready-timeout-s")) * time.Second
 	opts.Drain = rapid.SampledFrom([]actors.DrainMethod{actors.DrainAuto, actors.DrainIPC, actors.DrainSignal, actors.DrainBoth}).Draw(t, "drain")
 	opts.Core.Policy = drawPolicy(t, opts.Core.MaxSurge)
+	drawHealth(t, &opts.Core)
 	d.Start(opts, newHost)
 	stopped := false
 	check := func(what string) {
@@ -154,6 +155,24 @@ func runSequence(t *rapid.T, d *Driver, newHost func(actors.Options) Host) {
 		d.Send(core.Reconfigure{Config: cfg})
 	}
 	converge(t, d, stopped)
+}
+
+// drawHealth turns the watchdog and the recycling limits on, or not.
+func drawHealth(t *rapid.T, cfg *core.Config) {
+	if rapid.Bool().Draw(t, "watchdog") {
+		cfg.Watchdog = time.Duration(rapid.IntRange(5, 30).Draw(t, "watchdog-s")) * time.Second
+		cfg.AbortTimeout = time.Duration(rapid.IntRange(1, 10).Draw(t, "abort-timeout-s")) * time.Second
+	}
+	if rapid.Bool().Draw(t, "recycle") {
+		cfg.Recycle = core.Recycle{
+			MaxMemory: 100, MemorySamples: rapid.IntRange(1, 3).Draw(t, "memory-samples"),
+			MemoryJitter: time.Duration(rapid.IntRange(0, 5000).Draw(t, "memory-jitter-ms")) * time.Millisecond,
+			MaxLifetime:  time.Duration(rapid.IntRange(0, 120).Draw(t, "lifetime-s")) * time.Second,
+			MaxRequests:  rapid.IntRange(0, 100).Draw(t, "max-requests"),
+			Concurrency:  rapid.IntRange(1, 3).Draw(t, "recycle-concurrency"),
+		}
+		cfg.Seed = rapid.Uint64().Draw(t, "recycle-seed")
+	}
 }
 
 // drawPolicy picks a built-in policy or a random one.
@@ -257,7 +276,26 @@ func step(t *rapid.T, d *Driver, stopped *bool) string {
 	case action < 61:
 		d.Send(core.ScaleBy{Delta: rapid.SampledFrom([]int{-1, 1}).Draw(t, "delta"), Source: "scale"})
 		return "scale"
+	case action < 61+1:
+		// The health inputs: heartbeats, a trigger, a boot's extension,
+		// memory samples (the limit is 100 bytes), a max-requests recycle.
+		if id, ok := pick("health", func(p Process, _ core.Worker, _ bool) bool { return p.PID != 0 }); ok {
+			msg := rapid.SampledFrom([]any{
+				actors.IPC{Line: []byte(`{"event":"heartbeat"}`)}, actors.Notify{Payload: "WATCHDOG=1"},
+				actors.Notify{Payload: "WATCHDOG=trigger"}, actors.Notify{Payload: "EXTEND_TIMEOUT_USEC=90000000"},
+				actors.IPC{Line: []byte(`{"event":"request-restart","reason":"max-requests"}`)},
+			}).Draw(t, "health-message")
+			_ = d.Deliver(id, msg)
+			return fmt.Sprintf("health %s %v", id, msg)
+		}
 	case action < 63:
+		var in core.UsageSampled
+		for _, w := range d.Host.View().Workers {
+			in.Samples = append(in.Samples, core.RSSSample{Worker: w.ID, RSS: int64(rapid.IntRange(0, 200).Draw(t, "rss"))})
+		}
+		d.Send(in)
+		return "sample"
+	case action < 64:
 		if id, ok := pick("talker", func(p Process, _ core.Worker, _ bool) bool { return p.PID != 0 }); ok {
 			line := rapid.SampledFrom([]string{`{"event":"nope"}`, `garbage`, `"ready"`, `{"event":"ready"}`, `[1,2]`}).Draw(t, "line")
 			_ = d.Deliver(id, actors.IPC{Line: []byte(line)})
@@ -292,7 +330,7 @@ func converge(t *rapid.T, d *Driver, stopped bool) {
 	d.Runtime.mu.Lock()
 	d.Runtime.failForks = nil
 	d.Runtime.mu.Unlock()
-	for range 200 {
+	for range 2000 {
 		if err := d.SettleWorkers(); err != nil {
 			t.Fatal(err)
 		}
@@ -319,6 +357,16 @@ func converge(t *rapid.T, d *Driver, stopped bool) {
 		if !ok {
 			t.Fatalf("stuck with no timer pending: %s", status(d.Host.View()))
 		}
+		// Well-behaved workers keep their watchdog fed: a heartbeat every
+		// third of the period.
+		for _, w := range v.Workers {
+			if w.State == fsm.Listening && !w.Hung {
+				_ = d.Deliver(w.ID, actors.IPC{Line: []byte(`{"event":"heartbeat"}`)})
+			}
+		}
+		if wd := d.Opts.Core.Watchdog; wd > 0 {
+			next = min(next, wd/3)
+		}
 		d.Advance(next)
 	}
 	t.Fatalf("did not converge: %s", status(d.Host.View()))
@@ -332,8 +380,8 @@ func converged(v core.View) (bool, string) {
 		return false, fmt.Sprintf("%d workers", len(v.Workers))
 	}
 	for _, w := range v.Workers {
-		if w.State != fsm.Listening {
-			return false, "not all listening"
+		if !w.Serves() {
+			return false, "not all serving"
 		}
 	}
 	for _, w := range v.Workers {

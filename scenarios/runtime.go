@@ -31,12 +31,14 @@ type Process struct {
 	Ready    bool // it said ready in a way the ready mode accepts
 	Stopping bool // it was asked to drain or was killed
 	Exited   bool
-	events   func(any)
+	// Hung: the cluster found it hung (its watchdog); it serves no more.
+	Hung   bool
+	events func(any)
 }
 
 // Serving reports whether the process accepts connections: ready and not
 // asked to stop.
-func (p *Process) Serving() bool { return p.Ready && !p.Stopping && !p.Exited }
+func (p *Process) Serving() bool { return p.Ready && !p.Stopping && !p.Exited && !p.Hung }
 
 type pendingEvent struct {
 	id  core.WorkerID
@@ -98,6 +100,15 @@ func (r *ScriptedRuntime) stopping(id core.WorkerID, what string) {
 		r.check(p, what)
 	}
 	p.Stopping = true
+}
+
+// Abort records the order; the process exits only when the scenario
+// says (with signal=SIGABRT, say), or is killed at the abort timeout.
+func (r *ScriptedRuntime) Abort(id core.WorkerID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, fmt.Sprintf("abort %s", id))
+	r.stopping(id, "abort")
 }
 
 // takePending returns the events the runtime owes the actors, in worker

@@ -28,6 +28,7 @@ import (
 //     through a relative PATH entry is refused);
 //   - sets LISTEN_PID when LISTEN_FDS is set, removes it otherwise, and
 //     always removes LISTEN_PIDFDID (it would name the wrong process);
+//   - sets WATCHDOG_PID when WATCHDOG_USEC is set, removes it otherwise;
 //   - makes sure the inherited descriptors named by LISTEN_FDS and
 //     NODE_CHANNEL_FD are open and not close-on-exec, so a mistake shows up
 //     here, as an error, rather than as a worker with missing sockets.
@@ -49,6 +50,13 @@ func ExecWithListenPID(argv []string) error {
 		os.Setenv(wire.EnvListenPID, strconv.Itoa(os.Getpid()))
 	} else {
 		os.Unsetenv(wire.EnvListenPID)
+	}
+	// The same for the watchdog: WATCHDOG_PID names the process meant to
+	// send the heartbeats, the worker itself.
+	if _, ok := os.LookupEnv(wire.EnvWatchdogUSec); ok {
+		os.Setenv(wire.EnvWatchdogPID, strconv.Itoa(os.Getpid()))
+	} else {
+		os.Unsetenv(wire.EnvWatchdogPID)
 	}
 	err = syscall.Exec(path, argv, os.Environ())
 	return fmt.Errorf("exec worker %s: %w", path, err)

@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -33,6 +34,7 @@ type Cluster struct {
 	wakeAt     time.Time       // the policy's pending wake-up, if any
 	wakeSeq    int             // which PolicyWake timer is the pending one
 	refused    map[string]bool // policy proposals refused at the last consultation
+	rng        *rand.Rand      // the recycles' jitter, from Config.Seed
 
 	now time.Time
 	out []Decision
@@ -48,7 +50,8 @@ type slot struct {
 
 // New returns a cluster that has not started.
 func New(cfg Config) *Cluster {
-	return &Cluster{cfg: cfg.WithDefaults(), nextID: 1}
+	cfg = cfg.WithDefaults()
+	return &Cluster{cfg: cfg, nextID: 1, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))}
 }
 
 // Config is the configuration in force, defaults filled.
@@ -81,6 +84,18 @@ func (c *Cluster) Step(now time.Time, in Input) []Decision {
 			c.note(zerolog.DebugLevel, "worker started", w)
 		}
 		return c.out // a pid changes nothing to decide
+	case WorkerHeartbeat:
+		if w := c.worker(in.Worker); w != nil {
+			w.LastHeartbeat = c.now
+		}
+		return c.out // the watchdog's timer reads it when it fires
+	case WatchdogTriggered:
+		c.watchdogTriggered(in)
+	case ReadyTimeoutExtended:
+		c.extendReadyTimeout(in)
+		return c.out
+	case UsageSampled:
+		c.sampled(in)
 	case WorkerDraining:
 		// The order came from here, so the view already says draining;
 		// nothing to decide, and a policy is not consulted on echoes of
@@ -193,6 +208,13 @@ func (c *Cluster) workerRestart(in WorkerRestartRequested) {
 	case w.RestartRequested:
 		c.note(zerolog.InfoLevel, "worker restart request already pending", w)
 		return
+	case in.Reason == RecycleRequests:
+		// The worker drew its limit's jitter at its fork; it waits its
+		// turn as every recycle does.
+		if w.RecycleCause == "" && !w.Recycling {
+			c.wantRecycle(w, RecycleRequests, 0)
+		}
+		return
 	}
 	c.markForReplacement(w, "worker "+w.ID.String())
 	c.note(zerolog.InfoLevel, "worker requested restart", w)
@@ -295,6 +317,7 @@ func (c *Cluster) listening(in WorkerListening) {
 	c.move(w, fsm.Ready)
 	w.ReadyAt = c.now
 	c.note(zerolog.InfoLevel, "worker listening", w, Field{"boot", c.now.Sub(w.ForkedAt)})
+	c.listeningHealth(w)
 	if r := c.rollout; r != nil {
 		r.Baseline = max(r.Baseline, c.listeningCount())
 	}
@@ -327,10 +350,10 @@ func (c *Cluster) exited(in WorkerExited) {
 	if r := c.rollout; r != nil && r.First == w.ID && prev == fsm.Listening {
 		r.FirstDiedAt = c.now
 	}
-	switch prev {
-	case fsm.Forking:
+	switch {
+	case prev == fsm.Forking:
 		c.failedBeforeReady(w, "exited before ready: "+in.Reason.String())
-	case fsm.Listening:
+	case prev == fsm.Listening && !w.Hung: // a hang counted against the slot already
 		if c.now.Sub(w.ReadyAt) >= c.cfg.Backoff.Reset {
 			if s := c.slotOf(w); s != nil {
 				s.failures = 0
@@ -375,6 +398,12 @@ func (c *Cluster) abort(failed *Worker, why string) {
 	c.endRollout(OutcomeAborted, why)
 	for _, w := range c.workers {
 		w.RestartRequested = false
+		if w.Recycling {
+			// Its replacement failed: the recycle is tried again once the
+			// slot's backoff allows, not at once.
+			w.Recycling = false
+			c.slotFailed(w.Slot)
+		}
 		if w.State == fsm.Forking && w.Replacement {
 			c.drain(w, "rollout aborted")
 		}
@@ -390,8 +419,8 @@ func (c *Cluster) timer(t Timer) {
 		}
 	case ReadyTimeout:
 		w := c.worker(t.Worker)
-		if w == nil || w.State != fsm.Forking || c.stopping {
-			return
+		if w == nil || w.State != fsm.Forking || c.stopping || c.now.Before(w.readyDeadline) {
+			return // gone, ready, or the worker asked for more time
 		}
 		c.note(zerolog.WarnLevel, "ready timeout", w, Field{"after", c.cfg.ReadyTimeout})
 		c.kill(w, "ready timeout")
@@ -410,6 +439,15 @@ func (c *Cluster) timer(t Timer) {
 		}
 	case PolicyWake:
 		c.wakeAt = time.Time{}
+	case WatchdogTime:
+		c.watchdogCheck(t.Worker)
+	case AbortTimeout:
+		if w := c.worker(t.Worker); w != nil {
+			c.note(zerolog.WarnLevel, "abort timeout", w, Field{"after", c.cfg.AbortTimeout})
+			c.kill(w, "abort timeout")
+		}
+	case LifetimeEnd, RecycleDue:
+		// reconcile starts the recycles that are now due.
 	case BackoffEnd:
 		// reconcile, which runs after every input, forks what is now allowed.
 	}
@@ -417,8 +455,8 @@ func (c *Cluster) timer(t Timer) {
 
 // due reports whether w must be replaced by the rollout in progress.
 func (c *Cluster) due(w *Worker) bool {
-	if c.rollout == nil {
-		return false
+	if c.rollout == nil || w.Hung {
+		return false // a hung worker's successor fills its slot, as after a crash
 	}
 	return w.RestartRequested || w.Generation < c.rollout.Generation
 }
@@ -430,13 +468,22 @@ func (c *Cluster) fork(slot int, replacement bool) {
 	if r := c.rollout; r != nil && replacement && r.First == 0 {
 		r.First = w.ID
 	}
-	c.emit(Fork{Worker: w.ID, Slot: slot, Generation: w.Generation, Replacement: replacement})
+	c.forkHealth(w)
+	c.emit(Fork{Worker: w.ID, Slot: slot, Generation: w.Generation, Replacement: replacement, MaxRequests: w.MaxRequests})
 	if c.cfg.ReadyTimeout > 0 {
+		w.readyDeadline = c.now.Add(c.cfg.ReadyTimeout)
 		c.emit(SetTimer{Timer: Timer{Kind: ReadyTimeout, Worker: w.ID}, After: c.cfg.ReadyTimeout})
+	}
+	if w.LifetimeEnd.After(c.now) {
+		c.emit(SetTimer{Timer: Timer{Kind: LifetimeEnd, Worker: w.ID}, After: w.LifetimeEnd.Sub(c.now)})
 	}
 }
 
 func (c *Cluster) drain(w *Worker, why string) {
+	if w.Hung {
+		c.abortHung(w, why)
+		return
+	}
 	c.toDraining(w)
 	c.emit(Drain{Worker: w.ID, Reason: why})
 	c.emit(SetTimer{Timer: Timer{Kind: KillTimeout, Worker: w.ID}, After: c.cfg.KillTimeout})
@@ -467,10 +514,11 @@ func (c *Cluster) move(w *Worker, e fsm.Event) {
 	w.State = to
 }
 
+// listeningCount counts the workers that serve: listening, not hung.
 func (c *Cluster) listeningCount() int {
 	n := 0
 	for _, w := range c.workers {
-		if w.State == fsm.Listening {
+		if w.Serves() {
 			n++
 		}
 	}

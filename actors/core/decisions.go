@@ -11,7 +11,8 @@ import (
 // Notes are for people: their messages may be reworded at any time.
 // Whatever a program acts on (a control reply, systemd's readiness, a
 // metric) is a typed fact instead: Ready, Refused, RolloutStarted,
-// RolloutCoalesced, RolloutEnded, TargetChanged, Stopped. The cluster
+// RolloutCoalesced, RolloutEnded, TargetChanged, Stopped, WatchdogMissed,
+// Recycled. The cluster
 // actor executes the orders and passes every decision to its observers.
 type Decision interface{ isDecision() }
 
@@ -21,6 +22,9 @@ type Fork struct {
 	Slot        int
 	Generation  int
 	Replacement bool
+	// MaxRequests is the worker's request limit (DUTCHMASTER_MAX_REQUESTS),
+	// jitter included; 0: none.
+	MaxRequests int
 }
 
 // Drain asks a worker to stop gracefully.
@@ -35,6 +39,14 @@ type Kill struct {
 	Reason string
 }
 
+// Abort ends a hung worker: SIGABRT to its process (a Go or Node.js
+// worker writes its stacks and dies), then Kill once the abort timeout
+// passes.
+type Abort struct {
+	Worker WorkerID
+	Reason string
+}
+
 // TimerKind says what a timer is for.
 type TimerKind string
 
@@ -45,6 +57,10 @@ const (
 	BackoffEnd   TimerKind = "backoff"
 	StableCheck  TimerKind = "stable-check" // has a flapping slot's worker stayed up?
 	PolicyWake   TimerKind = "policy-wake"  // a policy asked to be consulted again
+	WatchdogTime TimerKind = "watchdog"     // has the worker sent a heartbeat lately?
+	AbortTimeout TimerKind = "abort-timeout"
+	LifetimeEnd  TimerKind = "lifetime"    // max-lifetime reached
+	RecycleDue   TimerKind = "recycle-due" // a recycle's jitter has passed
 )
 
 // Timer identifies one timer. Timers are never cancelled: one that fires
@@ -123,6 +139,20 @@ type Refused struct {
 	Reason string
 }
 
+// WatchdogMissed: a worker missed its watchdog (or triggered it) and is
+// hung from now on.
+type WatchdogMissed struct {
+	Worker WorkerID
+	Reason string
+}
+
+// Recycled: a worker's recycle began (Cause: RecycleMemory,
+// RecycleLifetime, RecycleRequests); its replacement is forked next.
+type Recycled struct {
+	Worker WorkerID
+	Cause  string
+}
+
 // Rollout outcomes.
 const (
 	OutcomeComplete  = "complete"
@@ -142,3 +172,6 @@ func (RolloutEnded) isDecision()     {}
 func (RolloutCoalesced) isDecision() {}
 func (Ready) isDecision()            {}
 func (Refused) isDecision()          {}
+func (Abort) isDecision()            {}
+func (WatchdogMissed) isDecision()   {}
+func (Recycled) isDecision()         {}

@@ -1,6 +1,10 @@
 package core
 
-import "github.com/dutchmaster/dutchmaster/fsm"
+import (
+	"time"
+
+	"github.com/dutchmaster/dutchmaster/fsm"
+)
 
 // Input is anything that can happen to the cluster. Every input is a
 // plain value, so a sequence of them can be recorded and replayed.
@@ -17,8 +21,39 @@ type RestartRequested struct {
 	Target int
 }
 
-// WorkerRestartRequested: a worker asked for its own replacement.
-type WorkerRestartRequested struct{ Worker WorkerID }
+// WorkerRestartRequested: a worker asked for its own replacement. Reason
+// "max-requests" (RecycleRequests) makes it a recycle, paced as the
+// others; any other is replaced at once.
+type WorkerRestartRequested struct {
+	Worker WorkerID
+	Reason string
+}
+
+// WorkerHeartbeat: the worker proved it is alive (WATCHDOG=1 on the
+// notify socket, {"event":"heartbeat"} on its IPC channel).
+type WorkerHeartbeat struct{ Worker WorkerID }
+
+// WatchdogTriggered: the worker said it is broken (WATCHDOG=trigger):
+// it is treated as one that missed its watchdog.
+type WatchdogTriggered struct{ Worker WorkerID }
+
+// ReadyTimeoutExtended: a booting worker asked for more time
+// (EXTEND_TIMEOUT_USEC): its ready timeout ends no sooner than By from
+// now, and never before the configured one.
+type ReadyTimeoutExtended struct {
+	Worker WorkerID
+	By     time.Duration
+}
+
+// UsageSampled: the resident memory of the workers' processes, sampled
+// at once.
+type UsageSampled struct{ Samples []RSSSample }
+
+// RSSSample is one worker's resident memory, bytes.
+type RSSSample struct {
+	Worker WorkerID
+	RSS    int64
+}
 
 // ReplaceWorker asks for the replacement of one worker (`ctl restart w3`),
 // under the rollout's invariant, as the worker's own request would. It
@@ -83,3 +118,7 @@ func (WorkerListening) isInput()        {}
 func (WorkerDraining) isInput()         {}
 func (WorkerExited) isInput()           {}
 func (TimerFired) isInput()             {}
+func (WorkerHeartbeat) isInput()        {}
+func (WatchdogTriggered) isInput()      {}
+func (ReadyTimeoutExtended) isInput()   {}
+func (UsageSampled) isInput()           {}

@@ -1,14 +1,12 @@
 package core
 
-import "github.com/dutchmaster/dutchmaster/fsm"
-
 // drainAllowed is the replace-before-stop invariant (docs/architecture.md,
 // "Where the invariant lives"), the one rule every drain outside a stop
-// must pass: a worker that is not listening may always be drained (it
-// serves nothing); a listening one only if the listening workers would
+// must pass: a worker that does not serve (not listening, or hung) may
+// always be drained; a serving one only if the serving workers would
 // still number at least `required` without it.
-func drainAllowed(state fsm.State, listening, required int) bool {
-	return state != fsm.Listening || listening-1 >= required
+func drainAllowed(w Worker, serving, required int) bool {
+	return !w.Serves() || serving-1 >= required
 }
 
 // requiredListening is how many workers must keep listening outside a

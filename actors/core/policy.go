@@ -40,8 +40,8 @@ type Step struct {
 	Abort string
 }
 
-// LiveBySlot lists each active slot's live workers (forking or listening),
-// oldest first.
+// LiveBySlot lists each active slot's live workers (forking or listening,
+// not hung), oldest first.
 func (v View) LiveBySlot() map[int][]Worker {
 	x := v.index()
 	out := make(map[int][]Worker, len(v.Slots))
@@ -56,9 +56,10 @@ func (v View) LiveBySlot() map[int][]Worker {
 // Starting counts the replacements that are forking.
 func (v View) Starting() int { return v.index().starting }
 
-// CanDrain reports whether the invariant allows draining w now.
+// CanDrain reports whether the invariant allows draining w now (a hung
+// worker serves nothing: it may always go).
 func (v View) CanDrain(w Worker) bool {
-	return drainAllowed(w.State, v.Listening(), requiredListening(v.Target, v.Rollout))
+	return drainAllowed(w, v.Listening(), requiredListening(v.Target, v.Rollout))
 }
 
 // Surplus lists, slot by slot, the live workers older than their slot's
@@ -125,9 +126,9 @@ func (v View) drainable(ws []Worker) []WorkerID {
 	required := requiredListening(v.Target, v.Rollout)
 	var out []WorkerID
 	for _, w := range ws {
-		if drainAllowed(w.State, listening, required) {
+		if drainAllowed(w, listening, required) {
 			out = append(out, w.ID)
-			if w.State == fsm.Listening {
+			if w.Serves() {
 				listening--
 			}
 		}

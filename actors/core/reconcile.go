@@ -21,6 +21,7 @@ func (c *Cluster) reconcile() {
 	if !c.started || c.stopping {
 		return
 	}
+	c.abortServedHung()
 	c.fillEmptySlots()
 	c.drainRetiredSlots()
 	// A proposal that marks workers or ends a rollout changes what the
@@ -28,7 +29,9 @@ func (c *Cluster) reconcile() {
 	refused := map[string]bool{}
 	var wait time.Duration
 	for range 4 {
+		recycling := c.startRecycles()
 		changed, w := c.consultPolicy(refused)
+		changed = changed || recycling
 		if w > 0 && (wait == 0 || w < wait) {
 			wait = w
 		}
@@ -53,7 +56,8 @@ func (c *Cluster) reconcile() {
 func (c *Cluster) fillEmptySlots() {
 	occupied := make([]bool, len(c.slots))
 	for _, w := range c.workers {
-		if w.State.Live() && w.Slot < len(occupied) {
+		// A hung worker leaves its slot to be filled, as a crashed one.
+		if w.State.Live() && !w.Hung && w.Slot < len(occupied) {
 			occupied[w.Slot] = true
 		}
 	}
@@ -80,7 +84,7 @@ func (c *Cluster) drainRetiredSlots() {
 }
 
 func (c *Cluster) drainAllowed(w *Worker) bool {
-	return drainAllowed(w.State, c.listeningCount(), requiredListening(c.target(), c.rollout))
+	return drainAllowed(*w, c.listeningCount(), requiredListening(c.target(), c.rollout))
 }
 
 // consultPolicy asks the policy for a step and carries out what passes the
@@ -161,7 +165,7 @@ func (c *Cluster) forkRefusal(i int) string {
 	}
 	var newest *Worker
 	for _, w := range c.workers {
-		if w.Slot == i && w.State.Live() {
+		if w.Slot == i && w.State.Live() && !w.Hung {
 			if w.State == fsm.Forking {
 				return "a worker is already starting in it"
 			}
@@ -200,9 +204,13 @@ func drainReason(by *Worker, p Policy) string {
 // Backoff.Reset clears the count, which never happens while rollouts come
 // more often than that, and every crash in between would then wait
 // longer, up to Backoff.Max.
+//
+// A recycle is not such a sign: a worker over its limit from its start
+// counts as a failure, and its replacement, over the limit as well,
+// must not clear it, or recycling would loop without backoff.
 func (c *Cluster) replacedInSlot(old, by *Worker) {
 	s := c.slotOf(old)
-	if s == nil || s.failures == 0 || !s.active {
+	if s == nil || s.failures == 0 || !s.active || old.Recycling {
 		return
 	}
 	s.failures = 0

@@ -31,7 +31,56 @@ type Config struct {
 	Backoff Backoff
 	// Policy decides the steps of rollouts. Default Rolling{MaxSurge}.
 	Policy Policy
+	// Watchdog is how long a listening worker may go without a heartbeat
+	// (WorkerHeartbeat) before it counts as hung: it no longer serves,
+	// a successor is forked into its slot, and once that one listens the
+	// hung worker gets SIGABRT (Abort), then SIGKILL after AbortTimeout.
+	// Zero: no watchdog.
+	Watchdog time.Duration
+	// AbortTimeout bounds the time from a hung worker's SIGABRT to its
+	// SIGKILL. Default 5 s.
+	AbortTimeout time.Duration
+	// Recycle replaces workers that grew too big or too old.
+	Recycle Recycle
+	// Seed seeds the jitter of recycling: the same seed and inputs give
+	// the same decisions. The master draws one at start; the journal
+	// records it.
+	Seed uint64
 }
+
+// Recycle says when a healthy worker is replaced all the same, through
+// the rollout's path (its replacement listens before it drains). Each
+// limit is off at zero. Recycles start one at a time (Concurrency), each
+// with a random delay (jitter), so workers started together are not
+// recycled together.
+type Recycle struct {
+	// MaxMemory is the resident memory (bytes) of a worker's processes
+	// above which it is recycled, once MemorySamples samples in a row
+	// (UsageSampled) were over it, after a random wait up to MemoryJitter.
+	MaxMemory     int64
+	MemorySamples int           // default 3
+	MemoryJitter  time.Duration // default 0: at once
+	// MaxLifetime recycles a worker this long after its fork, plus a
+	// random part up to LifetimeJitter (default a tenth of MaxLifetime).
+	MaxLifetime    time.Duration
+	LifetimeJitter time.Duration
+	// MaxRequests is given to each worker (Fork.MaxRequests), plus a
+	// random part up to RequestsJitter (default a tenth of MaxRequests);
+	// the worker asks for its recycle (WorkerRestartRequested with
+	// Reason "max-requests") when it has served that many.
+	MaxRequests    int
+	RequestsJitter int
+	// Concurrency is how many recycles may run at once (a recycle runs
+	// from the moment its worker is marked until it is gone). Default 1.
+	Concurrency int
+}
+
+// The causes of a recycle, in Recycled and the metrics.
+const (
+	RecycleMemory   = "memory"
+	RecycleLifetime = "lifetime"
+	RecycleRequests = "max-requests"
+)
 
 // Backoff is the crash-loop policy of a slot. The first failure is
 // replaced at once; each further consecutive failure waits twice as long
@@ -67,6 +116,25 @@ func (c Config) WithDefaults() Config {
 	if c.Policy == nil {
 		c.Policy = Rolling{MaxSurge: c.MaxSurge}
 	}
+	if c.Watchdog < 0 {
+		c.Watchdog = 0
+	}
+	if c.AbortTimeout <= 0 {
+		c.AbortTimeout = 5 * time.Second
+	}
+	r := &c.Recycle
+	if r.MemorySamples <= 0 {
+		r.MemorySamples = 3
+	}
+	if r.LifetimeJitter <= 0 {
+		r.LifetimeJitter = r.MaxLifetime / 10
+	}
+	if r.RequestsJitter <= 0 {
+		r.RequestsJitter = r.MaxRequests / 10
+	}
+	if r.Concurrency <= 0 {
+		r.Concurrency = 1
+	}
 	return c
 }
 
@@ -101,7 +169,38 @@ type Worker struct {
 	RestartRequested bool
 	// Due: the running rollout must replace this worker.
 	Due bool
+
+	// Health (docs/reliability.md, "Hung and leaky workers").
+
+	// Hung: the worker missed its watchdog (or triggered it). It no
+	// longer counts as serving; its successor is on the way, and it gets
+	// SIGABRT once that one listens.
+	Hung bool
+	// LastHeartbeat is when the worker last proved it is alive; zero
+	// before its first heartbeat.
+	LastHeartbeat time.Time
+	// RSS is the last sample of its processes' resident memory, bytes.
+	RSS int64
+	// MaxRequests is the limit it was given (jitter included); 0: none.
+	MaxRequests int
+	// LifetimeEnd is when max-lifetime recycles it (jitter included);
+	// zero: never.
+	LifetimeEnd time.Time
+	// RecycleCause is why the worker must be recycled (RecycleMemory,
+	// RecycleRequests), from RecycleAt on; "" when it need not be.
+	RecycleCause string
+	RecycleAt    time.Time
+	// Recycling: its recycle began; it is due for replacement.
+	Recycling bool
+
+	readyDeadline time.Time // the ready timeout, pushed back by ReadyTimeoutExtended
+	samples       int       // memory samples since it listens
+	overLimit     int       // of which the last ones in a row over MaxMemory
 }
+
+// Serves reports whether w counts toward the invariant: it listens and
+// is not hung.
+func (w Worker) Serves() bool { return w.State == fsm.Listening && !w.Hung }
 
 // Rollout is a restart in progress.
 type Rollout struct {
@@ -148,5 +247,6 @@ type Slot struct {
 	NotBefore time.Time // no fork before this (backoff)
 }
 
-// Listening counts the workers that serve: listening and not draining.
+// Listening counts the workers that serve: listening, not draining, not
+// hung.
 func (v View) Listening() int { return v.index().listening }

@@ -8,7 +8,7 @@ import "github.com/dutchmaster/dutchmaster/fsm"
 // consulted after every input, and a rollout has a few inputs per worker.
 type viewIndex struct {
 	// bySlot[s] holds the positions in View.Workers of slot s's live
-	// workers, oldest first (Workers is ordered by ID).
+	// workers that are not hung, oldest first (Workers is ordered by ID).
 	bySlot    [][]int
 	isActive  []bool
 	listening int
@@ -24,16 +24,16 @@ func buildIndex(v View) *viewIndex {
 	counts := make([]int, size)
 	live := 0
 	for _, w := range v.Workers {
-		switch w.State {
-		case fsm.Listening:
+		switch {
+		case w.Serves():
 			x.listening++
-		case fsm.Forking:
+		case w.State == fsm.Forking:
 			if w.Replacement {
 				x.starting++
 			}
 		}
-		if !w.State.Live() {
-			continue
+		if !w.State.Live() || w.Hung {
+			continue // a hung worker is its slot's past: its successor is what counts
 		}
 		if w.Slot >= len(counts) {
 			counts = append(counts, make([]int, w.Slot+1-len(counts))...)
@@ -50,7 +50,7 @@ func buildIndex(v View) *viewIndex {
 		next += n
 	}
 	for i, w := range v.Workers {
-		if w.State.Live() {
+		if w.State.Live() && !w.Hung {
 			x.bySlot[w.Slot] = append(x.bySlot[w.Slot], i)
 		}
 	}

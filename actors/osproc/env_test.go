@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/osproc"
@@ -104,5 +105,29 @@ func TestWorkerEnvironmentWithoutListeners(t *testing.T) {
 	}
 	if v, _ := envValue(rep.Env, "NOTIFY_SOCKET"); v != rt.NotifySocket() {
 		t.Errorf("NOTIFY_SOCKET=%q, want %q", v, rt.NotifySocket())
+	}
+}
+
+// TestWorkerEnvironmentHealth: with a watchdog, a worker gets its own
+// WATCHDOG_USEC and WATCHDOG_PID (its own pid, which only exists after the
+// fork: the trampoline sets it), never the master's; with a request limit,
+// DUTCHMASTER_MAX_REQUESTS.
+func TestWorkerEnvironmentHealth(t *testing.T) {
+	for k, v := range staleProtocolEnv {
+		t.Setenv(k, v)
+	}
+	rt := newRuntime(t, osproc.Config{Command: role(t, "report"), Watchdog: 1500 * time.Millisecond})
+	rec, pid := spawn(t, rt, actors.WorkerSpec{ID: 1, MaxRequests: 1042})
+	rep := nextReport(t, rec)
+	expectExit(t, rec, 0)
+	want := map[string]string{
+		"WATCHDOG_USEC":            "1500000",
+		"WATCHDOG_PID":             strconv.Itoa(pid),
+		"DUTCHMASTER_MAX_REQUESTS": "1042",
+	}
+	for k, v := range want {
+		if got, n := envValue(rep.Env, k); n != 1 || got != v {
+			t.Errorf("%s=%q (set %d times), want %q once", k, got, n, v)
+		}
 	}
 }

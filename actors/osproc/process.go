@@ -20,6 +20,7 @@ import (
 	"github.com/dutchmaster/dutchmaster/sockets"
 	"github.com/dutchmaster/dutchmaster/sockets/nodecluster"
 	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
+	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
 // process is one running worker.
@@ -100,7 +101,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		cmd := exec.Command(cfg.Executable, cfg.Command...)
 		cmd.Args[0] = cfg.Command[0]
 		cmd.Dir = dir
-		cmd.Env = append(files.Environ(env), trampolineEnv+"=1")
+		cmd.Env = append(append(files.Environ(env), cfg.healthEnv(spec)...), trampolineEnv+"=1")
 		if cfg.NodeCluster {
 			cmd.Env = append(cmd.Env, nodecluster.EnvUniqueID+"="+strconv.Itoa(int(spec.ID)))
 			cmd.Env = append(cmd.Env, preloadEnv...)
@@ -182,6 +183,21 @@ func (cfg Config) environ(spec actors.WorkerSpec) []string {
 		"DUTCHMASTER_SLOT="+strconv.Itoa(spec.Slot),
 		"DUTCHMASTER_GENERATION="+strconv.Itoa(spec.Generation),
 	)
+}
+
+// healthEnv are the watchdog and recycling variables of one worker, added
+// after the protocol's variables are cleared from the inherited ones:
+// WATCHDOG_USEC (the trampoline adds WATCHDOG_PID, the worker's own pid,
+// which only exists after the fork) and DUTCHMASTER_MAX_REQUESTS.
+func (cfg Config) healthEnv(spec actors.WorkerSpec) []string {
+	var env []string
+	if cfg.Watchdog > 0 {
+		env = append(env, wire.EnvWatchdogUSec+"="+strconv.FormatInt(cfg.Watchdog.Microseconds(), 10))
+	}
+	if spec.MaxRequests > 0 {
+		env = append(env, wire.EnvMaxRequests+"="+strconv.Itoa(spec.MaxRequests))
+	}
+	return env
 }
 
 // run reads the worker's IPC channel until the process exits, then

@@ -72,6 +72,10 @@ type Config struct {
 	// Credential runs workers (and the trampoline) as another user and
 	// group; the master keeps its sockets. Nil: the master's own.
 	Credential *syscall.Credential
+	// Watchdog, when positive, is given to every worker as WATCHDOG_USEC
+	// (and WATCHDOG_PID, its own pid, set by the trampoline): how often it
+	// must prove it is alive (docs/protocol.md).
+	Watchdog time.Duration
 	// NodeCluster makes the master act as the Node.js cluster primary on
 	// each worker's IPC channel (docs/node.md): the worker gets
 	// NODE_UNIQUE_ID (its id), its listen() gets a socket the runtime
@@ -357,6 +361,17 @@ func (r *Runtime) Kill(id core.WorkerID) {
 	r.mu.Unlock()
 	if p != nil {
 		p.kill()
+	}
+}
+
+// Abort sends SIGABRT to a worker's process (a hung one): it writes its
+// stacks and dies; the cluster kills its group if it does not.
+func (r *Runtime) Abort(id core.WorkerID) {
+	if p := r.process(id); p != nil {
+		// os.Process signals through a pidfd, so a reused pid is never hit.
+		if err := p.cmd.Process.Signal(syscall.SIGABRT); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			p.log.Debug().Err(err).Msg("SIGABRT failed")
+		}
 	}
 }
 

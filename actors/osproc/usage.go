@@ -2,8 +2,10 @@ package osproc
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -130,4 +132,41 @@ func cgroupCPU(dir string) (time.Duration, bool) {
 		}
 	}
 	return 0, false
+}
+
+// SampleMemory reads the resident memory of every running worker's
+// processes every interval (from /proc, or the worker's cgroup's process
+// list: a few small reads per process) and passes the round to send
+// while enabled reports true, until ctx is done. Workers that are not
+// running yet (their fork is under way) are left out.
+func (r *Runtime) SampleMemory(ctx context.Context, every time.Duration, enabled func() bool, send func(core.UsageSampled)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !enabled() {
+			continue
+		}
+		r.mu.Lock()
+		ids := make([]core.WorkerID, 0, len(r.procs))
+		for id := range r.procs {
+			ids = append(ids, id)
+		}
+		r.mu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		slices.Sort(ids)
+		in := core.UsageSampled{Samples: make([]core.RSSSample, 0, len(ids))}
+		for _, id := range ids {
+			if u := r.Usage(id); u.Processes > 0 {
+				in.Samples = append(in.Samples, core.RSSSample{Worker: id, RSS: u.RSS})
+			}
+		}
+		send(in)
+	}
 }

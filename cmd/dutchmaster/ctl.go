@@ -266,9 +266,12 @@ func printStatus(w io.Writer, s *control.Status) {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKER\tPID\tPROCS\tRSS\tCPU\tSLOT\tGEN\tSTATE\tUPTIME\tRESTARTS\tLAST EXIT")
+	fmt.Fprintln(tw, "WORKER\tPID\tPROCS\tRSS\tCPU\tHEARTBEAT\tSLOT\tGEN\tSTATE\tUPTIME\tRESTARTS\tLAST EXIT")
 	for _, wk := range s.Workers {
-		pid, procs, rss, cpu := "-", "-", "-", "-"
+		pid, procs, rss, cpu, beat := "-", "-", "-", "-", "-"
+		if wk.HeartbeatAge != nil {
+			beat = human(time.Duration(*wk.HeartbeatAge * float64(time.Second)))
+		}
 		if wk.PID != 0 {
 			pid = strconv.Itoa(wk.PID)
 		}
@@ -285,6 +288,12 @@ func printStatus(w io.Writer, s *control.Status) {
 		if wk.RestartRequested {
 			marks = append(marks, "asked")
 		}
+		if wk.Hung {
+			marks = append(marks, "hung")
+		}
+		if wk.Recycling != "" {
+			marks = append(marks, "recycling: "+wk.Recycling)
+		}
 		if len(marks) > 0 {
 			state += " (" + strings.Join(marks, ", ") + ")"
 		}
@@ -292,7 +301,7 @@ func printStatus(w io.Writer, s *control.Status) {
 		if exit == "" {
 			exit = "-"
 		}
-		fmt.Fprintf(tw, "w%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\n", wk.ID, pid, procs, rss, cpu, wk.Slot, wk.Generation, state,
+		fmt.Fprintf(tw, "w%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%s\n", wk.ID, pid, procs, rss, cpu, beat, wk.Slot, wk.Generation, state,
 			human(time.Duration(wk.Uptime*float64(time.Second))), wk.Restarts, exit)
 	}
 	tw.Flush()

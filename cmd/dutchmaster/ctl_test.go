@@ -51,13 +51,13 @@ func TestCtl(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if len(lines) != 6 || !strings.HasPrefix(lines[1], "listeners: http=127.0.0.1:") || !strings.HasPrefix(lines[2], "command: ") ||
-		strings.Join(strings.Fields(lines[3]), " ") != "WORKER PID PROCS RSS CPU SLOT GEN STATE UPTIME RESTARTS LAST EXIT" {
+		strings.Join(strings.Fields(lines[3]), " ") != "WORKER PID PROCS RSS CPU HEARTBEAT SLOT GEN STATE UPTIME RESTARTS LAST EXIT" {
 		t.Fatalf("ctl status table:\n%s", r.stdout)
 	}
 	for _, line := range lines[4:] {
 		f := strings.Fields(line)
 		id, _ := strconv.Atoi(strings.TrimPrefix(f[0], "w"))
-		if pid, _ := strconv.Atoi(f[1]); pid != old[id] || f[6] != "1" || f[7] != "listening" || f[9] != "0" || f[10] != "-" {
+		if pid, _ := strconv.Atoi(f[1]); pid != old[id] || f[7] != "1" || f[8] != "listening" || f[10] != "0" || f[11] != "-" {
 			t.Errorf("row %q: want w%d with pid %d, generation 1, listening, 0 restarts, no exit", line, id, old[id])
 		}
 	}

@@ -190,7 +190,8 @@ func apiWorker() {
 	}
 	time.Sleep(bootDelay())
 	bootGate()
-	srv := &http.Server{Handler: handler(func(mux *http.ServeMux) {
+	ballast() // DM_TEST_BALLAST_MB: over a memory limit from the start
+	srv := &http.Server{Handler: hangable(handler(func(mux *http.ServeMux) {
 		mux.HandleFunc("/restart", func(w http.ResponseWriter, r *http.Request) {
 			if err := worker.RequestRestart(); err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -198,7 +199,8 @@ func apiWorker() {
 			}
 			fmt.Fprintf(w, "%d", os.Getpid())
 		})
-	})}
+		mux.HandleFunc("/grow", grow)
+	}))}
 	if err := worker.ServeHTTP(srv, l); err != nil {
 		fmt.Fprintf(os.Stderr, "api worker: %v\n", err)
 		os.Exit(1)

@@ -43,6 +43,15 @@ type settings struct {
 	Backoff         string   `yaml:"backoff"`
 	BackoffMax      string   `yaml:"backoff-max"`
 	BackoffReset    string   `yaml:"backoff-reset"`
+	Watchdog        string   `yaml:"watchdog"`
+	MaxMemory       string   `yaml:"max-memory"`
+	MemoryInterval  string   `yaml:"memory-interval"`
+	MaxMemoryJitter string   `yaml:"max-memory-jitter"`
+	MaxLifetime     string   `yaml:"max-lifetime"`
+	LifetimeJitter  string   `yaml:"max-lifetime-jitter"`
+	MaxRequests     string   `yaml:"max-requests"`
+	RequestsJitter  string   `yaml:"max-requests-jitter"`
+	RecycleConc     string   `yaml:"recycle-concurrency"`
 	WorkerProtocol  string   `yaml:"worker-protocol"`
 	Balance         string   `yaml:"balance"`
 	NodePreload     string   `yaml:"node-preload"`
@@ -90,6 +99,15 @@ var options = []option{
 	{name: "backoff", field: "Backoff.Initial", usage: "wait before re-forking a slot after its second failure in a row, doubled each time", text: func(s *settings) *string { return &s.Backoff }},
 	{name: "backoff-max", field: "Backoff.Max", usage: "longest wait between re-forks of a failing slot", text: func(s *settings) *string { return &s.BackoffMax }},
 	{name: "backoff-reset", field: "Backoff.Reset", usage: "a worker up this long (or a rollout's replacement, once it listens) clears its slot's failures", text: func(s *settings) *string { return &s.BackoffReset }},
+	{name: "watchdog", field: "Watchdog", usage: "a listening worker must send a heartbeat (WATCHDOG=1 or {\"event\":\"heartbeat\"}) at least this often, or it is replaced, then aborted; 0: off", text: func(s *settings) *string { return &s.Watchdog }},
+	{name: "max-memory", field: "MaxMemory", usage: "recycle a worker whose processes' resident memory stays above `SIZE` (512M, 2G; K, M, G are powers of 1024); 0: off", text: func(s *settings) *string { return &s.MaxMemory }},
+	{name: "memory-interval", field: "MemoryInterval", usage: "how often the workers' memory is sampled for --max-memory (3 samples over it in a row recycle)", text: func(s *settings) *string { return &s.MemoryInterval }},
+	{name: "max-memory-jitter", field: "MaxMemoryJitter", usage: "a worker over --max-memory is recycled after a random wait up to this long", text: func(s *settings) *string { return &s.MaxMemoryJitter }},
+	{name: "max-lifetime", field: "MaxLifetime", usage: "recycle a worker this long after its fork (plus jitter); 0: off", text: func(s *settings) *string { return &s.MaxLifetime }},
+	{name: "max-lifetime-jitter", field: "MaxLifetimeJitter", usage: "random part added to each worker's --max-lifetime; default a tenth of it", text: func(s *settings) *string { return &s.LifetimeJitter }},
+	{name: "max-requests", field: "MaxRequests", usage: "workers ask for their recycle after this many requests (DUTCHMASTER_MAX_REQUESTS; the Go worker API counts them); 0: off", text: func(s *settings) *string { return &s.MaxRequests }},
+	{name: "max-requests-jitter", field: "MaxRequestsJitter", usage: "random part added to each worker's --max-requests; default a tenth of it", text: func(s *settings) *string { return &s.RequestsJitter }},
+	{name: "recycle-concurrency", field: "RecycleConcurrency", usage: "how many workers may be recycled at once", text: func(s *settings) *string { return &s.RecycleConc }},
 	{name: "worker-protocol", field: "WorkerProtocol", usage: "auto (node-cluster for node, else fds), fds or node-cluster", text: func(s *settings) *string { return &s.WorkerProtocol }},
 	{name: "balance", field: "Balance", usage: "how new TCP connections are spread over the workers: auto (kernel where it can load, else round-robin for Node.js cluster workers and shared for the others), kernel (round-robin over the listening workers, decided in the kernel), round-robin (Node.js cluster workers: the master hands each connection over) or shared", text: func(s *settings) *string { return &s.Balance }},
 	{name: "node-preload", usage: "load dutchmaster's drain module into Node.js cluster workers (on by default; =false: they drain as under Node's cluster)", text: func(s *settings) *string { return &s.NodePreload }, isBool: true},
@@ -121,6 +139,8 @@ func defaults() settings {
 		LogFormat: "auto", LogLevel: "info", LogWorkerOutput: "false",
 		Policy: dutchmaster.PolicyNames()[0], CanarySoak: dutchmaster.DefaultCanarySoak.String(), Backoff: "500ms", BackoffMax: "30s", BackoffReset: "60s",
 		WorkerProtocol: "auto", Balance: "auto", NodePreload: "true", EnvClear: "false", Subreaper: "false",
+		Watchdog: "0", MaxMemory: "0", MemoryInterval: dutchmaster.DefaultMemoryInterval.String(),
+		MaxMemoryJitter: dutchmaster.DefaultMaxMemoryJitter.String(), MaxLifetime: "0", MaxRequests: "0", RecycleConc: "1",
 	}
 }
 
@@ -292,6 +312,9 @@ func (s settings) resolve() (dutchmaster.Options, error) {
 	if o.Backoff.Max < o.Backoff.Initial {
 		return fail("backoff-max", s.BackoffMax, "want at least --backoff ("+s.Backoff+")")
 	}
+	if err := s.resolveHealth(&o); err != nil {
+		return o, err
+	}
 	o.WorkerProtocol, o.Balance = s.WorkerProtocol, s.Balance
 	preload, err := strconv.ParseBool(s.NodePreload)
 	if err != nil {
@@ -331,6 +354,86 @@ func (s settings) resolve() (dutchmaster.Options, error) {
 	o.Command = s.Command
 	return o, nil
 }
+
+// resolveHealth reads the watchdog and recycling settings.
+func (s settings) resolveHealth(o *dutchmaster.Options) error {
+	var err error
+	if o.Watchdog, err = durationOrOff("watchdog", s.Watchdog); err != nil {
+		return err
+	}
+	if o.Watchdog > 0 && o.Watchdog < 100*time.Millisecond {
+		return fmt.Errorf("--watchdog %q: want at least 100ms, or 0 for none", s.Watchdog)
+	}
+	if o.MaxMemory, err = size("max-memory", s.MaxMemory); err != nil {
+		return err
+	}
+	if o.MemoryInterval, err = duration("memory-interval", s.MemoryInterval); err != nil {
+		return err
+	}
+	if o.MaxMemoryJitter, err = duration("max-memory-jitter", s.MaxMemoryJitter); err != nil {
+		return err
+	}
+	if o.MaxLifetime, err = durationOrOff("max-lifetime", s.MaxLifetime); err != nil {
+		return err
+	}
+	if s.LifetimeJitter != "" {
+		if o.MaxLifetimeJitter, err = durationOrOff("max-lifetime-jitter", s.LifetimeJitter); err != nil {
+			return err
+		}
+	}
+	if o.MaxRequests, err = count("max-requests", s.MaxRequests, 0); err != nil {
+		return err
+	}
+	if s.RequestsJitter != "" {
+		if o.MaxRequestsJitter, err = count("max-requests-jitter", s.RequestsJitter, 0); err != nil {
+			return err
+		}
+	}
+	o.RecycleConcurrency, err = count("recycle-concurrency", s.RecycleConc, 1)
+	return err
+}
+
+// durationOrOff reads a duration, or 0 for none.
+func durationOrOff(key, v string) (time.Duration, error) {
+	if v == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("--%s %q: want a duration such as 30s, or 0 for none", key, v)
+	}
+	return d, nil
+}
+
+// count reads a whole number of at least least.
+func count(key, v string, least int) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < least {
+		return 0, fmt.Errorf("--%s %q: want a whole number, %d or more", key, v, least)
+	}
+	return n, nil
+}
+
+// size reads a byte count: a number with an optional K, M, G or T
+// (powers of 1024; "Ki", "KiB", "KB" and "k" mean the same), or 0.
+func size(key, v string) (int64, error) {
+	m := sizeSyntax.FindStringSubmatch(strings.TrimSpace(v))
+	if m == nil {
+		return 0, fmt.Errorf("--%s %q: want a size such as 512M or 2G (K, M, G, T: powers of 1024), or 0 for none", key, v)
+	}
+	n, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return 0, fmt.Errorf("--%s %q: want a size such as 512M or 2G", key, v)
+	}
+	shift := map[string]uint{"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[strings.ToLower(m[2])]
+	b := n * float64(int64(1)<<shift)
+	if b >= 1<<62 {
+		return 0, fmt.Errorf("--%s %q: too large", key, v)
+	}
+	return int64(b), nil
+}
+
+var sizeSyntax = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)\s*([kKmMgGtT]?)(?:i?[bB]?)$`)
 
 // optionsField matches the Options fields that errors of dutchmaster.Run
 // name: Options.KillTimeout, Options.Backoff.Max.
@@ -402,6 +505,11 @@ var helpGroups = []struct {
 		{"restart-signal", "SIGNAL"}, {"policy", "POLICY"}, {"max-surge", "N"}, {"canary-soak", "DURATION"},
 		{"ready", "MODE"}, {"ready-timeout", "DURATION"},
 		{"backoff", "DURATION"}, {"backoff-max", "DURATION"}, {"backoff-reset", "DURATION"},
+	}},
+	{"Health (hung and leaky workers)", []helpEntry{
+		{"watchdog", "DURATION"}, {"max-memory", "SIZE"}, {"memory-interval", "DURATION"}, {"max-memory-jitter", "DURATION"},
+		{"max-lifetime", "DURATION"}, {"max-lifetime-jitter", "DURATION"}, {"max-requests", "N"}, {"max-requests-jitter", "N"},
+		{"recycle-concurrency", "N"},
 	}},
 	{"Draining (how a worker is stopped)", []helpEntry{
 		{"drain", "MODE"}, {"stop-signal", "SIGNAL"}, {"kill-timeout", "DURATION"},

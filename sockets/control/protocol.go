@@ -210,6 +210,17 @@ type WorkerStatus struct {
 	// the first), 100 for one CPU kept busy.
 	CPU        float64 `json:"cpu_seconds"`
 	CPUPercent float64 `json:"cpu_percent"`
+	// HeartbeatAge is the time since its last heartbeat (--watchdog), in
+	// seconds; absent before the first.
+	HeartbeatAge *float64 `json:"heartbeat_age_seconds,omitempty"`
+	// Hung: it missed its watchdog; it serves no more and is aborted once
+	// its successor listens.
+	Hung bool `json:"hung,omitempty"`
+	// Recycling is why it is being recycled (memory, lifetime,
+	// max-requests); "" when it is not.
+	Recycling string `json:"recycling,omitempty"`
+	// MaxRequests is the request limit it was given (jitter included).
+	MaxRequests int `json:"max_requests,omitempty"`
 }
 
 // SlotStatus is one slot: a position that one serving worker fills.

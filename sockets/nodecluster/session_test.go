@@ -109,6 +109,10 @@ func TestSessionObservedExchange(t *testing.T) {
 		t.Fatalf("user message passed on as %q", ev.Line)
 	}
 	receive(t, s, `"ready"`, KindMessage)
+	// A Node worker's heartbeat for the master's watchdog is a user message.
+	if ev := receive(t, s, `{"event":"heartbeat"}`, KindMessage); string(ev.Line) != `{"event":"heartbeat"}` {
+		t.Fatalf("heartbeat passed on as %q", ev.Line)
+	}
 	receive(t, s, `not json`, KindMessage)
 	receive(t, s, `{"cmd":"NODE_SOMETHING_NEW"}`, KindInternal)
 	w.expect(t)

@@ -15,9 +15,10 @@ const (
 	KindMalformed                  // not JSON
 	KindReady                      // {"event":"listening"}, {"event":"ready"}, "ready"
 	KindRequestRestart             // {"event":"request-restart"}
+	KindHeartbeat                  // {"event":"heartbeat"}
 )
 
-var kindNames = [...]string{"unknown", "malformed", "ready", "request-restart"}
+var kindNames = [...]string{"unknown", "malformed", "ready", "request-restart", "heartbeat"}
 
 func (k Kind) String() string {
 	if k >= 0 && int(k) < len(kindNames) {
@@ -30,6 +31,8 @@ func (k Kind) String() string {
 type Message struct {
 	Kind  Kind
 	Event string // the event name of an unknown message, clipped for a log line
+	// Reason is a request-restart's reason, clipped ("" for none).
+	Reason string
 }
 
 // MaxEventName bounds Message.Event: whatever a worker sends, a log line
@@ -39,7 +42,8 @@ const MaxEventName = 64
 // Classify reads one line from a worker's IPC channel (docs/protocol.md,
 // section 2): {"event":"listening"}, {"event":"ready"} and the bare string
 // "ready" mark readiness; {"event":"request-restart"} asks for a
-// replacement; other fields of the object are ignored, and so is
+// replacement (with its "reason", if a string); {"event":"heartbeat"}
+// feeds the watchdog; other fields of the object are ignored, and so is
 // whitespace around the value. Anything else is unknown (valid JSON) or
 // malformed. It never fails, whatever the line holds: the line comes from
 // a worker, which the master does not trust.
@@ -55,7 +59,10 @@ func Classify(line []byte) Message {
 	if !json.Valid(line) {
 		return Message{Kind: KindMalformed}
 	}
-	var m Event
+	var m struct {
+		Event  string          `json:"event"`
+		Reason json.RawMessage `json:"reason"`
+	}
 	if err := json.Unmarshal(line, &m); err != nil {
 		return Message{Kind: KindUnknown}
 	}
@@ -63,7 +70,11 @@ func Classify(line []byte) Message {
 	case EventListening, EventReady:
 		return Message{Kind: KindReady}
 	case EventRequestRestart:
-		return Message{Kind: KindRequestRestart}
+		var reason string
+		_ = json.Unmarshal(m.Reason, &reason) // a reason that is not a string is none
+		return Message{Kind: KindRequestRestart, Reason: clip(reason)}
+	case EventHeartbeat:
+		return Message{Kind: KindHeartbeat}
 	}
 	return Message{Kind: KindUnknown, Event: clip(m.Event)}
 }

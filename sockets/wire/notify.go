@@ -1,6 +1,9 @@
 package wire
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // Assignment is one KEY=VALUE line of an sd_notify payload.
 type Assignment struct {
@@ -51,6 +54,23 @@ func (as Assignments) Stopping() bool { return as.is("STOPPING", "1") }
 // Watchdog reports WATCHDOG=1, a keep-alive ping (WATCHDOG=trigger is not
 // a ping; read it with Lookup).
 func (as Assignments) Watchdog() bool { return as.is("WATCHDOG", "1") }
+
+// WatchdogTrigger reports WATCHDOG=trigger: the sender found itself
+// broken and asks for the watchdog's action at once.
+func (as Assignments) WatchdogTrigger() bool { return as.is("WATCHDOG", "trigger") }
+
+// ExtendTimeout returns EXTEND_TIMEOUT_USEC=..., in microseconds: the
+// sender asks for that much more time from now to finish what it is doing
+// (starting, for a worker). ok is false when it is absent or not a
+// positive count.
+func (as Assignments) ExtendTimeout() (usec uint64, ok bool) {
+	v, found := as.Lookup("EXTEND_TIMEOUT_USEC")
+	if !found {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	return n, err == nil && n > 0
+}
 
 // Status returns STATUS=..., a one-line human-readable state.
 func (as Assignments) Status() (string, bool) { return as.Lookup("STATUS") }

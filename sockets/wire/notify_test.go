@@ -31,3 +31,21 @@ func TestParseNotify(t *testing.T) {
 		t.Errorf("CRLF payload: got %q", got)
 	}
 }
+
+func TestNotifyWatchdogMessages(t *testing.T) {
+	n := ParseNotify("WATCHDOG=trigger\nEXTEND_TIMEOUT_USEC=2500000\n")
+	if !n.WatchdogTrigger() || n.Watchdog() {
+		t.Errorf("WatchdogTrigger %v Watchdog %v, want true false", n.WatchdogTrigger(), n.Watchdog())
+	}
+	if us, ok := n.ExtendTimeout(); !ok || us != 2500000 {
+		t.Errorf("ExtendTimeout = %d, %v, want 2500000, true", us, ok)
+	}
+	for _, bad := range []string{"EXTEND_TIMEOUT_USEC=-1", "EXTEND_TIMEOUT_USEC=0", "EXTEND_TIMEOUT_USEC=1s", "READY=1"} {
+		if us, ok := ParseNotify(bad).ExtendTimeout(); ok {
+			t.Errorf("%s: ExtendTimeout = %d, true, want false", bad, us)
+		}
+	}
+	if !ParseNotify("WATCHDOG=1").Watchdog() {
+		t.Error("WATCHDOG=1 is a ping")
+	}
+}

@@ -28,8 +28,10 @@ const (
 	EnvChannelSerialization = "NODE_CHANNEL_SERIALIZATION_MODE"
 	// EnvNodeUniqueID makes a Node.js process a cluster worker.
 	EnvNodeUniqueID = "NODE_UNIQUE_ID"
-	// EnvWatchdogPID and EnvWatchdogUSec are systemd's watchdog variables,
-	// meant for the process systemd started (the master), never a worker.
+	// EnvWatchdogPID and EnvWatchdogUSec are systemd's watchdog variables.
+	// The master's own (from systemd) never reach a worker; with
+	// --watchdog a worker gets its own: WATCHDOG_USEC, and WATCHDOG_PID
+	// set to its pid by the trampoline (ExecWithListenPID).
 	EnvWatchdogPID  = "WATCHDOG_PID"
 	EnvWatchdogUSec = "WATCHDOG_USEC"
 )
@@ -50,14 +52,31 @@ const (
 	EventReady = "ready"
 	// EventListening (worker to master): same meaning as EventReady.
 	EventListening = "listening"
-	// EventRequestRestart (worker to master): replace me.
+	// EventRequestRestart (worker to master): replace me. With the reason
+	// ReasonMaxRequests it is a recycle, paced as the master's own.
 	EventRequestRestart = "request-restart"
+	// EventHeartbeat (worker to master): the worker is alive, for the
+	// master's watchdog (--watchdog), as WATCHDOG=1 on the notify socket.
+	EventHeartbeat = "heartbeat"
 	// EventDisconnect (master to worker): drain; the master closes the
 	// channel right after it.
 	EventDisconnect = "disconnect"
 )
 
-// Event is the message shape {"event":"<name>"}.
+// ReasonMaxRequests is the reason of a request-restart sent because the
+// worker served DUTCHMASTER_MAX_REQUESTS requests.
+const ReasonMaxRequests = "max-requests"
+
+// Watchdog and recycling variables (docs/protocol.md, section 1).
+const (
+	// EnvMaxRequests is the number of requests after which the worker
+	// asks for its recycle (request-restart with ReasonMaxRequests).
+	EnvMaxRequests = "DUTCHMASTER_MAX_REQUESTS"
+)
+
+// Event is the message shape {"event":"<name>"}, with a reason for a
+// request-restart.
 type Event struct {
-	Event string `json:"event"`
+	Event  string `json:"event"`
+	Reason string `json:"reason,omitempty"`
 }

@@ -31,6 +31,10 @@
 //     channel, newline-delimited JSON): for Ready, RequestRestart, Send, and
 //     the master's drain request.
 //   - NOTIFY_SOCKET (sd_notify): for Ready when there is no IPC channel.
+//   - WATCHDOG_USEC and WATCHDOG_PID (--watchdog): ServeHTTP sends a
+//     Heartbeat every third of the period while its handlers make progress.
+//   - DUTCHMASTER_MAX_REQUESTS (--max-requests): ServeHTTP counts its
+//     requests and asks for its recycle (RequestRecycle) once it reaches it.
 //
 // Run by hand, without these, Listener returns an error wrapping
 // ErrNotActivated (fall back to net.Listen), Ready does nothing and Drained

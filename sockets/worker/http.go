@@ -35,6 +35,13 @@ type HTTPOptions struct {
 	// OnDrain, if set, is called once when the drain begins, right after
 	// the listener is closed (no connection is accepted any more).
 	OnDrain func()
+	// Alive, if set, is asked before each heartbeat (under --watchdog):
+	// an error skips it, so the master finds the worker hung. Without it,
+	// a heartbeat proves that the handlers make progress: it is skipped
+	// while a request has run a whole watchdog period and none finished
+	// meanwhile. A server whose requests legitimately run that long
+	// (long polls, streams) sets an Alive of its own.
+	Alive func() error
 }
 
 func (o HTTPOptions) withDefaults() HTTPOptions {
@@ -82,11 +89,33 @@ func ServeHTTP(srv *http.Server, l net.Listener) error {
 // error, after shutting srv down, if readiness could not be reported.
 func ServeHTTPWith(srv *http.Server, l net.Listener, o HTTPOptions) error {
 	in := current()
-	return serveHTTP(srv, l, o, Drained(), in.ready)
+	return serveHTTP(srv, l, o, Drained(), in.ready, in.healthPlan())
 }
 
-func serveHTTP(srv *http.Server, l net.Listener, o HTTPOptions, drained <-chan struct{}, ready func() error) error {
+// healthPlan is what ServeHTTP does for the master's watchdog and
+// recycling.
+type healthPlan struct {
+	watchdog    time.Duration
+	maxRequests int64
+	heartbeat   func() error
+	recycle     func() error
+}
+
+func (in *inherited) healthPlan() healthPlan {
+	return healthPlan{watchdog: in.watchdog, maxRequests: in.maxRequests, heartbeat: Heartbeat, recycle: RequestRecycle}
+}
+
+func serveHTTP(srv *http.Server, l net.Listener, o HTTPOptions, drained <-chan struct{}, ready func() error, hp healthPlan) error {
 	o = o.withDefaults()
+	var hl *health
+	if hp.watchdog > 0 || hp.maxRequests > 0 {
+		next := srv.Handler
+		if next == nil {
+			next = http.DefaultServeMux
+		}
+		hl = newHealth(next, hp.maxRequests, hp.recycle)
+		srv.Handler = hl
+	}
 	d := newDrainState(o.Linger)
 	d.install(srv)
 	dl := &drainListener{Listener: l, d: d, accepting: make(chan struct{})}
@@ -111,6 +140,13 @@ func serveHTTP(srv *http.Server, l net.Listener, o HTTPOptions, drained <-chan s
 		srv.Close()
 		<-served
 		return fmt.Errorf("worker: report ready: %w", err)
+	}
+	if hl != nil && hp.watchdog > 0 {
+		// From readiness on, as the master's watchdog counts; the
+		// heartbeats stop with the drain (the channel closes then).
+		stop := make(chan struct{})
+		defer close(stop)
+		go hl.beat(hp.watchdog, o.Alive, hp.heartbeat, stop, drained)
 	}
 
 	select {

@@ -35,7 +35,7 @@ func startServer(t *testing.T, h http.Handler, o HTTPOptions) *testServer {
 	o.OnDrain = func() { close(s.draining) }
 	srv := &http.Server{Handler: h}
 	go func() {
-		s.done <- serveHTTP(srv, l, o, s.drain, func() error { s.readies.Add(1); return nil })
+		s.done <- serveHTTP(srv, l, o, s.drain, func() error { s.readies.Add(1); return nil }, healthPlan{})
 	}()
 	t.Cleanup(func() {
 		select {
@@ -268,7 +268,7 @@ func TestServeHTTPReadyFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
-	err = serveHTTP(&http.Server{}, l, HTTPOptions{}, make(chan struct{}), func() error { return boom })
+	err = serveHTTP(&http.Server{}, l, HTTPOptions{}, make(chan struct{}), func() error { return boom }, healthPlan{})
 	if !errors.Is(err, boom) {
 		t.Fatalf("got %v, want the ready error", err)
 	}
@@ -283,7 +283,7 @@ func TestServeHTTPServeError(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Close()
-	err = serveHTTP(&http.Server{}, l, HTTPOptions{}, make(chan struct{}), func() error { return nil })
+	err = serveHTTP(&http.Server{}, l, HTTPOptions{}, make(chan struct{}), func() error { return nil }, healthPlan{})
 	if !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("serving a closed listener: %v", err)
 	}

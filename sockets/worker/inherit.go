@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
@@ -47,6 +48,11 @@ type inherited struct {
 	ch         *channel // nil without IPC
 	chErr      error    // NODE_CHANNEL_FD set but unusable
 	notifyAddr string   // NOTIFY_SOCKET, "" without
+	// watchdog is WATCHDOG_USEC when WATCHDOG_PID is this process: how
+	// often the master wants a heartbeat; 0 without.
+	watchdog time.Duration
+	// maxRequests is DUTCHMASTER_MAX_REQUESTS; 0 without.
+	maxRequests int64
 
 	readyMu   sync.Mutex
 	readySent bool
@@ -69,7 +75,34 @@ func claim(e environ) *inherited {
 		in.notifyAddr = v
 		e.unset(wire.EnvNotifySocket)
 	}
+	in.watchdog = claimWatchdog(e)
+	if v, ok := e.lookup(wire.EnvMaxRequests); ok {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+			in.maxRequests = n
+		}
+		e.unset(wire.EnvMaxRequests)
+	}
 	return in
+}
+
+// claimWatchdog reads WATCHDOG_USEC, meant for this process only when
+// WATCHDOG_PID names it (as sd_watchdog_enabled does).
+func claimWatchdog(e environ) time.Duration {
+	usec, ok := e.lookup(wire.EnvWatchdogUSec)
+	pid, pidOK := e.lookup(wire.EnvWatchdogPID)
+	e.unset(wire.EnvWatchdogUSec)
+	e.unset(wire.EnvWatchdogPID)
+	if !ok {
+		return 0
+	}
+	if pidOK && pid != strconv.Itoa(e.pid()) {
+		return 0
+	}
+	n, err := strconv.ParseInt(usec, 10, 64)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Microsecond
 }
 
 func claimSockets(e environ) ([]Socket, error) {

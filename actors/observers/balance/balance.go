@@ -7,6 +7,8 @@
 //	WorkerListening  the worker's slot becomes eligible
 //	Drain, Kill      the worker no longer counts, from the decision on, so
 //	                 that no new connection reaches it once it is told to go
+//	WatchdogMissed   likewise for a hung worker (its slot's queue waits for
+//	                 its successor, as after a crash), and Abort
 //	WorkerDraining   likewise, when the worker drains of its own accord
 //	WorkerExited     likewise (a crash: its queue waits for a replacement)
 //
@@ -86,6 +88,10 @@ func (o *Observer) Observe(_ time.Time, in core.Input, out []core.Decision) {
 		case core.Drain:
 			delete(o.serving, d.Worker)
 		case core.Kill:
+			delete(o.serving, d.Worker)
+		case core.WatchdogMissed:
+			delete(o.serving, d.Worker)
+		case core.Abort:
 			delete(o.serving, d.Worker)
 		}
 	}

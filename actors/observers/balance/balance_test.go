@@ -77,6 +77,21 @@ func TestEligibleFollowsTheWorkers(t *testing.T) {
 	if r.last() != "[]" || fmt.Sprint(o.Eligible()) != "[]" {
 		t.Errorf("after worker 5's kill: %s (Eligible %v), want []", r.last(), o.Eligible())
 	}
+	// A hung worker leaves the set when it is found hung; its successor
+	// brings the slot back.
+	step(o, core.WorkerExited{Worker: 4}, core.Fork{Worker: 6, Slot: 0})
+	step(o, core.WorkerListening{Worker: 6})
+	if r.last() != "[0]" {
+		t.Fatalf("after worker 6 listens: %s, want [0]", r.last())
+	}
+	step(o, core.TimerFired{}, core.WatchdogMissed{Worker: 6}, core.Fork{Worker: 7, Slot: 0})
+	if r.last() != "[]" {
+		t.Errorf("after worker 6 hung: %s, want []", r.last())
+	}
+	step(o, core.WorkerListening{Worker: 7}, core.Abort{Worker: 6})
+	if r.last() != "[0]" {
+		t.Errorf("after its successor listens: %s, want [0]", r.last())
+	}
 }
 
 func TestUnknownWorkerIgnored(t *testing.T) {

@@ -710,12 +710,21 @@ func buildStatus(v core.View, name string, slots *slotBook, now time.Time) *ctl.
 		st.Rollout = &ctl.RolloutStatus{Generation: r.Generation, Source: r.Source, Started: r.Started, Baseline: r.Baseline}
 	}
 	for _, w := range v.Workers {
-		st.Workers = append(st.Workers, ctl.WorkerStatus{
+		ws := ctl.WorkerStatus{
 			ID: int(w.ID), PID: w.PID, Slot: w.Slot, Generation: w.Generation, State: string(w.State),
 			Forked: w.ForkedAt, ReadyAt: w.ReadyAt, Uptime: now.Sub(w.ForkedAt).Seconds(),
 			Restarts: slots.restarts[w.Slot], Due: w.Due, RestartRequested: w.RestartRequested,
-		})
-		if w.State == fsm.Listening && !slices.Contains(st.Serving, w.Generation) {
+			Hung: w.Hung, MaxRequests: w.MaxRequests,
+		}
+		if w.Recycling {
+			ws.Recycling = w.RecycleCause
+		}
+		if !w.LastHeartbeat.IsZero() {
+			age := max(now.Sub(w.LastHeartbeat), 0).Seconds()
+			ws.HeartbeatAge = &age
+		}
+		st.Workers = append(st.Workers, ws)
+		if w.Serves() && !slices.Contains(st.Serving, w.Generation) {
 			st.Serving = append(st.Serving, w.Generation)
 		}
 	}

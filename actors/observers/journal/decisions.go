@@ -19,8 +19,14 @@ type (
 		Slot        int    `json:"slot"`
 		Generation  int    `json:"generation"`
 		Replacement bool   `json:"replacement"`
+		MaxRequests int    `json:"max_requests,omitempty"`
 	}
-	orderOut struct { // Drain, Kill
+	recycledOut struct {
+		Type   string `json:"type"`
+		Worker int    `json:"worker"`
+		Cause  string `json:"cause"`
+	}
+	orderOut struct { // Drain, Kill, Abort, WatchdogMissed
 		Type   string `json:"type"`
 		Worker int    `json:"worker"`
 		Reason string `json:"reason"`
@@ -106,7 +112,13 @@ func EncodeDecision(d core.Decision, start time.Time) (json.RawMessage, error) {
 	var v any
 	switch d := d.(type) {
 	case core.Fork:
-		v = forkOut{"Fork", int(d.Worker), d.Slot, d.Generation, d.Replacement}
+		v = forkOut{"Fork", int(d.Worker), d.Slot, d.Generation, d.Replacement, d.MaxRequests}
+	case core.Abort:
+		v = orderOut{"Abort", int(d.Worker), d.Reason}
+	case core.WatchdogMissed:
+		v = orderOut{"WatchdogMissed", int(d.Worker), d.Reason}
+	case core.Recycled:
+		v = recycledOut{"Recycled", int(d.Worker), d.Cause}
 	case core.Drain:
 		v = orderOut{"Drain", int(d.Worker), d.Reason}
 	case core.Kill:
@@ -157,7 +169,16 @@ func DecodeDecision(raw json.RawMessage, start time.Time) (core.Decision, error)
 	switch typ {
 	case "Fork":
 		v, err := decodeAs[forkOut](raw)
-		return core.Fork{Worker: core.WorkerID(v.Worker), Slot: v.Slot, Generation: v.Generation, Replacement: v.Replacement}, err
+		return core.Fork{Worker: core.WorkerID(v.Worker), Slot: v.Slot, Generation: v.Generation, Replacement: v.Replacement, MaxRequests: v.MaxRequests}, err
+	case "Abort":
+		v, err := decodeAs[orderOut](raw)
+		return core.Abort{Worker: core.WorkerID(v.Worker), Reason: v.Reason}, err
+	case "WatchdogMissed":
+		v, err := decodeAs[orderOut](raw)
+		return core.WatchdogMissed{Worker: core.WorkerID(v.Worker), Reason: v.Reason}, err
+	case "Recycled":
+		v, err := decodeAs[recycledOut](raw)
+		return core.Recycled{Worker: core.WorkerID(v.Worker), Cause: v.Cause}, err
 	case "Drain":
 		v, err := decodeAs[orderOut](raw)
 		return core.Drain{Worker: core.WorkerID(v.Worker), Reason: v.Reason}, err

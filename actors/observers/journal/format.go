@@ -59,6 +59,23 @@ type Config struct {
 	ReadyTimeout Duration `json:"ready_timeout"`
 	Backoff      Backoff  `json:"backoff"`
 	Policy       Policy   `json:"policy"`
+	// The health options: none of them in a journal of a master without.
+	Watchdog     Duration `json:"watchdog,omitempty"`
+	AbortTimeout Duration `json:"abort_timeout,omitempty"`
+	Recycle      *Recycle `json:"recycle,omitempty"`
+	Seed         uint64   `json:"seed,omitempty"`
+}
+
+// Recycle is core.Recycle in its journal form.
+type Recycle struct {
+	MaxMemory      int64    `json:"max_memory,omitempty"`
+	MemorySamples  int      `json:"memory_samples,omitempty"`
+	MemoryJitter   Duration `json:"memory_jitter,omitempty"`
+	MaxLifetime    Duration `json:"max_lifetime,omitempty"`
+	LifetimeJitter Duration `json:"lifetime_jitter,omitempty"`
+	MaxRequests    int      `json:"max_requests,omitempty"`
+	RequestsJitter int      `json:"requests_jitter,omitempty"`
+	Concurrency    int      `json:"concurrency,omitempty"`
 }
 
 // Backoff is core.Backoff in its journal form.
@@ -84,7 +101,18 @@ func EncodeConfig(c core.Config) Config {
 	c = c.WithDefaults()
 	out := Config{
 		MaxSurge: c.MaxSurge, KillTimeout: Duration(c.KillTimeout), ReadyTimeout: Duration(c.ReadyTimeout),
-		Backoff: Backoff{Initial: Duration(c.Backoff.Initial), Max: Duration(c.Backoff.Max), Reset: Duration(c.Backoff.Reset)},
+		Backoff:  Backoff{Initial: Duration(c.Backoff.Initial), Max: Duration(c.Backoff.Max), Reset: Duration(c.Backoff.Reset)},
+		Watchdog: Duration(c.Watchdog), Seed: c.Seed,
+	}
+	if c.Watchdog > 0 {
+		out.AbortTimeout = Duration(c.AbortTimeout)
+	}
+	if r := c.Recycle; r.MaxMemory > 0 || r.MaxLifetime > 0 || r.MaxRequests > 0 {
+		out.Recycle = &Recycle{
+			MaxMemory: r.MaxMemory, MemorySamples: r.MemorySamples, MemoryJitter: Duration(r.MemoryJitter),
+			MaxLifetime: Duration(r.MaxLifetime), LifetimeJitter: Duration(r.LifetimeJitter),
+			MaxRequests: r.MaxRequests, RequestsJitter: r.RequestsJitter, Concurrency: r.Concurrency,
+		}
 	}
 	switch p := c.Policy.(type) {
 	case core.Rolling:
@@ -104,7 +132,15 @@ func EncodeConfig(c core.Config) Config {
 func (c Config) Core(policies map[string]core.Policy) (core.Config, error) {
 	out := core.Config{
 		MaxSurge: c.MaxSurge, KillTimeout: time.Duration(c.KillTimeout), ReadyTimeout: time.Duration(c.ReadyTimeout),
-		Backoff: core.Backoff{Initial: time.Duration(c.Backoff.Initial), Max: time.Duration(c.Backoff.Max), Reset: time.Duration(c.Backoff.Reset)},
+		Backoff:  core.Backoff{Initial: time.Duration(c.Backoff.Initial), Max: time.Duration(c.Backoff.Max), Reset: time.Duration(c.Backoff.Reset)},
+		Watchdog: time.Duration(c.Watchdog), AbortTimeout: time.Duration(c.AbortTimeout), Seed: c.Seed,
+	}
+	if r := c.Recycle; r != nil {
+		out.Recycle = core.Recycle{
+			MaxMemory: r.MaxMemory, MemorySamples: r.MemorySamples, MemoryJitter: time.Duration(r.MemoryJitter),
+			MaxLifetime: time.Duration(r.MaxLifetime), LifetimeJitter: time.Duration(r.LifetimeJitter),
+			MaxRequests: r.MaxRequests, RequestsJitter: r.RequestsJitter, Concurrency: r.Concurrency,
+		}
 	}
 	p := c.Policy
 	if custom, ok := policies[p.Name]; ok {

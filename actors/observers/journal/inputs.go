@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"syscall"
+	"time"
 
 	"github.com/dutchmaster/dutchmaster/actors/core"
 	"github.com/dutchmaster/dutchmaster/fsm"
@@ -22,9 +23,27 @@ type (
 		Source string `json:"source"`
 		Target int    `json:"target,omitempty"`
 	}
-	workerIn struct { // WorkerRestartRequested, WorkerListening, WorkerDraining
+	workerIn struct { // WorkerListening, WorkerDraining, WorkerHeartbeat, WatchdogTriggered
 		Type   string `json:"type"`
 		Worker int    `json:"worker"`
+	}
+	workerRestartIn struct {
+		Type   string `json:"type"`
+		Worker int    `json:"worker"`
+		Reason string `json:"reason,omitempty"`
+	}
+	extendIn struct {
+		Type   string   `json:"type"`
+		Worker int      `json:"worker"`
+		By     Duration `json:"by"`
+	}
+	usageIn struct {
+		Type    string      `json:"type"`
+		Samples []rssSample `json:"samples"`
+	}
+	rssSample struct {
+		Worker int   `json:"worker"`
+		RSS    int64 `json:"rss"`
 	}
 	replaceWorkerIn struct {
 		Type   string `json:"type"`
@@ -87,7 +106,19 @@ func EncodeInput(in core.Input) (json.RawMessage, error) {
 	case core.RestartRequested:
 		v = restartIn{"RestartRequested", in.Source, in.Target}
 	case core.WorkerRestartRequested:
-		v = workerIn{"WorkerRestartRequested", int(in.Worker)}
+		v = workerRestartIn{"WorkerRestartRequested", int(in.Worker), in.Reason}
+	case core.WorkerHeartbeat:
+		v = workerIn{"WorkerHeartbeat", int(in.Worker)}
+	case core.WatchdogTriggered:
+		v = workerIn{"WatchdogTriggered", int(in.Worker)}
+	case core.ReadyTimeoutExtended:
+		v = extendIn{"ReadyTimeoutExtended", int(in.Worker), Duration(in.By)}
+	case core.UsageSampled:
+		u := usageIn{Type: "UsageSampled", Samples: make([]rssSample, len(in.Samples))}
+		for i, s := range in.Samples {
+			u.Samples[i] = rssSample{int(s.Worker), s.RSS}
+		}
+		v = u
 	case core.ReplaceWorker:
 		v = replaceWorkerIn{"ReplaceWorker", int(in.Worker), in.Source}
 	case core.StopRequested:
@@ -129,8 +160,24 @@ func DecodeInput(raw json.RawMessage, policies map[string]core.Policy) (core.Inp
 		v, err := decodeAs[restartIn](raw)
 		return core.RestartRequested{Source: v.Source, Target: v.Target}, err
 	case "WorkerRestartRequested":
+		v, err := decodeAs[workerRestartIn](raw)
+		return core.WorkerRestartRequested{Worker: core.WorkerID(v.Worker), Reason: v.Reason}, err
+	case "WorkerHeartbeat":
 		v, err := decodeAs[workerIn](raw)
-		return core.WorkerRestartRequested{Worker: core.WorkerID(v.Worker)}, err
+		return core.WorkerHeartbeat{Worker: core.WorkerID(v.Worker)}, err
+	case "WatchdogTriggered":
+		v, err := decodeAs[workerIn](raw)
+		return core.WatchdogTriggered{Worker: core.WorkerID(v.Worker)}, err
+	case "ReadyTimeoutExtended":
+		v, err := decodeAs[extendIn](raw)
+		return core.ReadyTimeoutExtended{Worker: core.WorkerID(v.Worker), By: time.Duration(v.By)}, err
+	case "UsageSampled":
+		v, err := decodeAs[usageIn](raw)
+		in := core.UsageSampled{Samples: make([]core.RSSSample, len(v.Samples))}
+		for i, s := range v.Samples {
+			in.Samples[i] = core.RSSSample{Worker: core.WorkerID(s.Worker), RSS: s.RSS}
+		}
+		return in, err
 	case "WorkerListening":
 		v, err := decodeAs[workerIn](raw)
 		return core.WorkerListening{Worker: core.WorkerID(v.Worker)}, err

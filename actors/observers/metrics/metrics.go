@@ -60,6 +60,8 @@ type Collector struct {
 	exits           *prometheus.CounterVec
 	forkSeconds     prometheus.Histogram
 	readySeconds    prometheus.Histogram
+	recycles        *prometheus.CounterVec
+	watchdogMisses  prometheus.Counter
 
 	mu           sync.Mutex
 	forked       map[core.WorkerID]time.Time // fork decided, not yet spawned
@@ -112,6 +114,17 @@ func New(opts Options) *Collector {
 		Help:    "Time from the decision to fork a worker to its report of being ready.",
 		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
 	})
+	c.recycles = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dutchmaster_worker_recycles_total",
+		Help: "Recycles begun (a healthy worker replaced all the same), by cause: memory (--max-memory), lifetime (--max-lifetime) or max-requests (--max-requests).",
+	}, []string{"cause"})
+	c.watchdogMisses = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dutchmaster_watchdog_misses_total",
+		Help: "Workers found hung: no heartbeat for --watchdog, or WATCHDOG=trigger.",
+	})
+	for _, cause := range []string{core.RecycleMemory, core.RecycleLifetime, core.RecycleRequests} {
+		c.recycles.WithLabelValues(cause)
+	}
 	for _, o := range []string{core.OutcomeComplete, core.OutcomeAborted, core.OutcomeCancelled} {
 		c.rollouts.WithLabelValues(o)
 	}
@@ -132,7 +145,7 @@ func New(opts Options) *Collector {
 		}, func() float64 { return float64(opts.LogDropped()) }))
 	}
 	reg.MustRegister(c.rolloutsStarted, c.rollouts, c.rolloutSeconds, c.restarts, c.exits, c.forkSeconds, c.readySeconds,
-		viewCollector{c},
+		c.recycles, c.watchdogMisses, viewCollector{c},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return c
@@ -173,6 +186,12 @@ func (c *Collector) Observe(now time.Time, in core.Input, out []core.Decision) {
 			c.stopping(d.Worker, d.Reason)
 		case core.Kill:
 			c.stopping(d.Worker, d.Reason)
+		case core.Abort:
+			c.stopping(d.Worker, d.Reason)
+		case core.Recycled:
+			c.recycles.WithLabelValues(d.Cause).Inc()
+		case core.WatchdogMissed:
+			c.watchdogMisses.Inc()
 		case core.RolloutStarted:
 			c.rolloutsStarted.Inc()
 			c.rolloutStart = now

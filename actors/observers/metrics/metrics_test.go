@@ -24,10 +24,16 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // cluster runs a scripted cluster of n workers whose steps feed a collector.
 func cluster(t *testing.T, n int) (*scenarios.Driver, *metrics.Collector) {
 	t.Helper()
+	return clusterWith(t, n, core.Config{})
+}
+
+// clusterWith is cluster with a core configuration.
+func clusterWith(t *testing.T, n int, cfg core.Config) (*scenarios.Driver, *metrics.Collector) {
+	t.Helper()
 	d := scenarios.NewDriver()
 	t.Cleanup(d.Close)
 	c := metrics.New(metrics.Options{Name: "web", View: func(context.Context) (core.View, error) { return d.Host.View(), nil }})
-	d.Start(actors.Options{Logger: zerolog.Nop(), Observe: c.Observe, Workers: func() int { return n }},
+	d.Start(actors.Options{Logger: zerolog.Nop(), Observe: c.Observe, Workers: func() int { return n }, Core: cfg},
 		func(o actors.Options) scenarios.Host { return scenarios.NewSyncHost(o) })
 	return d, c
 }
@@ -114,6 +120,25 @@ func TestRollingRestart(t *testing.T) {
 	if !strings.Contains(body, "go_goroutines") || !strings.Contains(body, "process_") {
 		t.Error("no Go runtime or process metrics")
 	}
+}
+
+// TestWorkerHealth: a worker over its memory limit is recycled, one that
+// misses its watchdog is counted as a miss.
+func TestWorkerHealth(t *testing.T) {
+	d, c := clusterWith(t, 2, core.Config{Watchdog: 10 * time.Second, Recycle: core.Recycle{MaxMemory: 100, MemorySamples: 1}})
+	must(t, d.SettleWorkers())
+	d.Send(core.UsageSampled{Samples: []core.RSSSample{{Worker: 1, RSS: 10}, {Worker: 2, RSS: 10}}})
+	d.Send(core.UsageSampled{Samples: []core.RSSSample{{Worker: 1, RSS: 500}, {Worker: 2, RSS: 10}}})
+	must(t, d.SettleWorkers())
+	must(t, d.Deliver(2, actors.IPC{Line: []byte(`{"event":"heartbeat"}`)}))
+	must(t, d.Deliver(3, actors.Notify{Payload: "WATCHDOG=1"}))
+	d.Advance(11 * time.Second)
+	has(t, c,
+		`dutchmaster_worker_recycles_total{cause="memory",name="web"} 1`,
+		`dutchmaster_worker_recycles_total{cause="lifetime",name="web"} 0`,
+		`dutchmaster_worker_recycles_total{cause="max-requests",name="web"} 0`,
+		`dutchmaster_watchdog_misses_total{name="web"} 2`,
+	)
 }
 
 // TestFailuresAndAbort: a crash is a restart by failure and an exit by
