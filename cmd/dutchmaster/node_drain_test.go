@@ -288,18 +288,22 @@ func TestNodePreloadExclusiveListen(t *testing.T) {
 	})
 }
 
-// TestNodePreloadMaxRequests: with DUTCHMASTER_MAX_REQUESTS=N in its
-// environment, a worker asks for its replacement once it has served N
-// requests (over all its HTTP servers), once.
+// TestNodePreloadMaxRequests: with --max-requests N (DUTCHMASTER_MAX_REQUESTS
+// in its environment), an unmodified app's worker asks for its recycle once
+// the preload module has counted N requests (over all its HTTP servers),
+// once.
 func TestNodePreloadMaxRequests(t *testing.T) {
-	m, addr, pids, next := clusterApp(t, 1, "--env", "DUTCHMASTER_MAX_REQUESTS=5")
+	m, addr, pids, next := clusterApp(t, 1, "--max-requests", "5", "--max-requests-jitter", "0")
 	for i := range 5 {
 		if _, err := get(addr, "/"); err != nil {
 			t.Fatalf("request %d: %v", i+1, err)
 		}
 	}
-	_, next = m.waitFor(next, "worker requested restart", map[string]any{"pid": pids[1]})
+	_, next = m.waitFor(next, "worker due for recycling", map[string]any{"pid": pids[1], "cause": "max-requests"})
 	m.waitFor(next, "restart complete", nil)
 	waitGone(t, pids[1])
+	if n := len(m.all("worker due for recycling")); n != 1 {
+		t.Errorf("%d recycles asked for, want 1", n)
+	}
 	m.stop()
 }

@@ -6,7 +6,9 @@
 //
 // For the tests: / answers the pid; /hold?file=PATH says "hold request
 // started" on stdout and answers the pid once the file PATH exists (a slow
-// request that ends when the test says so); /restart asks for this
+// request that ends when the test says so); /block says "blocking the
+// event loop" and never returns (a handler stuck in a loop: the bug a
+// watchdog is for); /restart asks for this
 // worker's replacement, the one line that knows of a supervisor. A
 // listen() that fails prints "listen failed: CODE" and exits 1.
 const fs = require('fs');
@@ -24,6 +26,10 @@ const server = http.createServer((req, res) => {
       }
     }, 10);
     return;
+  }
+  if (url.pathname === '/block') {
+    console.log('blocking the event loop');
+    for (;;) {}
   }
   if (url.pathname === '/restart') {
     process.send({ event: 'request-restart' });
