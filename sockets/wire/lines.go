@@ -8,8 +8,18 @@ import (
 	"io"
 )
 
-// MaxLineBytes is the default bound of one IPC line, newline excluded: 1 MiB.
-const MaxLineBytes = 1 << 20
+// MaxLineBytes is the default bound of one IPC line, newline excluded:
+// 64 MiB. Node.js sets no bound of its own: a message is sent whole as
+// long as JSON.stringify can make its text, i.e. up to V8's longest
+// string (2^29-24 characters, about 512 MiB, on 64-bit). Apps do send
+// lines of several MiB (prom-client's answer to the cluster metrics
+// request grows with every series), so the bound is far above those and
+// still keeps a worker that writes without end from taking the master's
+// memory: a line is buffered whole before it is read, so one channel
+// holds at most this much at a time, and the buffer is let go after the
+// line. A longer line is skipped and logged; the sender's callback cannot
+// tell (docs/protocol.md, section 2).
+const MaxLineBytes = 64 << 20
 
 // readChunk is the size of the read buffer under a LineReader; longer lines
 // are assembled from several chunks, up to the reader's limit.
