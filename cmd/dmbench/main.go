@@ -62,6 +62,8 @@ func mainRun(args []string, stdout, stderr io.Writer) int {
 	helloBin := fs.String("hello", "", "example worker binary (default: go build into a temporary directory)")
 	logDir := fs.String("logs", "", "directory to keep each run's master log in")
 	quiet := fs.Bool("q", false, "no progress notes on stderr")
+	pm2Bin := fs.String("pm2", "", "with -node: the PM2 CLI to use (default: npm install pm2@latest into a temporary directory; skipped if that fails)")
+	nodeMode := fs.Bool("node", false, "instead: the Node.js comparison (dutchmaster, a node:cluster primary, PM2) with -workers 2,4 by default (node.go)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -70,6 +72,11 @@ func mainRun(args []string, stdout, stderr io.Writer) int {
 	}
 	if *quiet {
 		cfg.Log = nil
+	}
+	workersSet := false
+	fs.Visit(func(f *flag.Flag) { workersSet = workersSet || f.Name == "workers" })
+	if *nodeMode && !workersSet {
+		*workers = "2,4"
 	}
 	counts, err := parseCounts(*workers)
 	if err == nil {
@@ -81,6 +88,10 @@ func mainRun(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "dmbench: %v\n", err)
 		return 2
+	}
+
+	if *nodeMode {
+		return nodeBench(cfg, counts, *dmBin, *pm2Bin, stdout, stderr)
 	}
 
 	bin := loadtest.Binaries{Dutchmaster: *dmBin, Hello: *helloBin}
