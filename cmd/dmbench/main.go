@@ -20,6 +20,14 @@
 // a process is bounded by -patience. The exit status is 1 if a run could
 // not complete or a request failed; the timing targets are reported, never
 // turned into an exit status. docs/performance.md has the figures.
+//
+//	dmbench -node [-workers 2,4] [-restarts 5] [-pm2 PM2-CLI]
+//
+// runs the Node.js comparison instead (node.go): the same plain-HTTP Node.js
+// app under dutchmaster, a 20-line node:cluster primary and PM2, side by
+// side. Its exit status is 1 only if a run could not complete: failed
+// requests are figures there, since the other primaries are expected to
+// fail some.
 package main
 
 import (
