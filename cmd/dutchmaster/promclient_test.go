@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // The tests of this file run testdata/promclient/app.js, an app that
@@ -46,8 +45,15 @@ func promClientApp(t *testing.T, n int, env ...string) (m *master, metricsAddr s
 // were asked and answered.
 func clusterMetrics(t *testing.T, addr string) (body string, asked, answered int) {
 	t.Helper()
-	c := &http.Client{Timeout: 30 * time.Second}
-	resp, err := c.Get("http://" + addr + "/metrics/cluster")
+	c := &http.Client{Timeout: 2 * patience}
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics/cluster", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As Prometheus says its scrape timeout: a generous one, so that the
+	// workers' answers count, never the machine's speed.
+	req.Header.Set("X-Prometheus-Scrape-Timeout-Seconds", strconv.Itoa(int(patience.Seconds())))
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

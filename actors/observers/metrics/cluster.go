@@ -3,6 +3,7 @@ package metrics
 import (
 	"bytes"
 	"context"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -19,6 +20,14 @@ const ClusterPath = "/metrics/cluster"
 // prom-client's own primary.
 const DefaultNodeTimeout = 5 * time.Second
 
+// HeaderScrapeTimeout is the scrape's own timeout, in seconds, which
+// Prometheus sends with every scrape: the wait is then 90% of it (the
+// rest is for the answer), instead of NodeTimeout.
+const HeaderScrapeTimeout = "X-Prometheus-Scrape-Timeout-Seconds"
+
+// maxNodeTimeout bounds what HeaderScrapeTimeout may ask for.
+const maxNodeTimeout = 5 * time.Minute
+
 // Headers of a ClusterPath answer: how many workers were asked, and how
 // many of them are in the aggregate (the others were logged).
 const (
@@ -27,7 +36,7 @@ const (
 )
 
 // clusterMetrics asks every listening Node.js worker for its metrics,
-// waits at most NodeTimeout, and answers with the aggregate of those
+// waits at most NodeTimeout (or 90% of the scrape's own timeout), and answers with the aggregate of those
 // that answered. A worker that does not answer, or answers an error, is
 // left out and logged; the answer is 200 all the same, as long as the
 // text could be made (an empty body when no worker listens).
@@ -36,7 +45,7 @@ func (c *Collector) clusterMetrics(w http.ResponseWriter, r *http.Request) {
 	if c.opts.NodeWorkers != nil {
 		peers = c.opts.NodeWorkers()
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), c.opts.NodeTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), c.nodeTimeout(r))
 	defer cancel()
 	asked, answers, misses := nodecluster.GatherMetrics(ctx, peers)
 	log := c.opts.Logger
@@ -60,4 +69,14 @@ func (c *Collector) clusterMetrics(w http.ResponseWriter, r *http.Request) {
 	h.Set(HeaderWorkersAsked, strconv.Itoa(asked))
 	h.Set(HeaderWorkersAnswered, strconv.Itoa(len(answers)))
 	_, _ = w.Write(body.Bytes())
+}
+
+// nodeTimeout is how long the request waits for the workers: 90% of the
+// scrape's timeout when it says one, else NodeTimeout.
+func (c *Collector) nodeTimeout(r *http.Request) time.Duration {
+	s, err := strconv.ParseFloat(r.Header.Get(HeaderScrapeTimeout), 64)
+	if err != nil || s <= 0 || math.IsNaN(s) {
+		return c.opts.NodeTimeout
+	}
+	return min(time.Duration(s*0.9*float64(time.Second)), maxNodeTimeout)
 }
