@@ -66,14 +66,15 @@ func (s *Session) askMetrics(id int64) (<-chan metricsReply, error) {
 	if !s.listening || s.disconnecting || s.leaving || s.broken != nil {
 		return nil, errNotServing
 	}
-	if err := s.send(outgoing{msg: metricsRequest{Type: MetricsRequest, RequestID: id}}); err != nil {
-		return nil, err
-	}
 	if s.metricsWait == nil {
 		s.metricsWait = make(map[int64]chan metricsReply)
 	}
 	ch := make(chan metricsReply, 1)
 	s.metricsWait[id] = ch
+	if err := s.send(outgoing{msg: metricsRequest{Type: MetricsRequest, RequestID: id}}); err != nil {
+		delete(s.metricsWait, id)
+		return nil, err
+	}
 	return ch, nil
 }
 
@@ -119,8 +120,6 @@ func (s *Session) metricsAnswer(line []byte) (Event, bool) {
 	s.mu.Unlock()
 	if ok {
 		ch <- r // buffered, one answer per request
-	} else {
-		ev.Key = "late"
 	}
 	return ev, true
 }

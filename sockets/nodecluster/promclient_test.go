@@ -127,12 +127,13 @@ func TestGatherMetrics(t *testing.T) {
 				t.Errorf("request %s", lines[0])
 				return
 			}
-			// An answer to an older request is dropped, not mistaken for this one.
-			if ev := s.Receive([]byte(fmt.Sprintf(`{"type":%q,"requestId":%d,"metrics":[]}`, MetricsResponse, req.RequestID-1000))); ev.Kind != KindInternal || ev.Key != "late" {
+			// An answer to an older request is taken off the channel and
+			// dropped, not mistaken for this one (which is still awaited).
+			if ev := s.Receive([]byte(fmt.Sprintf(`{"type":%q,"requestId":%d,"metrics":[]}`, MetricsResponse, req.RequestID-1000))); ev.Kind != KindInternal || awaited(s) != 1 {
 				t.Errorf("stale answer: %+v", ev)
 			}
 			ev := s.Receive([]byte(fmt.Sprintf(`{"type":%q,"requestId":%d,%s}`, MetricsResponse, req.RequestID, body)))
-			if ev.Kind != KindInternal || ev.Act != MetricsResponse || ev.Key != "" {
+			if ev.Kind != KindInternal || ev.Act != MetricsResponse {
 				t.Errorf("answer: %+v", ev)
 			}
 			return
@@ -159,7 +160,7 @@ func TestGatherMetrics(t *testing.T) {
 		misses[1].Worker != 3 || !errors.Is(misses[1].Err, context.Canceled) {
 		t.Fatalf("misses %+v", misses)
 	}
-	if len(silent.metricsWait) != 0 {
+	if awaited(silent) != 0 {
 		t.Fatal("the silent worker's request is still awaited")
 	}
 	// Its late answer is taken off the channel all the same.
@@ -170,4 +171,11 @@ func TestGatherMetrics(t *testing.T) {
 	if ev := silent.Receive([]byte(`{"note":"prom-client:getMetricsRes"}`)); ev.Kind != KindMessage {
 		t.Fatalf("app message: %+v", ev)
 	}
+}
+
+// awaited counts the session's metrics requests awaiting an answer.
+func awaited(s *Session) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.metricsWait)
 }
