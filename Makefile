@@ -41,6 +41,7 @@ FUZZ_TARGETS = \
 	./sockets/wire:FuzzClassify \
 	./sockets/wire:FuzzParseNotify \
 	./sockets/nodecluster:FuzzMessage \
+	./sockets/nodecluster:FuzzMetricsAnswer \
 	./sockets/control:FuzzParseRequest \
 	./cmd/dutchmaster:FuzzLoadConfig \
 	./actors/observers/journal:FuzzReplay \

@@ -179,3 +179,52 @@ func awaited(s *Session) int {
 	defer s.mu.Unlock()
 	return len(s.metricsWait)
 }
+
+// FuzzMetricsAnswer: any line a worker sends is either an answer to a
+// metrics request or not, without a panic; an answer's metrics aggregate
+// and print, and every sample printed is a line of the text.
+func FuzzMetricsAnswer(f *testing.F) {
+	for _, seed := range []string{
+		`{"type":"prom-client:getMetricsRes","requestId":1,"metrics":[[{"name":"c","help":"h","type":"counter","values":[{"value":3,"labels":{"a":"x","b":2}}],"aggregator":"sum"}]]}`,
+		`{"type":"prom-client:getMetricsRes","requestId":1,"metrics":[[{"name":"h","help":"","type":"histogram","values":[{"value":1,"metricName":"h_bucket","labels":{"le":0.005,"le":"+Inf"}},{"value":null,"labels":null}],"aggregator":"average"}]]}`,
+		`{"type":"prom-client:getMetricsRes","requestId":1,"error":"boom"}`,
+		`{"type":"prom-client:getMetricsRes","requestId":"1","metrics":{}}`,
+		`{"type":"prom-client:getMetricsRes","metrics":[[{"name":"g","values":[{"value":"x"}]}]]}`,
+		`{"note":"prom-client:getMetricsRes"}`, `"prom-client:getMetricsRes"`, `{"type":"prom-client:getMetricsRes"`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		s := NewSession(&fakeWire{}, nil)
+		ch := make(chan metricsReply, 1)
+		s.metricsWait = map[int64]chan metricsReply{1: ch}
+		ev, ok := s.metricsAnswer(line)
+		if !ok {
+			if ev.Kind != KindMessage || awaited(s) != 1 {
+				t.Fatalf("%q: not an answer, but %+v", line, ev)
+			}
+			return
+		}
+		var r metricsReply
+		select {
+		case r = <-ch:
+		default:
+			return // an answer to another request
+		}
+		if r.Err != nil {
+			return
+		}
+		agg, _ := Aggregate([][]Metric{r.Metrics, r.Metrics})
+		var b bytes.Buffer
+		if err := WriteText(&b, agg); err != nil {
+			t.Fatal(err)
+		}
+		samples := 0
+		for _, m := range agg {
+			samples += len(m.Values)
+		}
+		if got := strings.Count(b.String(), "\n"); got < samples+2*len(agg) {
+			t.Fatalf("%q: %d lines of text for %d metrics and %d samples", line, got, len(agg), samples)
+		}
+	})
+}
