@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -146,28 +147,40 @@ type Miss struct {
 
 // GatherMetrics asks every peer that listens and does not drain for its
 // prom-client metrics and waits for the answers until ctx is done. asked
-// counts the workers asked; every one of them is either in answers or in
-// misses, in peer order.
+// counts the workers asked; every one of them is either in answers (in
+// peer order) or in misses.
 func GatherMetrics(ctx context.Context, peers []Peer) (asked int, answers []Answer, misses []Miss) {
 	type pending struct {
 		peer Peer
 		id   int64
 		ch   <-chan metricsReply
+		err  error
 	}
+	// The requests go out together: a worker that does not read its
+	// channel holds up its own send (the channel's send timeout), not
+	// the others'.
+	asks := make([]pending, len(peers))
+	var wg sync.WaitGroup
+	for i, p := range peers {
+		wg.Go(func() {
+			id := requestIDs.Add(1)
+			ch, err := p.Session.askMetrics(id)
+			asks[i] = pending{p, id, ch, err}
+		})
+	}
+	wg.Wait()
 	var waits []pending
-	for _, p := range peers {
-		id := requestIDs.Add(1)
-		ch, err := p.Session.askMetrics(id)
+	for _, a := range asks {
 		switch {
-		case errors.Is(err, errNotServing):
+		case errors.Is(a.err, errNotServing):
 			continue
-		case err != nil:
+		case a.err != nil:
 			asked++
-			misses = append(misses, Miss{Worker: p.Worker, PID: p.PID, Err: fmt.Errorf("request not sent: %w", err)})
+			misses = append(misses, Miss{Worker: a.peer.Worker, PID: a.peer.PID, Err: fmt.Errorf("request not sent: %w", a.err)})
 			continue
 		}
 		asked++
-		waits = append(waits, pending{p, id, ch})
+		waits = append(waits, a)
 	}
 	for _, w := range waits {
 		var r metricsReply
