@@ -41,6 +41,7 @@ FUZZ_TARGETS = \
 	./sockets/wire:FuzzClassify \
 	./sockets/wire:FuzzParseNotify \
 	./sockets/nodecluster:FuzzMessage \
+	./sockets/nodecluster:FuzzMetricsAnswer \
 	./sockets/control:FuzzParseRequest \
 	./cmd/dutchmaster:FuzzLoadConfig \
 	./actors/observers/journal:FuzzReplay \
@@ -57,9 +58,13 @@ fuzz:
 # Benchmarks: speed and memory targets are measured here, never asserted in tests.
 # cmd/dmbench: rolling restarts under load, 2/4/8 workers x new connection/keep-alive
 # (~6 min); JSON lines, then a table (docs/performance.md). Exits 1 if a request fails.
+# Then `dmbench -node`: a Node.js app under dutchmaster, a node:cluster primary and
+# PM2 (installed from npm into a temporary directory, skipped if that fails), 2/4
+# workers (~5 min; docs/performance.md, "Node.js apps"). Exits 1 only if a run fails.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./actors/... ./scenarios/...
 	$(GO) run ./cmd/dmbench
+	$(GO) run ./cmd/dmbench -node
 
 # cmd/dmsoak: 200 rolling restarts of 4 workers under keep-alive and
 # new-connection load with random worker SIGKILLs (~1 min), then 64/128/256

@@ -92,7 +92,11 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, w
 			return ops, fieldErr("MetricsAddress", "Options.MetricsAddress %s: %v", opts.MetricsAddress, errors.Unwrap(err))
 		}
 		ops.httpLn = ops.guard.listener(ops.httpLn, "metrics", maxMetricsConns, log, nil)
-		ops.metrics = metrics.New(metrics.Options{Name: opts.Name, View: ops.clusterView, LogDropped: opts.LogDropped})
+		mo := metrics.Options{Name: opts.Name, View: ops.clusterView, LogDropped: opts.LogDropped, Logger: log}
+		if workers != nil { // only Node.js cluster workers are asked
+			mo.NodeWorkers = workers.NodeWorkers
+		}
+		ops.metrics = metrics.New(mo)
 		ops.observers = append(ops.observers, ops.metrics.Observe)
 		log.Info().Str("address", ops.httpLn.Addr().String()).Msg("metrics listening")
 	}

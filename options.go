@@ -179,7 +179,7 @@ type Options struct {
 	// path, so that a default never keeps a master from starting.
 	ControlSocketOptional bool
 	// MetricsAddress is a host:port to serve /metrics (Prometheus text),
-	// /healthz and /readyz on (package actors/observers/metrics). Default: none.
+	// /metrics/cluster, /healthz and /readyz on (package actors/observers/metrics). Default: none.
 	MetricsAddress string
 	// Record is a file to write the journal to (package
 	// actors/observers/journal): every input of the cluster's core and

@@ -13,7 +13,7 @@ import (
 )
 
 // MaxLineBytes bounds one line read from a worker's IPC channel, newline
-// excluded: 1 MiB. Longer lines are skipped (see Channel.ReadLine).
+// excluded: 16 MiB. Longer lines are skipped (see Channel.ReadLine).
 const MaxLineBytes = wire.MaxLineBytes
 
 // DefaultSendTimeout bounds one Send when the worker does not read its

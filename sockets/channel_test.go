@@ -73,7 +73,7 @@ func TestChannelSkipsOversizedLine(t *testing.T) {
 	go func() {
 		worker.Write(bytes.Repeat([]byte("x"), MaxLineBytes+1))
 		worker.Write([]byte("\n{\"event\":\"ready\"}\n"))
-		worker.Write(bytes.Repeat([]byte("y"), 3*MaxLineBytes)) // unterminated, then EOF
+		worker.Write(bytes.Repeat([]byte("y"), MaxLineBytes+1)) // unterminated, then EOF
 		worker.CloseWrite()
 	}()
 	_, err := ch.ReadLine()

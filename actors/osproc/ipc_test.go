@@ -62,7 +62,7 @@ func TestIPCLinesInOrderBeforeExit(t *testing.T) {
 		}
 	}
 	// The error text is the channel's own, naming the bound.
-	tooLong := &sockets.LineTooLongError{Length: 1<<20 + 2, Limit: sockets.MaxLineBytes}
+	tooLong := &sockets.LineTooLongError{Length: sockets.MaxLineBytes + 2, Limit: sockets.MaxLineBytes}
 	if !errors.Is(tooLong, sockets.ErrLineTooLong) || got[n] != "error: "+tooLong.Error() {
 		t.Errorf("oversized line reported as %q, want %q", got[n], "error: "+tooLong.Error())
 	}

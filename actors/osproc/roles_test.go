@@ -18,6 +18,7 @@ import (
 
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/osproc"
+	"github.com/dutchmaster/dutchmaster/sockets"
 	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 )
 
@@ -190,9 +191,9 @@ func roleLines(args []string) int {
 		b = fmt.Appendf(b, "{\"seq\":%d}\n", i)
 	}
 	c.write(b)
-	huge := make([]byte, 0, 1<<20+16)
+	huge := make([]byte, 0, sockets.MaxLineBytes+16)
 	huge = append(huge, '"')
-	huge = append(huge, strings.Repeat("x", 1<<20)...)
+	huge = append(huge, strings.Repeat("x", sockets.MaxLineBytes)...)
 	huge = append(huge, '"', '\n')
 	c.write(huge)
 	c.write([]byte("{\"seq\":-1}\n"))

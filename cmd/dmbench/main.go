@@ -22,6 +22,14 @@
 // a process is bounded by -patience. The exit status is 1 if a run could
 // not complete or a request failed; the timing targets are reported, never
 // turned into an exit status. docs/performance.md has the figures.
+//
+//	dmbench -node [-workers 2,4] [-restarts 5] [-pm2 PM2-CLI]
+//
+// runs the Node.js comparison instead (node.go): the same plain-HTTP Node.js
+// app under dutchmaster, a 20-line node:cluster primary and PM2, side by
+// side. Its exit status is 1 only if a run could not complete: failed
+// requests are figures there, since the other primaries are expected to
+// fail some.
 package main
 
 import (
@@ -65,6 +73,8 @@ func mainRun(args []string, stdout, stderr io.Writer) int {
 	helloBin := fs.String("hello", "", "example worker binary (default: go build into a temporary directory)")
 	logDir := fs.String("logs", "", "directory to keep each run's master log in")
 	quiet := fs.Bool("q", false, "no progress notes on stderr")
+	pm2Bin := fs.String("pm2", "", "with -node: the PM2 CLI to use (default: npm install pm2@latest into a temporary directory; skipped if that fails)")
+	nodeMode := fs.Bool("node", false, "instead: the Node.js comparison (dutchmaster, a node:cluster primary, PM2) with -workers 2,4 by default (node.go)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -73,6 +83,11 @@ func mainRun(args []string, stdout, stderr io.Writer) int {
 	}
 	if *quiet {
 		cfg.Log = nil
+	}
+	workersSet := false
+	fs.Visit(func(f *flag.Flag) { workersSet = workersSet || f.Name == "workers" })
+	if *nodeMode && !workersSet {
+		*workers = "2,4"
 	}
 	counts, err := parseCounts(*workers)
 	if err == nil {
@@ -84,6 +99,10 @@ func mainRun(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "dmbench: %v\n", err)
 		return 2
+	}
+
+	if *nodeMode {
+		return nodeBench(cfg, counts, *dmBin, *pm2Bin, stdout, stderr)
 	}
 
 	bin := loadtest.Binaries{Dutchmaster: *dmBin, Hello: *helloBin}

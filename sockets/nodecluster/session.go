@@ -98,6 +98,9 @@ type Session struct {
 	listening     bool
 	disconnecting bool // the master sent disconnect
 	leaving       bool // the worker sent exitedAfterDisconnect
+	// metricsWait are the prom-client metrics requests awaiting the
+	// worker's answer (promclient.go), by request id.
+	metricsWait map[int64]chan metricsReply
 }
 
 type outgoing struct {
@@ -163,6 +166,9 @@ func (s *Session) Disconnect() error {
 // says what it meant. Internal messages are answered here; everything else
 // is KindMessage, for the caller.
 func (s *Session) Receive(line []byte) Event {
+	if ev, ok := s.metricsAnswer(line); ok {
+		return ev // an answer to the master's metrics request (promclient.go)
+	}
 	s.mu.Lock()
 	defer s.unlock()
 	return s.receive(line)

@@ -8,8 +8,19 @@ import (
 	"io"
 )
 
-// MaxLineBytes is the default bound of one IPC line, newline excluded: 1 MiB.
-const MaxLineBytes = 1 << 20
+// MaxLineBytes is the default bound of one IPC line, newline excluded:
+// 16 MiB. Node.js sets no bound of its own: a message is sent whole as
+// long as JSON.stringify can make its text, i.e. up to V8's longest
+// string (2^29-24 characters, about 512 MiB, on 64-bit). Apps do send
+// lines of several MiB (prom-client's answer to the cluster metrics
+// request grows with every series), so the bound is well above those,
+// and low enough that a worker that writes without end cannot take much
+// of the master's memory: a line is buffered whole before it is read, in
+// a buffer that grows by doubling, so one channel allocates about twice
+// this much for it at worst, and lets the buffer go after the line. A
+// longer line is skipped and logged; the sender's callback cannot
+// tell (docs/protocol.md, section 2).
+const MaxLineBytes = 16 << 20
 
 // readChunk is the size of the read buffer under a LineReader; longer lines
 // are assembled from several chunks, up to the reader's limit.
@@ -90,14 +101,21 @@ func (lr *LineReader) ReadLine() ([]byte, error) {
 				return nil, err
 			}
 		}
+		if cap(lr.line) > readChunk {
+			// A long line's buffer goes with it (to the caller, or to the
+			// collector): a channel never keeps a near-limit buffer for
+			// its life, and the line is not copied once more.
+			out := lr.line
+			lr.line = nil
+			if tooLong {
+				return nil, &LineTooLongError{Length: seen, Limit: lr.limit}
+			}
+			return out, nil
+		}
 		if tooLong {
 			return nil, &LineTooLongError{Length: seen, Limit: lr.limit}
 		}
-		out := append([]byte{}, lr.line...)
-		if cap(lr.line) > readChunk {
-			lr.line = nil // do not keep a near-limit buffer for the channel's life
-		}
-		return out, nil
+		return append([]byte{}, lr.line...), nil
 	}
 }
 

@@ -7,14 +7,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Handler serves /metrics, /healthz and /readyz.
+// Handler serves /metrics, /metrics/cluster, /healthz and /readyz.
 func (c *Collector) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(c.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.HandleFunc("GET "+ClusterPath, c.clusterMetrics)
 	mux.HandleFunc("GET /healthz", c.healthz)
 	mux.HandleFunc("GET /readyz", c.readyz)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "dutchmaster: /metrics, /healthz, /readyz", http.StatusNotFound)
+		http.Error(w, "dutchmaster: /metrics, "+ClusterPath+", /healthz, /readyz", http.StatusNotFound)
 	})
 	return mux
 }

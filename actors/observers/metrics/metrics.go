@@ -12,6 +12,8 @@
 //
 //	/metrics  Prometheus text format
 //	/healthz  200 while the master's cluster actor answers (the master is alive)
+//	/metrics/cluster  the Node.js workers' prom-client metrics, aggregated
+//	          (cluster.go)
 //	/readyz   200 while at least the target count of workers listen and the
 //	          master is not stopping; 503 otherwise
 package metrics
@@ -23,9 +25,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
 
 	"github.com/dutchmaster/dutchmaster/actors/core"
 	"github.com/dutchmaster/dutchmaster/fsm"
+	"github.com/dutchmaster/dutchmaster/sockets/nodecluster"
 )
 
 // Options configure a Collector.
@@ -40,6 +44,14 @@ type Options struct {
 	// LogDropped, if set, counts the log lines the master's log writer
 	// dropped (dutchmaster_log_lines_dropped_total).
 	LogDropped func() uint64
+	// NodeWorkers, if set, lists the Node.js cluster workers to ask for
+	// their prom-client metrics on ClusterPath.
+	NodeWorkers func() []nodecluster.Peer
+	// NodeTimeout bounds the wait for their answers. Default
+	// DefaultNodeTimeout.
+	NodeTimeout time.Duration
+	// Logger logs the workers left out of ClusterPath's answer.
+	Logger zerolog.Logger
 }
 
 // The label values of dutchmaster_worker_restarts_total.
@@ -77,6 +89,9 @@ type Collector struct {
 func New(opts Options) *Collector {
 	if opts.ViewTimeout <= 0 {
 		opts.ViewTimeout = 2 * time.Second
+	}
+	if opts.NodeTimeout <= 0 {
+		opts.NodeTimeout = DefaultNodeTimeout
 	}
 	c := &Collector{
 		opts: opts, reg: prometheus.NewRegistry(),

@@ -196,3 +196,14 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("/nope: %d", code)
 	}
 }
+
+// TestClusterPathWithoutNodeWorkers: with no Node.js worker listening,
+// /metrics/cluster answers at once, empty, having asked nobody.
+func TestClusterPathWithoutNodeWorkers(t *testing.T) {
+	_, c := cluster(t, 1)
+	rec := httptest.NewRecorder()
+	c.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, metrics.ClusterPath, nil))
+	if rec.Code != http.StatusOK || rec.Body.Len() != 0 || rec.Header().Get(metrics.HeaderWorkersAsked) != "0" || rec.Header().Get(metrics.HeaderWorkersAnswered) != "0" {
+		t.Fatalf("%s: %d %v %q", metrics.ClusterPath, rec.Code, rec.Header(), rec.Body.String())
+	}
+}
