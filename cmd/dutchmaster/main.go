@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command dutchmaster supervises N copies of a worker program on sockets
 // it owns, and replaces them without dropping a connection.
 //
