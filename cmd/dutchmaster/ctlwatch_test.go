@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -161,4 +162,38 @@ func TestCtlWatchPipe(t *testing.T) {
 		}
 	}
 	m.stop()
+}
+
+// TestCtlHelp: ctl --help lists every flag of ctl, with two dashes, under
+// a heading, as the master's help does.
+func TestCtlHelp(t *testing.T) {
+	r := runDutchmaster(t, 0, "ctl", "--help")
+	if r.code != 0 {
+		t.Fatalf("ctl --help: %s", r)
+	}
+	for _, f := range []string{"  --control PATH", "  --name NAME", "  --json", "  --watch", "  --interval DURATION", "  -n, --lines N", "  -f, --follow", "  --timeout DURATION"} {
+		if !strings.Contains(r.stdout, "\n"+f+" ") {
+			t.Errorf("ctl --help does not list %q", f)
+		}
+	}
+	for _, h := range []string{"\nFinding the master", "\nOutput:\n", "\nWaiting:\n"} {
+		if !strings.Contains(r.stdout, h) {
+			t.Errorf("ctl --help has no heading %q", h)
+		}
+	}
+	if regexp.MustCompile(`(?m)^  -[a-z]{2,}`).MatchString(r.stdout) {
+		t.Errorf("ctl --help has a flag with one dash:\n%s", r.stdout)
+	}
+	// Every flag of ctl is in a group of the help.
+	seen := map[string]bool{}
+	for _, g := range ctlFlagGroups {
+		for _, e := range g.flags {
+			seen[e.name] = true
+		}
+	}
+	for _, name := range []string{"control", "name", "json", "timeout", "watch", "interval", "lines", "follow"} {
+		if !seen[name] {
+			t.Errorf("--%s is in no group of ctl --help", name)
+		}
+	}
 }
