@@ -411,7 +411,7 @@ var helpGroups = []struct {
 }
 
 const helpHead = `usage: dutchmaster [OPTIONS] -- COMMAND [ARG...]
-       dutchmaster ctl [--control PATH | --name NAME] [--json] status|restart [wN]|reload [wN]|stop|scale N|ls
+       dutchmaster ctl [--control PATH | --name NAME] [--json] status|top|restart [wN]|reload [wN]|stop|scale N|logs [wN]|ls
        dutchmaster replay FILE
        dutchmaster version | --version
        dutchmaster help [ctl|replay] | --help | -h
