@@ -99,23 +99,40 @@ func ctlHelp(w io.Writer, fs *flag.FlagSet) {
 // ctlUsageHint follows every ctl usage error, alone on its line.
 const ctlUsageHint = "run 'dutchmaster ctl --help' for usage"
 
-// runCtl is `dutchmaster ctl`.
-func runCtl(args []string, stdout, stderr io.Writer) int {
+// ctlOptions are ctl's flags.
+type ctlOptions struct {
+	path, name            *string
+	asJSON, watch, follow *bool
+	timeout, interval     *time.Duration
+	lines                 *int
+}
+
+// ctlFlags defines ctl's flags.
+func ctlFlags() (*flag.FlagSet, ctlOptions) {
+	var o ctlOptions
 	fs := flag.NewFlagSet("dutchmaster ctl", flag.ContinueOnError)
 	// The flag package's own messages are replaced by one line and a
 	// hint; the usage is printed only when asked for (--help).
 	fs.SetOutput(io.Discard)
-	path := fs.String("control", "", "the master's control socket `PATH` (default: $"+control.EnvControl+", else the master's default for --name)")
-	name := fs.String("name", "", "the master's --name, to find its default control socket")
-	asJSON := fs.Bool("json", false, "print the master's reply as JSON (status --watch: one line per interval; logs: one line per output line)")
-	timeout := fs.Duration("timeout", 0, "give up after this long (default: wait as long as it takes, e.g. a whole rollout)")
-	watch := fs.Bool("watch", false, "status: refresh it every --interval until Ctrl-C (as ctl top does)")
-	interval := fs.Duration("interval", time.Second, "how often status --watch asks the master")
-	lines := fs.Int("lines", 20, "logs: how many of the kept lines to print first, per worker asked for (0: none, only what --follow brings)")
-	fs.IntVar(lines, "n", 20, "the same as --lines")
-	follow := fs.Bool("follow", false, "logs: then print each new line until Ctrl-C or the master stops")
-	fs.BoolVar(follow, "f", false, "the same as --follow")
+	o.path = fs.String("control", "", "the master's control socket `PATH` (default: $"+control.EnvControl+", else the master's default for --name)")
+	o.name = fs.String("name", "", "the master's --name, to find its default control socket")
+	o.asJSON = fs.Bool("json", false, "print the master's reply as JSON (status --watch: one line per interval; logs: one line per output line)")
+	o.timeout = fs.Duration("timeout", 0, "give up after this long (default: wait as long as it takes, e.g. a whole rollout)")
+	o.watch = fs.Bool("watch", false, "status: refresh it every --interval until Ctrl-C (as ctl top does)")
+	o.interval = fs.Duration("interval", time.Second, "how often status --watch asks the master")
+	o.lines = fs.Int("lines", 20, "logs: how many of the kept lines to print first, per worker asked for (0: none, only what --follow brings)")
+	fs.IntVar(o.lines, "n", 20, "the same as --lines")
+	o.follow = fs.Bool("follow", false, "logs: then print each new line until Ctrl-C or the master stops")
+	fs.BoolVar(o.follow, "f", false, "the same as --follow")
 	fs.Usage = func() {} // the flag package calls it on every error
+	return fs, o
+}
+
+// runCtl is `dutchmaster ctl`.
+func runCtl(args []string, stdout, stderr io.Writer) int {
+	fs, f := ctlFlags()
+	path, name, asJSON, timeout := f.path, f.name, f.asJSON, f.timeout
+	watch, interval, lines, follow := f.watch, f.interval, f.lines, f.follow
 	// Flags may come before and after the command.
 	var words []string
 	for rest := args; ; {
