@@ -52,6 +52,7 @@ func badValues(dir string) map[string][][2]string {
 		"record":            {{missing, "--record " + missing}},
 		"pidfile":           {{missing, "--pidfile " + missing}},
 		"subreaper":         {{"maybe", `--subreaper "maybe"`}},
+		"log-tail":          {{"lots", `--log-tail "lots": want a number of lines from 0 to 100000`}, {"-1", `--log-tail "-1"`}, {"100001", `--log-tail "100001"`}},
 	}
 }
 
