@@ -156,9 +156,10 @@ func TestExcusedBy(t *testing.T) {
 }
 
 // TestScaleSmall is the scale run at 4 and 8 workers: every phase
-// completes, the master exits 0 and leaves nothing, and it holds three
-// descriptors per worker (its IPC socket and two pidfds: os.Process's and
-// the one the exit is awaited on).
+// completes, the master exits 0 and leaves nothing, and it holds five
+// descriptors per worker (its IPC socket, two pidfds: os.Process's and
+// the one the exit is awaited on, and the pipes of its stdout and stderr,
+// which the master reads to keep their last lines for ctl logs).
 func TestScaleSmall(t *testing.T) {
 	bin := binaries(t)
 	runs, medians, err := runScale(scaleConfig{Counts: []int{4, 8}, Repeat: 1, MaxSurge: 1, Patience: 30 * time.Second}, bin)
@@ -173,8 +174,8 @@ func TestScaleSmall(t *testing.T) {
 			t.Errorf("%d workers: exit %s, %d left behind", r.Workers, r.ExitStatus, r.LeftBehind)
 		}
 	}
-	if d := medians[1].FDs - medians[0].FDs; d != 3*4 {
-		t.Errorf("4 more workers cost %d descriptors, want 12", d)
+	if d := medians[1].FDs - medians[0].FDs; d != 5*4 {
+		t.Errorf("4 more workers cost %d descriptors, want 20", d)
 	}
 	for _, r := range runs {
 		if r.Goroutines <= 0 || r.RestartGoroutines <= 0 {
