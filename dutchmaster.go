@@ -120,6 +120,9 @@ func Run(ctx context.Context, opts Options) error {
 			Bool("socket_activated", activated[l]).Msg("listening")
 	}
 	rcfg := runtimeConfig(opts, plan, listeners)
+	if opts.LogTail > 0 {
+		rcfg.Tail = osproc.NewOutputLog(opts.LogTail, 0, -1)
+	}
 	rcfg.NodeServers = nodeServers(plan, mode, listeners, groups, log)
 	balancer := balanceObserver(log, mode, groups, rcfg.NodeServers)
 	withRetire(&rcfg, mode, groups, balancer, plan.core.KillTimeout)
@@ -133,7 +136,7 @@ func Run(ctx context.Context, opts Options) error {
 	osproc.WarnDescriptorLimit(log, plan.workers(), plan.core.MaxSurge)
 	osproc.WarnProcessLimit(log, plan.workers(), plan.core.MaxSurge)
 	defer rt.Close()
-	ops, err := openOperations(opts, plan, log, start, rt, listeners)
+	ops, err := openOperations(opts, plan, log, start, rt, listeners, rcfg.Tail)
 	if err != nil {
 		return err
 	}

@@ -55,7 +55,7 @@ type operations struct {
 // before any worker starts; errors are *ConfigError.
 // workers and listeners are what the control socket's status reports
 // beyond the cluster's view.
-func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, workers *osproc.Runtime, listeners []*sockets.Listener) (ops *operations, err error) {
+func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, workers *osproc.Runtime, listeners []*sockets.Listener, tail *osproc.OutputLog) (ops *operations, err error) {
 	ops = &operations{log: log, guard: newClientGuard(p.workers(), p.core.MaxSurge, workers.SlotSockets())}
 	defer func() {
 		if err != nil {
@@ -68,11 +68,15 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, w
 		// operator's).
 		listenErr := ctlsock.PrepareDir(opts.ControlSocket)
 		if listenErr == nil {
-			ops.control, listenErr = control.Listen(control.Options{
+			copts := control.Options{
 				Path: opts.ControlSocket, Name: opts.Name, Logger: log, Usage: workerUsage(workers),
 				Started: start, Command: opts.Command, Listeners: listenerStatus(listeners),
 				MaxConns: maxControlConns, IdleTimeout: idleTimeout, Room: ops.guard.room,
-			})
+			}
+			if tail != nil {
+				copts.Logs = tail
+			}
+			ops.control, listenErr = control.Listen(copts)
 		}
 		switch {
 		case listenErr == nil:

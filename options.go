@@ -147,6 +147,14 @@ type Options struct {
 	// LogWorkerOutput turns each line of worker output into a log event;
 	// otherwise it passes through to Stdout and Stderr.
 	LogWorkerOutput bool
+	// LogTail is how many of each worker's last lines of output the
+	// master keeps (at most 1 MiB a worker; those of the last 16 workers
+	// that exited too), for `dutchmaster ctl logs`. Then worker output
+	// always goes through a pipe the master reads, passed on to Stdout
+	// and Stderr (or logged, with LogWorkerOutput). 0: none kept, and
+	// without LogWorkerOutput workers write to Stdout and Stderr
+	// themselves when those are files.
+	LogTail int
 	// Logger receives every log line; the zero value logs nothing. Its
 	// writer must not block: the master logs from the goroutines that
 	// make its decisions, so a writer that waits (a full pipe nobody

@@ -149,12 +149,12 @@ func (m *master) apply(res reloadResult) error {
 		log.Warn().Msg("listeners, their balance and the restart signal change only with a new master; keeping the current ones")
 	}
 	if next.Name != m.opts.Name || next.ControlSocket != m.opts.ControlSocket || next.MetricsAddress != m.opts.MetricsAddress ||
-		next.Record != m.opts.Record || next.PIDFile != m.opts.PIDFile || next.Subreaper != m.opts.Subreaper {
-		log.Warn().Msg("name, control socket, metrics, journal, pidfile and subreaper change only with a new master; keeping the current ones")
+		next.Record != m.opts.Record || next.PIDFile != m.opts.PIDFile || next.Subreaper != m.opts.Subreaper || next.LogTail != m.opts.LogTail {
+		log.Warn().Msg("name, control socket, metrics, journal, pidfile, subreaper and log-tail change only with a new master; keeping the current ones")
 	}
 	next.Name, next.ControlSocket, next.ControlSocketOptional = m.opts.Name, m.opts.ControlSocket, m.opts.ControlSocketOptional
 	next.MetricsAddress = m.opts.MetricsAddress
-	next.Record, next.PIDFile, next.Subreaper, next.Observe = m.opts.Record, m.opts.PIDFile, m.opts.Subreaper, m.opts.Observe
+	next.Record, next.PIDFile, next.Subreaper, next.Observe, next.LogTail = m.opts.Record, m.opts.PIDFile, m.opts.Subreaper, m.opts.Observe, m.opts.LogTail
 	next.Reload, next.Logger, next.LogDropped = m.opts.Reload, m.opts.Logger, m.opts.LogDropped
 	plan.restartSignal, plan.balance, next.Balance = m.plan.restartSignal, m.plan.balance, m.opts.Balance
 	m.opts, m.plan = next, plan

@@ -18,7 +18,8 @@ import (
 const descriptorsPerWorker = 3
 
 // outputDescriptors are the pipes from a worker's stdout and stderr the
-// master holds when it logs worker output.
+// master holds when it logs or keeps worker output (Config.LogOutput,
+// Config.Tail): counted for every worker, as it is the default.
 const outputDescriptors = 2
 
 // forkSlack covers what forks hold only while they run (the pipe exec
@@ -48,7 +49,7 @@ func WarnDescriptorLimit(log zerolog.Logger, workers, maxSurge int) {
 		return
 	}
 	alive := 2*workers + maxSurge
-	need := open + descriptorsPerWorker*alive
+	need := open + (descriptorsPerWorker+outputDescriptors)*alive
 	if need > lim {
 		log.Warn().Int("limit", lim).Int("needed", need).Int("workers", workers).
 			Msg("descriptor limit too low for the workers during a rollout: raise it (ulimit -n, LimitNOFILE=) or forks will fail")

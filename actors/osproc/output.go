@@ -3,59 +3,137 @@ package osproc
 import (
 	"bytes"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/actors"
+	ctl "github.com/dutchmaster/dutchmaster/sockets/control"
 )
 
-// output is where one worker's stdout and stderr go: straight through to
-// the master's (the worker inherits the descriptors, no copying), or, with
-// LogOutput, one log event per line, keeping the last lines of stderr for
-// the report of a failed worker.
+// output is where one worker's stdout and stderr go.
+//
+// With neither LogOutput nor an OutputLog, the worker inherits the
+// master's descriptors: no pipe, no copying. Otherwise each stream is a
+// pipe the master reads (two descriptors and two goroutines per worker,
+// and a copy of every byte): each line is kept in the OutputLog (for ctl
+// logs), and then either logged as an event with the worker's fields
+// (LogOutput, keeping the last lines of stderr for the report of a failed
+// worker; at info level once the worker drains) or passed through to the master's stdout or stderr: unchanged,
+// or, where that is a terminal, line by line after the worker's name
+// ("w3 | "), so that the workers' lines can be told apart.
 type output struct {
 	stdout, stderr io.Writer
-	errLines       *lineLogger
+	errLines       *lineWriter // with LogOutput
+	writers        []*lineWriter
+	tail           *OutputLog
+	worker         int
+
+	// draining: the worker was asked to stop; what it writes to stderr
+	// now (a goodbye, the requests it finishes) is logged at info, not
+	// warn: it is a drain's normal output.
+	draining atomic.Bool
+
+	startOnce sync.Once
+	started   chan struct{} // closed once pid is known
+	pid       int
 }
 
 // tailLines is how many of a worker's last stderr lines its exit reports.
 const tailLines = 5
 
 func newOutput(cfg Config, spec actors.WorkerSpec) *output {
-	if !cfg.LogOutput {
-		return &output{stdout: cfg.Stdout, stderr: cfg.Stderr}
+	o := &output{tail: cfg.Tail, worker: int(spec.ID), started: make(chan struct{})}
+	if !cfg.LogOutput && cfg.Tail == nil {
+		o.stdout, o.stderr = cfg.Stdout, cfg.Stderr
+		return o
 	}
-	log := cfg.Logger.With().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldSlot, spec.Slot).
-		Int(actors.FieldGeneration, spec.Generation).Logger()
-	errs := &lineLogger{log: log, stream: "stderr", level: zerolog.WarnLevel, keep: tailLines}
-	return &output{stdout: &lineLogger{log: log, stream: "stdout", level: zerolog.InfoLevel}, stderr: errs, errLines: errs}
-}
-
-func (o *output) close() {
-	for _, w := range []io.Writer{o.stdout, o.stderr} {
-		if l, ok := w.(*lineLogger); ok {
-			l.flush()
+	if o.tail != nil {
+		o.tail.begin(o.worker)
+	}
+	for _, s := range []struct {
+		name string
+		dst  io.Writer
+	}{{ctl.StreamOut, cfg.Stdout}, {ctl.StreamErr, cfg.Stderr}} {
+		w := &lineWriter{o: o, stream: s.name, generation: spec.Generation}
+		switch {
+		case cfg.LogOutput:
+			log := cfg.Logger.With().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldSlot, spec.Slot).
+				Int(actors.FieldGeneration, spec.Generation).Logger()
+			w.log, w.level = &log, zerolog.InfoLevel
+			if s.name == ctl.StreamErr {
+				w.level, w.keep = zerolog.WarnLevel, tailLines
+				o.errLines = w
+			}
+		case isTerminal(s.dst):
+			w.pass, w.prefix = s.dst, "w"+strconv.Itoa(int(spec.ID))+" | "
+		default:
+			w.pass = s.dst
 		}
+		o.writers = append(o.writers, w)
+	}
+	o.stdout, o.stderr = o.writers[0], o.writers[1]
+	return o
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// begin gives the lines the worker's pid, once it runs (0: it did not
+// start); until then its lines wait.
+func (o *output) begin(pid int) {
+	o.startOnce.Do(func() {
+		o.pid = pid
+		close(o.started)
+	})
+}
+
+// close writes out what is left of unfinished lines; the worker is gone.
+func (o *output) close() {
+	o.begin(0)
+	for _, w := range o.writers {
+		w.flush()
+	}
+	if o.tail != nil {
+		o.tail.end(o.worker)
 	}
 }
 
-// tail is the last lines of stderr, or "" when output is not captured.
-func (o *output) tail() string {
+// lastStderr is the last lines of stderr, or "" when output is not logged.
+func (o *output) lastStderr() string {
 	if o.errLines == nil {
 		return ""
 	}
-	return o.errLines.tail()
+	return o.errLines.lastLines()
 }
 
-// maxLogLine bounds one logged line; the rest of a longer line is dropped.
+// maxLogLine bounds one line logged or kept; the rest of a longer line is
+// dropped (a stream passed through unchanged keeps it).
 const maxLogLine = 16 << 10
 
-// lineLogger logs each complete line written to it.
-type lineLogger struct {
-	log    zerolog.Logger
-	stream string
+// lineWriter splits one of a worker's streams into lines.
+type lineWriter struct {
+	o          *output
+	stream     string // out, err
+	generation int
+	// pass receives the stream: unchanged when prefix is "", else line by
+	// line after prefix.
+	pass   io.Writer
+	prefix string
+	log    *zerolog.Logger // with LogOutput: each line is logged at level
 	level  zerolog.Level
 	keep   int
 
@@ -64,10 +142,16 @@ type lineLogger struct {
 	last    []string
 }
 
-func (l *lineLogger) Write(p []byte) (int, error) {
+func (l *lineWriter) Write(p []byte) (int, error) {
+	<-l.o.started
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := len(p)
+	if l.pass != nil && l.prefix == "" {
+		// A reader of the master's output that fails (a closed pipe) must
+		// not stop the worker: its lines are still kept.
+		_, _ = l.pass.Write(p)
+	}
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
@@ -83,7 +167,7 @@ func (l *lineLogger) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-func (l *lineLogger) flush() {
+func (l *lineWriter) flush() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.partial) > 0 {
@@ -92,9 +176,21 @@ func (l *lineLogger) flush() {
 	}
 }
 
-func (l *lineLogger) emit(line string) {
+func (l *lineWriter) emit(line string) {
 	line = strings.TrimRight(line, "\r")
-	l.log.WithLevel(l.level).Str("stream", l.stream).Msg(line)
+	if t := l.o.tail; t != nil {
+		t.add(ctl.LogLine{Worker: l.o.worker, PID: l.o.pid, Generation: l.generation, Stream: l.stream, At: time.Now(), Line: line})
+	}
+	switch {
+	case l.log != nil:
+		level := l.level
+		if level == zerolog.WarnLevel && l.o.draining.Load() {
+			level = zerolog.InfoLevel
+		}
+		l.log.WithLevel(level).Str("stream", streamField[l.stream]).Msg(line)
+	case l.pass != nil && l.prefix != "":
+		_, _ = io.WriteString(l.pass, l.prefix+line+"\n")
+	}
 	if l.keep > 0 {
 		l.last = append(l.last, line)
 		if len(l.last) > l.keep {
@@ -103,7 +199,10 @@ func (l *lineLogger) emit(line string) {
 	}
 }
 
-func (l *lineLogger) tail() string {
+// streamField is the "stream" field of a logged line.
+var streamField = map[string]string{ctl.StreamOut: "stdout", ctl.StreamErr: "stderr"}
+
+func (l *lineWriter) lastLines() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return strings.Join(l.last, "\n")

@@ -139,6 +139,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		out.close()
 		return nil, fmt.Errorf("starting %s: %w", cfg.Command[0], err)
 	}
+	out.begin(cmd.Process.Pid)
 	p := &process{spec: spec, events: events, cmd: cmd, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r, killGroup: killGroup, cgroup: cg}
 	p.exitWatch = openExitWatch(p.pid)
 	p.log = cfg.Logger.With().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldSlot, spec.Slot).
@@ -252,7 +253,7 @@ func (p *process) run() {
 	p.deliverMu.Lock()
 	p.exited = true
 	p.deliverMu.Unlock()
-	p.events(exitOf(p.cmd.ProcessState, err, p.output.tail()))
+	p.events(exitOf(p.cmd.ProcessState, err, p.output.lastStderr()))
 }
 
 func exitOf(ps *os.ProcessState, err error, tail string) actors.Exited {
@@ -275,6 +276,7 @@ func exitOf(ps *os.ProcessState, err error, tail string) actors.Exited {
 // open: closing it would make Node exit at once. Any other worker gets
 // {"event":"disconnect"} and end-of-file.
 func (p *process) drain(how actors.DrainMethod, stop syscall.Signal) {
+	p.output.draining.Store(true)
 	if how == actors.DrainIPC || how == actors.DrainBoth {
 		var err error
 		if p.cluster != nil && p.cluster.Online() {

@@ -59,9 +59,13 @@ type Config struct {
 	// event with the worker's fields; otherwise output passes through to
 	// Stdout and Stderr.
 	LogOutput bool
-	Stdout    io.Writer // default os.Stdout
-	Stderr    io.Writer // default os.Stderr
-	Logger    zerolog.Logger
+	// Tail, if set, keeps the last lines of every worker's output (for
+	// ctl logs): the output then always goes through a pipe the master
+	// reads (see output).
+	Tail   *OutputLog
+	Stdout io.Writer // default os.Stdout
+	Stderr io.Writer // default os.Stderr
+	Logger zerolog.Logger
 	// Executable is the trampoline binary; default os.Executable().
 	Executable string
 	// EnvClear starts the workers' environment empty but for EnvAllow's
@@ -149,6 +153,7 @@ func (r *Runtime) Reconfigure(next Config) {
 	next.Listeners, next.Balanced, next.Executable = r.cfg.Listeners, r.cfg.Balanced, r.cfg.Executable
 	next.NodeServers = r.cfg.NodeServers
 	next.Retired, next.RetireWait = r.cfg.Retired, r.cfg.RetireWait
+	next.Tail = r.cfg.Tail // fixed for the master's life, as ctl logs reads it
 	if next.StopSignal == 0 {
 		next.StopSignal = syscall.SIGTERM
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -55,6 +57,7 @@ func badValues(dir string) map[string][][2]string {
 		"log-format":          {{"xml", `--log-format "xml"`}},
 		"log-level":           {{"loud", `--log-level "loud"`}},
 		"log-worker-output":   {{"maybe", `--log-worker-output "maybe"`}},
+		"log-tail":            {{"lots", `--log-tail "lots": want a number of lines from 0 to 100000`}, {"-1", `--log-tail "-1"`}, {"100001", `--log-tail "100001"`}},
 		"name":                {{"a/b", `--name "a/b"`}},
 		"control":             {{missing + ".sock", "--control " + missing + ".sock"}},
 		"metrics":             {{"nowhere", "--metrics nowhere"}},

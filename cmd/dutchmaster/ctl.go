@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -9,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,7 +21,7 @@ import (
 	"github.com/dutchmaster/dutchmaster/sockets/control"
 )
 
-const ctlUsage = `usage: dutchmaster ctl [flags] status|restart [wN]|reload [wN]|stop|scale N|ls
+const ctlUsage = `usage: dutchmaster ctl [flags] status|top|restart [wN]|reload [wN]|stop|scale N|logs [wN]|ls
 
 Talks to a running master over its control socket: --control PATH, else
 $DUTCHMASTER_CONTROL, else the default socket of the master --name NAME
@@ -28,6 +31,11 @@ for root, else /tmp/dutchmaster-UID).
   status     the master (uptime, listeners, command, last rollout) and its
              workers: id, pid, processes, memory, CPU, slot, generation,
              state, uptime, restarts, the slot's last exit
+  status --watch, top
+             the same, refreshed every --interval: on a terminal the table
+             is redrawn in place until Ctrl-C (exit 0); elsewhere one
+             block per interval, each after a line "--- TIME"; exits 1
+             once the master is gone
   restart    a rolling restart; shows it as it goes (on a terminal one line
              rewritten in place, else one line per step: fork, listening,
              drain, exit), then a summary: outcome, duration, old -> new
@@ -37,6 +45,10 @@ for root, else /tmp/dutchmaster-UID).
   reload     the same as restart
   stop       a graceful stop; waits until every worker is gone
   scale N    run N workers from now on (until a restart re-reads --workers)
+  logs [wN]  the last lines the workers wrote (or worker N's, exited ones
+             included while the master keeps them), each as
+             "w3 4242 g2 out| LINE"; with --follow, then each new line
+             until Ctrl-C (exit 0) or the master stops
   ls         the masters whose control sockets are in the default directory
              (and $DUTCHMASTER_CONTROL): name, pid, workers, generation,
              uptime; a stale socket (its master died) is listed as such
@@ -45,32 +57,88 @@ Exit status: 0 done (a restart: complete), 1 refused or failed (a
 restart aborted or cancelled; no master), 2 bad usage, 3 --timeout
 reached: the master goes on with what it was asked (a restart runs to its
 end; ctl status shows it), 130 or 143 interrupted (Ctrl-C, SIGTERM): the
-master goes on likewise.
+master goes on likewise.`
 
-flags (before or after the command):`
+// ctlFlagGroups lay ctl's flags out in its help, as helpGroups do the
+// master's options. Every flag of runCtl's set is in one group
+// (TestCtlHelp checks it).
+var ctlFlagGroups = []struct {
+	title string
+	flags []ctlFlagHelp
+}{
+	{"Finding the master (flags go before or after the command)", []ctlFlagHelp{
+		{"--control PATH", "control"}, {"--name NAME", "name"},
+	}},
+	{"Output", []ctlFlagHelp{
+		{"--json", "json"}, {"--watch", "watch"}, {"--interval DURATION", "interval"},
+		{"-n, --lines N", "lines"}, {"-f, --follow", "follow"},
+	}},
+	{"Waiting", []ctlFlagHelp{{"--timeout DURATION", "timeout"}}},
+}
+
+type ctlFlagHelp struct{ left, name string }
+
+// ctlHelp writes `dutchmaster ctl --help`.
+func ctlHelp(w io.Writer, fs *flag.FlagSet) {
+	var b strings.Builder
+	b.WriteString(ctlUsage + "\n")
+	for _, g := range ctlFlagGroups {
+		fmt.Fprintf(&b, "\n%s:\n", g.title)
+		for _, e := range g.flags {
+			f := fs.Lookup(e.name)
+			text := strings.ReplaceAll(f.Usage, "`", "")
+			if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" && f.DefValue != "0s" {
+				text += " (default " + f.DefValue + ")"
+			}
+			writeEntry(&b, "  "+e.left, text)
+		}
+	}
+	io.WriteString(w, b.String())
+}
 
 // ctlUsageHint follows every ctl usage error, alone on its line.
 const ctlUsageHint = "run 'dutchmaster ctl --help' for usage"
 
-// runCtl is `dutchmaster ctl`.
-func runCtl(args []string, stdout, stderr io.Writer) int {
+// ctlOptions are ctl's flags.
+type ctlOptions struct {
+	path, name            *string
+	asJSON, watch, follow *bool
+	timeout, interval     *time.Duration
+	lines                 *int
+}
+
+// ctlFlags defines ctl's flags.
+func ctlFlags() (*flag.FlagSet, ctlOptions) {
+	var o ctlOptions
 	fs := flag.NewFlagSet("dutchmaster ctl", flag.ContinueOnError)
 	// The flag package's own messages are replaced by one line and a
 	// hint; the usage is printed only when asked for (--help).
 	fs.SetOutput(io.Discard)
-	path := fs.String("control", "", "the master's control socket `PATH` (default: $"+control.EnvControl+", else the master's default for --name)")
-	name := fs.String("name", "", "the master's --name, to find its default control socket")
-	asJSON := fs.Bool("json", false, "print the master's reply as JSON")
-	timeout := fs.Duration("timeout", 0, "give up after this long (default: wait as long as it takes, e.g. a whole rollout)")
+	o.path = fs.String("control", "", "the master's control socket `PATH` (default: $"+control.EnvControl+", else the master's default for --name)")
+	o.name = fs.String("name", "", "the master's --name, to find its default control socket")
+	o.asJSON = fs.Bool("json", false, "print the master's reply as JSON (status --watch: one line per interval; logs: one line per output line)")
+	o.timeout = fs.Duration("timeout", 0, "give up after this long (default: wait as long as it takes, e.g. a whole rollout)")
+	o.watch = fs.Bool("watch", false, "status: refresh it every --interval until Ctrl-C (as ctl top does)")
+	o.interval = fs.Duration("interval", time.Second, "how often status --watch asks the master")
+	o.lines = fs.Int("lines", 20, "logs: how many of the kept lines to print first, per worker asked for (0: none, only what --follow brings)")
+	fs.IntVar(o.lines, "n", 20, "the same as --lines")
+	o.follow = fs.Bool("follow", false, "logs: then print each new line until Ctrl-C or the master stops")
+	fs.BoolVar(o.follow, "f", false, "the same as --follow")
 	fs.Usage = func() {} // the flag package calls it on every error
+	return fs, o
+}
+
+// runCtl is `dutchmaster ctl`.
+func runCtl(args []string, stdout, stderr io.Writer) int {
+	fs, f := ctlFlags()
+	path, name, asJSON, timeout := f.path, f.name, f.asJSON, f.timeout
+	watch, interval, lines, follow := f.watch, f.interval, f.lines, f.follow
 	// Flags may come before and after the command.
 	var words []string
 	for rest := args; ; {
 		if err := fs.Parse(rest); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprintln(stderr, ctlUsage)
-				fs.SetOutput(stderr)
-				fs.PrintDefaults()
+				ctlHelp(stdout, fs)
 				return exitOK
 			}
 			fmt.Fprintf(stderr, "dutchmaster ctl: %v\n%s\n", err, ctlUsageHint)
@@ -89,6 +157,28 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	if len(words) == 0 {
 		return usage("no command")
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, f := range []struct {
+		flag string
+		for_ []string
+	}{
+		{"watch", []string{"status"}}, {"interval", []string{"status", "top"}},
+		{"lines", []string{"logs"}}, {"n", []string{"logs"}}, {"follow", []string{"logs"}}, {"f", []string{"logs"}},
+	} {
+		if set[f.flag] && !slices.Contains(f.for_, words[0]) {
+			return usage("--%s is for %s, not %s", f.flag, strings.Join(f.for_, " and "), words[0])
+		}
+	}
+	if words[0] == "top" {
+		words[0], *watch = control.CommandStatus, true
+	}
+	if *watch && *interval < 100*time.Millisecond {
+		return usage("--interval %s: want 100ms or more", *interval)
+	}
+	if *lines < 0 || *lines > control.MaxLogLines {
+		return usage("--lines %d: want 0 to %d", *lines, control.MaxLogLines)
+	}
 	if words[0] == "ls" {
 		if len(words) != 1 {
 			return usage("ls takes no argument")
@@ -99,11 +189,19 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		words[0] = control.CommandRestart
 	}
 	req := control.Request{Command: words[0]}
-	switch {
-	case req.Command == control.CommandRestart && len(words) == 2:
+	workerArg := func(what string) (int, bool) {
 		n, err := strconv.Atoi(strings.TrimPrefix(words[1], "w"))
 		if err != nil || n < 1 {
-			return usage("restart %q: want a worker as ctl status lists it, w3 or 3", words[1])
+			usage("%s %q: want a worker as ctl status lists it, w3 or 3", what, words[1])
+			return 0, false
+		}
+		return n, true
+	}
+	switch {
+	case (req.Command == control.CommandRestart || req.Command == control.CommandLogs) && len(words) == 2:
+		n, ok := workerArg(req.Command)
+		if !ok {
+			return exitUsage
 		}
 		req.Worker = n
 	case req.Command == control.CommandScale && len(words) == 2:
@@ -116,7 +214,7 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		return usage("scale takes one number: scale N")
 	case len(words) != 1:
 		return usage("%s takes no argument", req.Command)
-	case req.Command != control.CommandStatus && req.Command != control.CommandRestart && req.Command != control.CommandStop:
+	case !slices.Contains([]string{control.CommandStatus, control.CommandRestart, control.CommandStop, control.CommandLogs}, req.Command):
 		return usage("unknown command %q", req.Command)
 	}
 	if *path == "" {
@@ -131,6 +229,13 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
+	if *watch {
+		return runWatch(*path, stdout, stderr, *asJSON, *interval)
+	}
+	if req.Command == control.CommandLogs {
+		req.Lines, req.Follow = *lines, *follow
+		return runLogs(*path, req, stdout, stderr, *asJSON, *timeout)
+	}
 	dial := *timeout
 	if dial == 0 {
 		dial = 10 * time.Second

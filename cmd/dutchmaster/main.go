@@ -1,8 +1,10 @@
+//go:build linux
+
 // Command dutchmaster supervises N copies of a worker program on sockets
 // it owns, and replaces them without dropping a connection.
 //
 //	dutchmaster [OPTIONS] -- COMMAND [ARG...]
-//	dutchmaster ctl [--control PATH | --name NAME] [--json] [--timeout D] status|restart [wN]|reload [wN]|stop|scale N|ls
+//	dutchmaster ctl [--control PATH | --name NAME] [--json] [--timeout D] status|top|restart [wN]|reload [wN]|stop|scale N|logs [wN]|ls
 //	dutchmaster replay FILE
 //	dutchmaster version | --version
 //	dutchmaster help | --help | -h

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -98,7 +100,9 @@ func bootGate() {
 }
 
 // handler answers every test worker's endpoints: / gives the pid, /slow
-// takes DM_TEST_SLOW (default 1s) before answering, /crash exits 1.
+// takes DM_TEST_SLOW (default 1s) before answering, /say writes the line
+// ?line= to stdout (or stderr: ?stream=err) and gives the pid, /crash
+// exits 1.
 func handler(extra func(mux *http.ServeMux)) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -111,6 +115,14 @@ func handler(extra func(mux *http.ServeMux)) http.Handler {
 		}
 		fmt.Println("slow request started") // the test waits for this line in the master's log
 		time.Sleep(d)
+		fmt.Fprintf(w, "%d", os.Getpid())
+	})
+	mux.HandleFunc("/say", func(w http.ResponseWriter, r *http.Request) {
+		out := os.Stdout
+		if r.URL.Query().Get("stream") == "err" {
+			out = os.Stderr
+		}
+		fmt.Fprintln(out, r.URL.Query().Get("line"))
 		fmt.Fprintf(w, "%d", os.Getpid())
 	})
 	mux.HandleFunc("/crash", func(w http.ResponseWriter, r *http.Request) {

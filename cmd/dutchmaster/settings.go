@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -38,6 +40,7 @@ type settings struct {
 	LogFormat       string   `yaml:"log-format"`
 	LogLevel        string   `yaml:"log-level"`
 	LogWorkerOutput string   `yaml:"log-worker-output"`
+	LogTail         string   `yaml:"log-tail"`
 	Policy          string   `yaml:"policy"`
 	CanarySoak      string   `yaml:"canary-soak"`
 	Backoff         string   `yaml:"backoff"`
@@ -122,6 +125,7 @@ var options = []option{
 	{name: "log-format", usage: "auto (console on a terminal, else json), json or console", text: func(s *settings) *string { return &s.LogFormat }},
 	{name: "log-level", usage: "debug, info, warn or error", text: func(s *settings) *string { return &s.LogLevel }},
 	{name: "log-worker-output", field: "LogWorkerOutput", usage: "log each line of worker output with the worker's fields", text: func(s *settings) *string { return &s.LogWorkerOutput }, isBool: true},
+	{name: "log-tail", field: "LogTail", usage: "keep each worker's last `N` lines of output (at most 1 MiB) in the master, and those of the last 16 that exited, for `dutchmaster ctl logs`; 0: none, and workers write to the master's stdout and stderr directly", text: func(s *settings) *string { return &s.LogTail }},
 	{name: "name", field: "Name", usage: "`NAME` of this master, in logs, metrics, the journal and the default control socket's file name", text: func(s *settings) *string { return &s.Name }},
 	{name: "control", field: "ControlSocket", usage: "control socket `PATH` for `dutchmaster ctl` (mode 0600), or none; default $DUTCHMASTER_CONTROL, else dutchmaster[-NAME].sock in $XDG_RUNTIME_DIR/dutchmaster, /run/dutchmaster (root) or /tmp/dutchmaster-UID", text: func(s *settings) *string { return &s.Control }},
 	{name: "metrics", field: "MetricsAddress", usage: "serve /metrics (Prometheus), /metrics/cluster (Node.js workers' prom-client metrics), /healthz and /readyz on `HOST:PORT`", text: func(s *settings) *string { return &s.Metrics }},
@@ -136,7 +140,7 @@ func defaults() settings {
 	return settings{
 		Workers: "2", RestartSignal: "SIGUSR2", StopSignal: "SIGTERM", KillTimeout: "30s",
 		Ready: "auto", ReadyTimeout: "60s", Drain: "auto", MaxSurge: "1",
-		LogFormat: "auto", LogLevel: "info", LogWorkerOutput: "false",
+		LogFormat: "auto", LogLevel: "info", LogWorkerOutput: "false", LogTail: "1000",
 		Policy: dutchmaster.PolicyNames()[0], CanarySoak: dutchmaster.DefaultCanarySoak.String(), Backoff: "500ms", BackoffMax: "30s", BackoffReset: "60s",
 		WorkerProtocol: "auto", Balance: "auto", NodePreload: "true", EnvClear: "false", Subreaper: "false",
 		Watchdog: "0", MaxMemory: "0", MemoryInterval: dutchmaster.DefaultMemoryInterval.String(),
@@ -339,6 +343,11 @@ func (s settings) resolve() (dutchmaster.Options, error) {
 	if o.LogWorkerOutput, err = strconv.ParseBool(s.LogWorkerOutput); err != nil {
 		return fail("log-worker-output", s.LogWorkerOutput, "want true or false")
 	}
+	if n, err := strconv.Atoi(s.LogTail); err != nil || n < 0 || n > control.MaxLogLines {
+		return fail("log-tail", s.LogTail, fmt.Sprintf("want a number of lines from 0 to %d", control.MaxLogLines))
+	} else {
+		o.LogTail = n
+	}
 	o.Name = s.Name
 	switch s.Control {
 	case "none":
@@ -520,12 +529,12 @@ var helpGroups = []struct {
 		{"record", "FILE"}, {"pidfile", "FILE"}, {"subreaper", ""},
 	}},
 	{"Logging (the master's log on stderr)", []helpEntry{
-		{"log-format", "FORMAT"}, {"log-level", "LEVEL"}, {"log-worker-output", ""},
+		{"log-format", "FORMAT"}, {"log-level", "LEVEL"}, {"log-worker-output", ""}, {"log-tail", "N"},
 	}},
 }
 
 const helpHead = `usage: dutchmaster [OPTIONS] -- COMMAND [ARG...]
-       dutchmaster ctl [--control PATH | --name NAME] [--json] status|restart [wN]|reload [wN]|stop|scale N|ls
+       dutchmaster ctl [--control PATH | --name NAME] [--json] status|top|restart [wN]|reload [wN]|stop|scale N|logs [wN]|ls
        dutchmaster replay FILE
        dutchmaster version | --version
        dutchmaster help [ctl|replay] | --help | -h

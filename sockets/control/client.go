@@ -2,6 +2,7 @@ package control
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,6 +62,12 @@ func (c *Client) Do(req Request) (Reply, error) {
 // progress (nil: they are skipped). Progress lines come only when
 // req.Progress asks for them.
 func (c *Client) DoStream(req Request, progress func(Progress)) (Reply, error) {
+	return c.DoLines(req, progress, nil)
+}
+
+// DoLines is DoStream that also passes each log line before the reply
+// to logs (nil: they are skipped); a logs request's lines come so.
+func (c *Client) DoLines(req Request, progress func(Progress), logs func(LogLine)) (Reply, error) {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return Reply{}, err
@@ -70,6 +77,13 @@ func (c *Client) DoStream(req Request, progress func(Progress)) (Reply, error) {
 	// refused peer is told why, and the connection closed): read it.
 	for {
 		line, err := readLine(c.r, MaxReply)
+		var ll LogLineMessage
+		if err == nil && bytes.HasPrefix(line, []byte(`{"log":`)) && json.Unmarshal(line, &ll) == nil && ll.Log != nil {
+			if logs != nil {
+				logs(*ll.Log)
+			}
+			continue
+		}
 		rep, p, err := c.decode(line, err, werr)
 		if err != nil || p == nil {
 			return rep, err

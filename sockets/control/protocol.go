@@ -20,6 +20,12 @@
 //	                                  while the rollout runs, then the reply
 //	{"command":"stop"}              → once every worker is gone: {"ok":true}
 //	{"command":"scale","workers":3} → {"ok":true,"target":3}
+//	{"command":"logs","lines":20}   → {"log":{"worker":3,"pid":4242,"stream":"out","line":"..."}}
+//	                                  lines, the last 20 of each worker, then {"ok":true}
+//	{"command":"logs","worker":3,"follow":true}
+//	                                → worker 3's kept lines, then each new one as
+//	                                  it comes, until the client closes the
+//	                                  connection or the master exits ({"ok":true})
 //	anything else                   → {"ok":false,"error":"..."}
 //
 // A request line longer than MaxLine (64 KiB by default) is answered with
@@ -44,7 +50,11 @@ const (
 	CommandRestart = "restart"
 	CommandStop    = "stop"
 	CommandScale   = "scale"
+	CommandLogs    = "logs"
 )
+
+// MaxLogLines bounds the lines a logs request asks for per worker.
+const MaxLogLines = 100000
 
 // DefaultMaxLine bounds a request line.
 const DefaultMaxLine = 64 << 10
@@ -54,8 +64,15 @@ type Request struct {
 	Command string `json:"command"`
 	// Workers is the new target of a scale command, 1 to 4096.
 	Workers int `json:"workers,omitempty"`
-	// Worker, for restart, replaces only that worker.
+	// Worker, for restart, replaces only that worker; for logs, asks for
+	// its lines only.
 	Worker int `json:"worker,omitempty"`
+	// Lines, for logs: how many of the kept lines of each worker to send
+	// first (0 to MaxLogLines).
+	Lines int `json:"lines,omitempty"`
+	// Follow, for logs: then send each new line until the connection
+	// closes or the master exits.
+	Follow bool `json:"follow,omitempty"`
 	// Progress asks a restart for Progress lines before its reply; a
 	// client that reads one line per request does not ask.
 	Progress bool `json:"progress,omitempty"`
@@ -91,6 +108,31 @@ type Progress struct {
 // ProgressLine is the form of a progress line.
 type ProgressLine struct {
 	Progress *Progress `json:"progress"`
+}
+
+// Output streams of a LogLine.
+const (
+	StreamOut = "out"
+	StreamErr = "err"
+)
+
+// LogLine is one line a worker wrote to its stdout or stderr, sent on a
+// line of its own, {"log":{...}}, before a logs request's reply.
+type LogLine struct {
+	Worker     int       `json:"worker"`
+	PID        int       `json:"pid"`
+	Generation int       `json:"generation"`
+	Stream     string    `json:"stream"` // out, err
+	At         time.Time `json:"at"`
+	Line       string    `json:"line"`
+	// Seq numbers the master's kept lines, all workers together, in the
+	// order they were written.
+	Seq uint64 `json:"seq"`
+}
+
+// LogLineMessage is the form of a log line.
+type LogLineMessage struct {
+	Log *LogLine `json:"log"`
 }
 
 // Reply is the answer to one Request.

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/dutchmaster/dutchmaster/sockets/wire"
@@ -63,7 +62,7 @@ func (c *channel) send(v any) error {
 	defer c.wmu.Unlock()
 	c.conn.SetWriteDeadline(time.Now().Add(sendTimeout))
 	if _, err := c.conn.Write(line); err != nil {
-		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) {
+		if peerGone(err) || errors.Is(err, net.ErrClosed) {
 			return fmt.Errorf("%w: %w", ErrDisconnected, err)
 		}
 		return fmt.Errorf("worker: send: %w", err)

@@ -3,12 +3,10 @@ package worker
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/dutchmaster/dutchmaster/sockets/wire"
@@ -145,35 +143,6 @@ func claimSockets(e environ) ([]Socket, error) {
 		sockets = append(sockets, s)
 	}
 	return sockets, nil
-}
-
-// adopt turns inherited descriptor fd into a net.Listener or
-// net.PacketConn. The descriptor itself is closed: the returned value holds
-// a close-on-exec duplicate, so no grandchild inherits it.
-func adopt(fd int, name string) (Socket, error) {
-	s := Socket{Name: name, FD: fd}
-	sotype, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE)
-	if err != nil {
-		return s, fmt.Errorf("worker: inherited fd %d (%s): not an open socket: %w", fd, name, err)
-	}
-	syscall.CloseOnExec(fd)
-	f := os.NewFile(uintptr(fd), name)
-	defer f.Close()
-	switch sotype {
-	case syscall.SOCK_STREAM, syscall.SOCK_SEQPACKET:
-		if acc, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN); err == nil && acc == 0 {
-			return s, fmt.Errorf("worker: inherited fd %d (%s) is a stream socket that does not listen", fd, name)
-		}
-		s.Listener, err = net.FileListener(f)
-	case syscall.SOCK_DGRAM:
-		s.PacketConn, err = net.FilePacketConn(f)
-	default:
-		err = fmt.Errorf("socket type %d is neither stream nor datagram", sotype)
-	}
-	if err != nil {
-		return s, fmt.Errorf("worker: inherited fd %d (%s): %w", fd, name, err)
-	}
-	return s, nil
 }
 
 func (s Socket) close() {

@@ -73,9 +73,23 @@ type Options struct {
 	// long (the wait for a command's answer does not count). Default
 	// DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// Logs, if set, is the workers' kept output, for the logs command;
+	// nil: the master keeps none, and logs says so.
+	Logs Logs
 	// Room, if set, is asked before each connection is served: an error
 	// refuses it (the master keeps its last descriptors for its forks).
 	Room func() error
+}
+
+// Logs is the last lines of output each worker wrote (osproc.OutputLog).
+type Logs interface {
+	// Last returns the last n lines of worker (0: of each), in order,
+	// and the number of the newest line; ok is false for a worker whose
+	// lines are not kept.
+	Last(worker, n int) (lines []ctl.LogLine, newest uint64, ok bool)
+	// Since returns the lines of worker (0: all) numbered after after,
+	// and a channel closed once more may have come.
+	Since(worker int, after uint64) (lines []ctl.LogLine, changed <-chan struct{})
 }
 
 // Usage is what a worker's processes use.
@@ -396,6 +410,12 @@ func (s *Server) handle(conn net.Conn) {
 			_, err = conn.Write(append(b, '\n'))
 			return err
 		}
+		if req.Command == ctl.CommandLogs {
+			// The lines stream to the end of the connection (a follow)
+			// or of the request: either way the last request on it.
+			s.reply(conn, s.logs(conn, r, req))
+			return
+		}
 		if !s.reply(conn, s.do(req, cred, log, emit)) {
 			return
 		}
@@ -454,9 +474,9 @@ func (s *Server) do(req ctl.Request, cred *unix.Ucred, log zerolog.Logger, emit 
 		}
 		return s.scale(sup, req.Workers, source)
 	case "":
-		return ctl.Reply{Error: `no "command" (want status, restart, stop or scale)`}
+		return ctl.Reply{Error: `no "command" (want status, restart, stop, scale or logs)`}
 	}
-	return ctl.Reply{Error: fmt.Sprintf("unknown command %q (want status, restart, stop or scale)", req.Command)}
+	return ctl.Reply{Error: fmt.Sprintf("unknown command %q (want status, restart, stop, scale or logs)", req.Command)}
 }
 
 func (s *Server) restart(sup Supervisor, source string, req ctl.Request, emit func(ctl.Progress) error) ctl.Reply {
@@ -490,6 +510,73 @@ func (s *Server) restart(sup Supervisor, source string, req ctl.Request, emit fu
 		rep.Rollout.Serving = servingPIDs(s.ctx, sup)
 	}
 	return rep
+}
+
+// logs writes the kept lines a logs request asks for, then, to follow,
+// each new line until the peer closes the connection (it sends nothing
+// more: a read that ends says it is gone) or the server closes. The
+// lines are read from the log, never queued per connection: a follower
+// that cannot keep up misses the lines the log dropped meanwhile, and
+// the workers never wait for it.
+func (s *Server) logs(conn net.Conn, r *bufio.Reader, req ctl.Request) ctl.Reply {
+	if s.opts.Logs == nil {
+		return ctl.Reply{Error: "this master keeps no worker output (it runs with --log-tail 0)"}
+	}
+	if req.Worker < 0 || req.Lines < 0 || req.Lines > ctl.MaxLogLines {
+		return ctl.Reply{Error: fmt.Sprintf("logs: want a worker of ctl status and 0 to %d lines", ctl.MaxLogLines)}
+	}
+	lines, newest, ok := s.opts.Logs.Last(req.Worker, req.Lines)
+	if !ok {
+		return ctl.Reply{Error: fmt.Sprintf("logs w%d: no such worker, or it exited too long ago for its lines to be kept", req.Worker)}
+	}
+	send := func(lines []ctl.LogLine) error {
+		if len(lines) == 0 {
+			return nil
+		}
+		var b []byte
+		for i := range lines {
+			j, err := json.Marshal(ctl.LogLineMessage{Log: &lines[i]})
+			if err != nil {
+				return err
+			}
+			b = append(append(b, j...), '\n')
+		}
+		conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		_, err := conn.Write(b)
+		return err
+	}
+	if err := send(lines); err != nil || !req.Follow {
+		return ctl.Reply{OK: err == nil}
+	}
+	gone := make(chan struct{})
+	conn.SetReadDeadline(time.Time{})
+	go func() {
+		defer close(gone)
+		r.ReadByte() // nothing is to come: data, EOF or Close's deadline all end the follow
+	}()
+	defer func() {
+		conn.SetReadDeadline(time.Now())
+		<-gone
+	}()
+	for {
+		lines, changed := s.opts.Logs.Since(req.Worker, newest)
+		if len(lines) > 0 {
+			newest = lines[len(lines)-1].Seq
+		}
+		if err := send(lines); err != nil {
+			return ctl.Reply{}
+		}
+		select {
+		case <-changed:
+		case <-gone:
+			if s.ctx.Err() != nil {
+				return ctl.Reply{OK: true} // the server closes: Close's deadline
+			}
+			return ctl.Reply{}
+		case <-s.ctx.Done():
+			return ctl.Reply{OK: true}
+		}
+	}
 }
 
 // follow writes the progress of a restart's rollout until it ends, and
