@@ -335,7 +335,7 @@ func printStatus(w io.Writer, s *control.Status) {
 		fmt.Fprintf(w, "%s (%s), running for %s\n", what, r.Source, human(s.Now.Sub(r.Started)))
 	}
 	if r := s.LastRollout; r != nil {
-		line := fmt.Sprintf("last rollout: %s, generation %d (%s), %s ago", r.Outcome, r.Generation, r.Source, human(s.Now.Sub(r.Ended)))
+		line := fmt.Sprintf("last rollout: %s, %s (%s), %s ago", r.Outcome, generationText(r.Generation), r.Source, human(s.Now.Sub(r.Ended)))
 		if r.Reason != "" {
 			line += ": " + r.Reason
 		}

@@ -165,6 +165,16 @@ func (v *progressView) draw() {
 	v.drawn = true
 }
 
+// generationText names a rollout's generation. A rollout that replaces
+// only the workers marked for it (`ctl restart wN`, a recycle) starts no
+// generation: the core gives it generation 0.
+func generationText(generation int) string {
+	if generation == 0 {
+		return "no new generation"
+	}
+	return fmt.Sprintf("generation %d", generation)
+}
+
 // summary ends the view with how the rollout ended.
 func (v *progressView) summary(r *control.RolloutResult) {
 	v.mu.Lock()
@@ -173,9 +183,9 @@ func (v *progressView) summary(r *control.RolloutResult) {
 		fmt.Fprint(v.w, "\r\x1b[K")
 	}
 	d := human(time.Since(v.begun))
-	line := fmt.Sprintf("restart %s after %s: generation %d, pids %s -> %s", r.Outcome, d, r.Generation, pidsText(v.old), pidsText(r.Serving))
+	line := fmt.Sprintf("restart %s after %s: %s, pids %s -> %s", r.Outcome, d, generationText(r.Generation), pidsText(v.old), pidsText(r.Serving))
 	if r.Outcome == "aborted" || r.Outcome == "cancelled" {
-		line = fmt.Sprintf("restart %s after %s: generation %d; serving pids %s", r.Outcome, d, r.Generation, pidsText(r.Serving))
+		line = fmt.Sprintf("restart %s after %s: %s; serving pids %s", r.Outcome, d, generationText(r.Generation), pidsText(r.Serving))
 	}
 	if r.Reason != "" {
 		line += "; reason: " + r.Reason

@@ -57,7 +57,9 @@ func TestCtlRestartWorker(t *testing.T) {
 		r := ctl(t, sock, "restart", name)
 		last := strings.TrimSpace(r.stdout)
 		last = last[strings.LastIndex(last, "\n")+1:]
-		if r.code != 0 || !strings.HasPrefix(last, fmt.Sprintf("restart complete after ")) || !strings.Contains(last, fmt.Sprintf("pids %d -> ", before[id])) ||
+		// One worker replaced by hand starts no generation, and the
+		// summary says so (rather than "generation 0").
+		if r.code != 0 || !strings.HasPrefix(last, "restart complete after ") || !strings.Contains(last, fmt.Sprintf(": no new generation, pids %d -> ", before[id])) ||
 			!strings.Contains(r.stdout, "replaced 1 of 1") {
 			t.Fatalf("ctl restart %s: %s", name, r)
 		}
@@ -66,6 +68,9 @@ func TestCtlRestartWorker(t *testing.T) {
 		after := status(t, sock)
 		if len(after.Workers) != 3 || after.Generation != 1 {
 			t.Fatalf("after ctl restart %s: %+v", name, after)
+		}
+		if text := ctl(t, sock, "status").stdout; !strings.Contains(text, "\nlast rollout: complete, no new generation (") {
+			t.Errorf("ctl status after ctl restart %s does not name the rollout as one without a generation:\n%s", name, text)
 		}
 		for _, w := range after.Workers {
 			if w.PID == before[id] {
