@@ -29,8 +29,9 @@ $DUTCHMASTER_CONTROL, else the default socket of the master --name NAME
 for root, else /tmp/dutchmaster-UID).
 
   status     the master (uptime, listeners, command, last rollout) and its
-             workers: id, pid, processes, memory, CPU, slot, generation,
-             state, uptime, restarts, the slot's last exit
+             workers: id, pid, processes, memory, CPU, heartbeat age
+             (--watchdog), slot, generation, state, uptime, restarts, the
+             slot's last exit
   status --watch, top
              the same, refreshed every --interval: on a terminal the table
              is redrawn in place until Ctrl-C (exit 0); elsewhere one
@@ -47,7 +48,7 @@ for root, else /tmp/dutchmaster-UID).
   scale N    run N workers from now on (until a restart re-reads --workers)
   logs [wN]  the last lines the workers wrote (or worker N's, exited ones
              included while the master keeps them), each as
-             "w3 4242 g2 out| LINE"; with --follow, then each new line
+             "w3 4242 g2 out | LINE"; with --follow, then each new line
              until Ctrl-C (exit 0) or the master stops
   ls         the masters whose control sockets are in the default directory
              (and $DUTCHMASTER_CONTROL): name, pid, workers, generation,
