@@ -24,7 +24,7 @@ dist:
 
 # The README's test command: vet, then every test with the race detector.
 test: vet
-	$(GO) test -race -count=1 -timeout 10m ./...
+	$(GO) test -race -count=1 -timeout 13m ./...
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
