@@ -225,8 +225,8 @@ func (s *Session) offer(h *handover, key string) bool {
 	s.handed[seq] = h
 	s.handovers.Add(1)
 	msg := handleMessage{Cmd: CmdHandle, Type: TypeNetNative, Msg: newconnMessage{Cmd: CmdCluster, Act: ActNewconn, Key: key, Seq: seq}}
-	// A failed send gives back every handover, this one included, to be
-	// offered to the others once mu is released.
+	// A failed send gives back this handover and the queued ones, to be
+	// offered to the others once mu is released (write).
 	_ = s.send(outgoing{msg: msg, file: h.file, key: key, newconn: true, seq: seq})
 	return true
 }
@@ -425,11 +425,20 @@ func (s *Session) write(o outgoing, track bool) error {
 		err = s.out.Send(o.msg)
 	}
 	if err != nil {
+		queued := s.queue
 		s.broken, s.waiting, s.queue = err, nil, nil
-		// Nothing more reaches the worker: what it was handed and did
-		// not answer goes to other workers.
-		for seq := range s.handed {
-			s.giveBack(seq, true)
+		// Nothing more reaches the worker. The connections that never
+		// left (this message, the queued ones) go to other workers. The
+		// ones already written reached it, and it may be serving them:
+		// they stay handed until it answers or its channel ends (Close),
+		// or two processes would serve one connection.
+		if o.newconn {
+			s.giveBack(o.seq, true)
+		}
+		for _, q := range queued {
+			if q.newconn {
+				s.giveBack(q.seq, true)
+			}
 		}
 		return err
 	}
