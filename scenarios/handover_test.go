@@ -4,22 +4,26 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
 	"pgregory.net/rapid"
 
+	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/core"
 	"github.com/dutchmaster/dutchmaster/fsm"
 )
 
-// TestHandoverRoundTrip: a random sequence of inputs runs on a cluster;
-// at a random point its state is handed over (JSON encoded and decoded)
-// and a second cluster resumes from it after a random pause. From then
-// on both get the same inputs (the resumed one on a clock shifted by the
-// pause): every step must give the same decisions and facts, the same
-// view and the same state, and the resume must set again exactly the
-// timers that were pending. 500 sequences.
+// TestHandoverRoundTrip: a random sequence of inputs runs on a cluster,
+// its timers kept as the executor keeps them; the timers the core holds
+// as pending must always be those of the executor's clock. At a random
+// point its state is handed over (JSON encoded and decoded) and a second
+// cluster resumes from it after a random pause. From then on both get
+// the same inputs (the resumed one on a clock shifted by the pause):
+// every step must give the same decisions and facts, the same view and
+// the same state, and the resume must set again exactly the timers that
+// were pending. 500 sequences.
 func TestHandoverRoundTrip(t *testing.T) {
 	withChecks(t, 500, func() {
 		rapid.Check(t, func(rt *rapid.T) {
@@ -31,30 +35,55 @@ func TestHandoverRoundTrip(t *testing.T) {
 			}
 			cfg.Policy = drawBuiltinPolicy(rt, cfg.MaxSurge)
 			drawHealth(rt, &cfg)
-			now := Epoch
+			// The old cluster's timers run as the executor runs them
+			// (actors.WorkerTimers on a ManualClock): time passes between
+			// inputs, each timer that comes due is stepped, and the
+			// timers the core says are pending must be the clock's.
+			clock := NewManualClock()
+			timers := actors.NewWorkerTimers(clock)
+			var fired []core.Timer
 			old := core.New(cfg)
 			var resumed *core.Cluster
 			var pause time.Duration
-			old.Step(now, core.Start{Target: rapid.IntRange(1, 5).Draw(rt, "workers")})
+			stepBoth := func(in core.Input, what string) {
+				now := clock.Now()
+				out := old.Step(now, in)
+				timers.Stepped(in)
+				for _, d := range out {
+					if set, ok := d.(core.SetTimer); ok {
+						timers.Set(set, func(t core.Timer) { fired = append(fired, t) })
+					}
+				}
+				sameTimers(rt, old, clock, what)
+				if resumed == nil {
+					return
+				}
+				got := resumed.Step(now.Add(pause), in)
+				shiftDecisions(got, -pause)
+				if a, b := show(out), show(got); a != b {
+					rt.Fatalf("%s (%T %+v): decisions differ after the handover:\n old     %s\n resumed %s", what, in, in, a, b)
+				}
+				sameState(rt, old, resumed, now, pause, fmt.Sprintf("%s (%T)", what, in))
+			}
+			stepBoth(core.Start{Target: rapid.IntRange(1, 5).Draw(rt, "workers")}, "start")
 			steps := rapid.IntRange(1, 60).Draw(rt, "steps")
 			handoverAt := rapid.IntRange(0, steps-1).Draw(rt, "handover-at")
 			for i := range steps {
 				if i == handoverAt {
 					pause = time.Duration(rapid.IntRange(0, 600000).Draw(rt, "pause-ms")) * time.Millisecond
-					resumed = handOver(rt, old, cfg, now, pause)
+					resumed = handOver(rt, old, cfg, clock.Now(), pause)
 				}
-				var in core.Input
-				now, in = drawInput(rt, old, now, &cfg)
-				out := old.Step(now, in)
-				if resumed == nil {
-					continue
+				wait, in := drawInput(rt, old, clock, &cfg)
+				clock.Advance(wait, func() {
+					for len(fired) > 0 {
+						t := fired[0]
+						fired = fired[1:]
+						stepBoth(core.TimerFired{Timer: t}, fmt.Sprintf("step %d, a timer", i))
+					}
+				})
+				if in != nil {
+					stepBoth(in, fmt.Sprintf("step %d", i))
 				}
-				got := resumed.Step(now.Add(pause), in)
-				shiftDecisions(got, -pause)
-				if a, b := show(out), show(got); a != b {
-					rt.Fatalf("step %d (%T %+v): decisions differ after the handover:\n old     %s\n resumed %s", i, in, in, a, b)
-				}
-				sameState(rt, old, resumed, now, pause, fmt.Sprintf("step %d (%T)", i, in))
 			}
 		})
 	})
@@ -128,12 +157,12 @@ func drawBuiltinPolicy(t *rapid.T, maxSurge int) core.Policy {
 	return core.Canary{Soak: time.Duration(rapid.IntRange(0, 60).Draw(t, "soak-s")) * time.Second, MaxSurge: maxSurge}
 }
 
-// drawInput picks the next input from what the cluster holds: its
-// workers (and an unknown one), its earliest pending timer (the clock
-// moves to it), the operator's commands, a reconfiguration (cfg follows
-// it). It returns the input's time.
-func drawInput(t *rapid.T, c *core.Cluster, now time.Time, cfg *core.Config) (time.Time, core.Input) {
-	now = now.Add(time.Duration(rapid.IntRange(0, 20000).Draw(t, "advance-ms")) * time.Millisecond)
+// drawInput picks how long to wait and the input that comes next, from
+// what the cluster holds: its workers (and an unknown one), the
+// operator's commands, a reconfiguration (cfg follows it), or none but
+// a wait until the next timer.
+func drawInput(t *rapid.T, c *core.Cluster, clock *ManualClock, cfg *core.Config) (time.Duration, core.Input) {
+	wait := time.Duration(rapid.IntRange(0, 20000).Draw(t, "advance-ms")) * time.Millisecond
 	v := c.View()
 	worker := func() core.WorkerID {
 		if len(v.Workers) == 0 || rapid.IntRange(0, 9).Draw(t, "unknown-worker") == 0 {
@@ -143,57 +172,73 @@ func drawInput(t *rapid.T, c *core.Cluster, now time.Time, cfg *core.Config) (ti
 	}
 	switch rapid.IntRange(0, 21).Draw(t, "input") {
 	case 0:
-		return now, core.RestartRequested{Source: "SIGUSR2", Target: rapid.IntRange(0, 5).Draw(t, "restart-target")}
+		return wait, core.RestartRequested{Source: "SIGUSR2", Target: rapid.IntRange(0, 5).Draw(t, "restart-target")}
 	case 1:
 		if rapid.IntRange(0, 3).Draw(t, "really-stop") == 0 {
-			return now, core.StopRequested{Source: "SIGTERM"}
+			return wait, core.StopRequested{Source: "SIGTERM"}
 		}
-		return now, core.ScaleBy{Delta: rapid.SampledFrom([]int{-1, 1}).Draw(t, "delta"), Source: "ctl"}
+		return wait, core.ScaleBy{Delta: rapid.SampledFrom([]int{-1, 1}).Draw(t, "delta"), Source: "ctl"}
 	case 2:
-		return now, core.ScaleTo{Target: rapid.IntRange(0, 6).Draw(t, "scale-to"), Source: "ctl"}
+		return wait, core.ScaleTo{Target: rapid.IntRange(0, 6).Draw(t, "scale-to"), Source: "ctl"}
 	case 3:
-		return now, core.WorkerSpawned{Worker: worker(), PID: rapid.IntRange(100, 200).Draw(t, "pid")}
+		return wait, core.WorkerSpawned{Worker: worker(), PID: rapid.IntRange(100, 200).Draw(t, "pid")}
 	case 4, 5, 6:
-		return now, core.WorkerListening{Worker: worker()}
+		return wait, core.WorkerListening{Worker: worker()}
 	case 7, 8:
 		reason := rapid.SampledFrom([]fsm.ExitReason{{Kind: fsm.ExitClean}, {Kind: fsm.ExitCode, Code: 1}}).Draw(t, "reason")
-		return now, core.WorkerExited{Worker: worker(), Reason: reason}
+		return wait, core.WorkerExited{Worker: worker(), Reason: reason}
 	case 9:
-		return now, core.WorkerDraining{Worker: worker()}
+		return wait, core.WorkerDraining{Worker: worker()}
 	case 10:
-		return now, core.WorkerHeartbeat{Worker: worker()}
+		return wait, core.WorkerHeartbeat{Worker: worker()}
 	case 11:
 		if rapid.Bool().Draw(t, "trigger") {
-			return now, core.WatchdogTriggered{Worker: worker()}
+			return wait, core.WatchdogTriggered{Worker: worker()}
 		}
-		return now, core.ReadyTimeoutExtended{Worker: worker(), By: time.Duration(rapid.IntRange(0, 120).Draw(t, "extend-s")) * time.Second}
+		return wait, core.ReadyTimeoutExtended{Worker: worker(), By: time.Duration(rapid.IntRange(0, 120).Draw(t, "extend-s")) * time.Second}
 	case 12, 20, 21:
 		var in core.UsageSampled
 		for _, w := range v.Workers {
 			in.Samples = append(in.Samples, core.RSSSample{Worker: w.ID, RSS: int64(rapid.IntRange(0, 200).Draw(t, "rss"))})
 		}
-		return now, in
+		return wait, in
 	case 13:
 		reason := rapid.SampledFrom([]string{"", core.RecycleRequests}).Draw(t, "restart-reason")
-		return now, core.WorkerRestartRequested{Worker: worker(), Reason: reason}
+		return wait, core.WorkerRestartRequested{Worker: worker(), Reason: reason}
 	case 14:
-		return now, core.ReplaceWorker{Worker: worker(), Source: "ctl"}
+		return wait, core.ReplaceWorker{Worker: worker(), Source: "ctl"}
 	case 15:
 		next := *cfg
 		next.Policy = drawBuiltinPolicy(t, next.MaxSurge)
 		*cfg = next.WithDefaults()
-		return now, core.Reconfigure{Config: next}
+		return wait, core.Reconfigure{Config: next}
 	}
-	// The earliest pending timer fires, at its time (or now, if late).
-	st, err := c.Handover(now)
+	if next, ok := clock.NextDue(); ok {
+		return next, nil
+	}
+	return wait, core.WorkerHeartbeat{Worker: worker()}
+}
+
+// sameTimers requires the timers the core holds as pending to be the
+// ones pending on the executor's clock, due at the same instants.
+func sameTimers(t *rapid.T, c *core.Cluster, clock *ManualClock, what string) {
+	st, err := c.Handover(clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Timers) == 0 {
-		return now, core.WorkerHeartbeat{Worker: worker()}
+	var held, clocked []time.Duration
+	for _, tm := range st.Timers {
+		held = append(held, tm.Due)
 	}
-	next := st.Timers[0]
-	return now.Add(max(next.Due, 0)), core.TimerFired{Timer: next.Timer}
+	clock.mu.Lock()
+	for _, tm := range clock.timers {
+		clocked = append(clocked, tm.due.Sub(clock.now))
+	}
+	clock.mu.Unlock()
+	slices.Sort(clocked)
+	if !slices.Equal(held, clocked) {
+		t.Fatalf("after %s: the core holds timers due in %v, the executor's clock %v", what, held, clocked)
+	}
 }
 
 // shiftView moves every instant of v by d (a zero instant stays zero).
