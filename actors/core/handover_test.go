@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -193,4 +194,40 @@ func FuzzDecodeState(f *testing.F) {
 			t.Fatalf("a state the cluster handed over does not read back: %v\n%s", err, out)
 		}
 	})
+}
+
+// TestStateFormat1File: the format-1 state in testdata (a rolling
+// restart with a booting replacement, recycling on) is read, resumed and
+// handed over again to the same bytes. The file never changes: every
+// later binary must read it, and a change of the Go types that alters
+// what Handover writes (a renamed field of Timer, Backoff or Recycle,
+// which State embeds) fails here, and must take a new StateFormat.
+func TestStateFormat1File(t *testing.T) {
+	data, err := os.ReadFile("testdata/state-format-1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := core.DecodeState(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumeAt := epoch.Add(time.Hour)
+	c, rearm, err := core.Resume(handoverConfig, st, resumeAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rearm) == 0 || len(c.View().Workers) != 4 || c.View().Rollout == nil {
+		t.Fatalf("resumed %+v, timers %v", c.View(), rearm)
+	}
+	again, err := c.Handover(resumeAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := json.MarshalIndent(again, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.TrimSpace(string(data)); string(out) != want {
+		t.Errorf("format 1 written differently now:\n%s\nwant:\n%s", out, want)
+	}
 }
