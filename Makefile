@@ -46,7 +46,8 @@ FUZZ_TARGETS = \
 	./cmd/dutchmaster:FuzzLoadConfig \
 	./actors/observers/journal:FuzzReplay \
 	./actors/observers/journal:FuzzDecodeInput \
-	./actors/observers/journal:FuzzDecodeDecision
+	./actors/observers/journal:FuzzDecodeDecision \
+	./actors/core:FuzzDecodeState
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -35,6 +35,9 @@ type Cluster struct {
 	wakeSeq    int             // which PolicyWake timer is the pending one
 	refused    map[string]bool // policy proposals refused at the last consultation
 	rng        *rand.Rand      // the recycles' jitter, from Config.Seed
+	src        *rand.PCG       // rng's source, whose state a handover carries
+	timers     pendingTimers   // the timers set and not yet fired (handover.go)
+	stepping   bool            // inside Step: a handover now would miss the step's end
 
 	now time.Time
 	out []Decision
@@ -51,7 +54,8 @@ type slot struct {
 // New returns a cluster that has not started.
 func New(cfg Config) *Cluster {
 	cfg = cfg.WithDefaults()
-	return &Cluster{cfg: cfg, nextID: 1, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))}
+	src := rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)
+	return &Cluster{cfg: cfg, nextID: 1, rng: rand.New(src), src: src}
 }
 
 // Config is the configuration in force, defaults filled.
@@ -60,6 +64,9 @@ func (c *Cluster) Config() Config { return c.cfg }
 // Step applies one input at time now and returns what to do, in order.
 func (c *Cluster) Step(now time.Time, in Input) []Decision {
 	c.now, c.out = now, nil
+	c.stepping = true
+	defer func() { c.stepping = false }()
+	c.timers.stepped(in)
 	switch in := in.(type) {
 	case Start:
 		c.start(in)
@@ -534,7 +541,12 @@ func (c *Cluster) worker(id WorkerID) *Worker {
 	return c.workers[i]
 }
 
-func (c *Cluster) emit(d Decision) { c.out = append(c.out, d) }
+func (c *Cluster) emit(d Decision) {
+	if t, ok := d.(SetTimer); ok {
+		c.timers.set(t.Timer, c.now.Add(t.After))
+	}
+	c.out = append(c.out, d)
+}
 
 func (c *Cluster) note(level zerolog.Level, msg string, w *Worker, fields ...Field) {
 	n := Note{Level: level, Message: msg, Fields: fields}
