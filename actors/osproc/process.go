@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dutchmaster/dutchmaster/actors"
+	"github.com/dutchmaster/dutchmaster/actors/core"
 	"github.com/dutchmaster/dutchmaster/fsm"
 	"github.com/dutchmaster/dutchmaster/sockets"
 	"github.com/dutchmaster/dutchmaster/sockets/nodecluster"
@@ -120,7 +121,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 	cmd, killGroup := newCmd()
 	cmd.Stdout, cmd.Stderr = out.stdout, out.stderr
 	cg := r.cgroups.worker(spec.ID)
-	err = r.fork(cmd, cg, limit)
+	err = r.fork(cmd, cg, limit, spec.ID)
 	if err != nil && cg != nil && cgroupRefused(err) {
 		// The kernel (or a seccomp filter) may refuse to fork into a
 		// cgroup: the worker starts without one, as do the next.
@@ -129,7 +130,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		cg = nil
 		cmd, killGroup = newCmd()
 		cmd.Stdout, cmd.Stderr = out.stdout, out.stderr
-		err = r.fork(cmd, nil, limit)
+		err = r.fork(cmd, nil, limit, spec.ID)
 	}
 	if err != nil {
 		if cg != nil {
@@ -336,7 +337,7 @@ func cgroupRefused(err error) bool {
 // fork starts cmd in cgroup cg (if not nil), once the process limit
 // leaves room for it. Forks that count against a limit go one at a time,
 // so that two cannot both take the last room.
-func (r *Runtime) fork(cmd *exec.Cmd, cg *workerCgroup, limit uint64) error {
+func (r *Runtime) fork(cmd *exec.Cmd, cg *workerCgroup, limit uint64, id core.WorkerID) error {
 	if cg != nil {
 		fd, err := cg.open()
 		if err != nil {
@@ -348,11 +349,30 @@ func (r *Runtime) fork(cmd *exec.Cmd, cg *workerCgroup, limit uint64) error {
 	if limit > 0 {
 		r.forkMu.Lock()
 		defer r.forkMu.Unlock()
+		// Under the process limit forks take turns, each waiting for room;
+		// a worker told to go meanwhile (a stop) is not forked only to be
+		// drained, or a stopping master would start its pending workers
+		// one by one.
+		if r.goneBeforeFork(id) {
+			return errGoneBeforeFork
+		}
 		if err := checkProcessLimit(limit); err != nil {
 			return err
 		}
 	}
 	return cmd.Start()
+}
+
+// errGoneBeforeFork: the worker was drained or killed before its fork.
+var errGoneBeforeFork = errors.New("drained before its fork")
+
+// goneBeforeFork reports whether worker id, not yet forked, was told to
+// drain or be killed.
+func (r *Runtime) goneBeforeFork(id core.WorkerID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o := r.starting[id]
+	return o != nil && (o.drain != nil || o.kill)
 }
 
 // slotSockets are, for each balanced listener, the socket of the worker's

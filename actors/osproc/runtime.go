@@ -254,8 +254,12 @@ func (r *Runtime) Fork(spec actors.WorkerSpec, events func(any)) {
 			delete(r.starting, spec.ID)
 			r.mu.Unlock()
 			log := r.config().Logger
+			level := zerolog.WarnLevel
+			if errors.Is(err, errGoneBeforeFork) {
+				level = zerolog.InfoLevel // asked for: a stop came first
+			}
 			// No pid: there is no process.
-			log.Warn().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldSlot, spec.Slot).Int(actors.FieldGeneration, spec.Generation).
+			log.WithLevel(level).Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldSlot, spec.Slot).Int(actors.FieldGeneration, spec.Generation).
 				Str(actors.FieldState, string(fsm.Forking)).Err(err).Msg("fork failed")
 			events(actors.ForkFailed{Err: err.Error()})
 			return

@@ -80,6 +80,28 @@ func daemonPIDs(t *testing.T, dir string) []int {
 	return pids
 }
 
+// waitDaemons waits until n daemons wrote their pid into dir, and lists
+// them. A daemon writes it once it runs, which may be well after its
+// worker listens and after the master counts it among the worker's
+// processes.
+func waitDaemons(t *testing.T, dir string, n int) []int {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		pids := daemonPIDs(t, dir)
+		if len(pids) >= n {
+			if len(pids) > n {
+				t.Fatalf("%d daemons %v, want %d", len(pids), pids, n)
+			}
+			return pids
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d daemons %v after %s, want %d", len(pids), pids, patience, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestFaultWorkerDaemonizesHelper: workers that each start a daemon
 // (fork, setsid, fork) sharing their listener. The master counts the
 // daemon among the worker's processes (ctl status), ends it with its
@@ -154,10 +176,7 @@ func TestFaultWorkerDaemonizesHelper(t *testing.T) {
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
-			first := daemonPIDs(t, dir)
-			if len(first) != 2 {
-				t.Fatalf("%d daemons, want 2", len(first))
-			}
+			first := waitDaemons(t, dir, 2)
 
 			m.signal(syscall.SIGUSR2)
 			m.waitFor(next, "restart complete", nil)
@@ -172,7 +191,7 @@ func TestFaultWorkerDaemonizesHelper(t *testing.T) {
 			// The new generation's daemons answer too: they are its
 			// processes. The old generation's must not.
 			newDaemons := map[string]bool{}
-			for _, pid := range daemonPIDs(t, dir) {
+			for _, pid := range waitDaemons(t, dir, 4) {
 				if !slices.Contains(first, pid) {
 					newDaemons["daemon "+strconv.Itoa(pid)] = true
 				}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 )
@@ -81,4 +82,24 @@ func TestUnused(t *testing.T) {
 		t.Fatalf("Unused = %q with the role run", got)
 	}
 	testproc.Environ("registered-by-TestUnused") // named: used from here on, so the run passes
+}
+
+// TestFindLeaksWaits: a goroutine that ends on its own a second later
+// (as protoactor's dead-letter throttle does) is waited for, not
+// reported: FindLeaks returns nil only once it has ended.
+func TestFindLeaksWaits(t *testing.T) {
+	stop, ended := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		<-stop
+	}()
+	time.AfterFunc(time.Second, func() { close(stop) })
+	if err := testproc.FindLeaks(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ended:
+	default:
+		t.Fatal("FindLeaks found no leak while the goroutine still ran")
+	}
 }

@@ -498,14 +498,15 @@ func (s *Server) restart(sup Supervisor, source string, req ctl.Request, emit fu
 		out, err = sup.Restart(s.ctx, source)
 	}
 	w, rep := s.restarted(source, what, out, err, req.Progress, from)
-	if w == nil {
-		return rep
-	}
-	if req.Progress {
+	switch {
+	case w == nil: // refused, or its rollout already ended
+	case req.Progress:
 		rep = s.follow(sup, w, emit)
-	} else {
+	default:
 		rep = <-w.done
 	}
+	// Also when the rollout ended before this handler read the
+	// restart's decisions (a loaded machine): its reply is the same.
 	if rep.Rollout != nil {
 		rep.Rollout.Serving = servingPIDs(s.ctx, sup)
 	}

@@ -313,6 +313,12 @@ func TestRestartEndedBeforeRead(t *testing.T) {
 	if !rep.OK || rep.Rollout == nil || rep.Rollout.Outcome != core.OutcomeComplete || rep.Rollout.Generation != 2 {
 		t.Fatalf("reply %+v %+v", rep, rep.Rollout)
 	}
+	if len(rep.Rollout.Serving) != 2 {
+		t.Errorf("reply of a rollout that ended before it was read: serving %v, want the 2 workers", rep.Rollout.Serving)
+	}
+	// Its input was seen before its reply; the wait below is for the
+	// next restart's.
+	waitInput[core.RestartRequested](t, st.f)
 	// A later restart waits for its own rollout, not the one that ended.
 	st.f.mu.Lock()
 	st.f.afterRestart = nil
@@ -522,9 +528,16 @@ func TestRestartProgress(t *testing.T) {
 	var events []ctl.Progress
 	c := dial(t, st.path)
 	ch := make(chan ctl.Reply, 1)
+	// The started line counts the workers due when the handler looks,
+	// so the second restart waits for it: sent earlier, it would join
+	// the rollout first and make the first restart's replacement due too.
+	started := make(chan struct{})
 	go func() {
 		rep, err := c.DoStream(ctl.Request{Command: ctl.CommandRestart, Progress: true}, func(p ctl.Progress) {
 			mu.Lock()
+			if len(events) == 0 {
+				close(started)
+			}
 			events = append(events, p)
 			mu.Unlock()
 		})
@@ -534,6 +547,11 @@ func TestRestartProgress(t *testing.T) {
 		ch <- rep
 	}()
 	waitInput[core.RestartRequested](t, st.f)
+	select {
+	case <-started:
+	case <-time.After(patience):
+		t.Fatalf("no progress line within %s", patience)
+	}
 
 	// An old client on its own connection: restart, then status.
 	old := dial(t, st.path)
