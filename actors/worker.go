@@ -114,25 +114,26 @@ func (m *WorkerMachine) Handle(msg any) []any {
 		if m.life.State() == fsm.Killed {
 			return nil
 		}
-		var out []any
-		if m.life.Can(fsm.Drain) {
-			_, _ = m.life.Drain()
-			out = append(out, core.WorkerDraining{Worker: id})
-		}
-		return append(out, RuntimeAbort{})
+		return append(m.drainingFirst(id), RuntimeAbort{})
 	case KillOrder:
 		if m.life.State() == fsm.Killed {
 			return nil
 		}
-		var out []any
-		if m.life.Can(fsm.Drain) {
-			_, _ = m.life.Drain()
-			out = append(out, core.WorkerDraining{Worker: id})
-		}
 		m.killed = true
-		return append(out, RuntimeKill{})
+		return append(m.drainingFirst(id), RuntimeKill{})
 	}
 	return nil
+}
+
+// drainingFirst moves a worker that an abort or a kill ends while it
+// still serves to draining first (the lifecycle has no shorter path), and
+// says so to the core.
+func (m *WorkerMachine) drainingFirst(id core.WorkerID) []any {
+	if !m.life.Can(fsm.Drain) {
+		return nil
+	}
+	_, _ = m.life.Drain()
+	return []any{core.WorkerDraining{Worker: id}}
 }
 
 func (m *WorkerMachine) onIPC(msg IPC) []any {

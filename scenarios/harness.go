@@ -156,10 +156,7 @@ func (h *Harness) run(td *datadriven.TestData) error {
 		h.Advance(d)
 	case "replace":
 		// An operator's `ctl restart wN`.
-		if len(td.CmdArgs) != 1 {
-			return fmt.Errorf("replace takes one worker")
-		}
-		id, err := parseWorker(td.CmdArgs[0].Key)
+		id, err := oneWorker(td)
 		if err != nil {
 			return err
 		}
@@ -170,10 +167,7 @@ func (h *Harness) run(td *datadriven.TestData) error {
 		return h.heartbeat(td)
 	case "notify":
 		// notify wN with the datagram's lines as input
-		if len(td.CmdArgs) != 1 {
-			return fmt.Errorf("notify takes one worker")
-		}
-		id, err := parseWorker(td.CmdArgs[0].Key)
+		id, err := oneWorker(td)
 		if err != nil {
 			return err
 		}
@@ -185,6 +179,14 @@ func (h *Harness) run(td *datadriven.TestData) error {
 		return fmt.Errorf("unknown directive %q", td.Cmd)
 	}
 	return nil
+}
+
+// oneWorker reads the one worker a directive names (wN).
+func oneWorker(td *datadriven.TestData) (core.WorkerID, error) {
+	if len(td.CmdArgs) != 1 {
+		return 0, fmt.Errorf("%s takes one worker", td.Cmd)
+	}
+	return parseWorker(td.CmdArgs[0].Key)
 }
 
 func first(v []string) string {
@@ -299,10 +301,7 @@ func (h *Harness) ready(td *datadriven.TestData) error {
 }
 
 func (h *Harness) message(td *datadriven.TestData) error {
-	if len(td.CmdArgs) != 1 {
-		return fmt.Errorf("message takes one worker")
-	}
-	id, err := parseWorker(td.CmdArgs[0].Key)
+	id, err := oneWorker(td)
 	if err != nil {
 		return err
 	}

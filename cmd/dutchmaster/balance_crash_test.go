@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
 )
 
 // pidLoad sends requests to addr, one client each, until finish: over a
@@ -60,7 +62,7 @@ func startPIDLoad(addr string, clients int, keepAlive bool) *pidLoad {
 					}
 				}
 				c.SetDeadline(time.Now().Add(patience))
-				pid, err := askPIDClose(c, !keepAlive)
+				pid, err := loadtest.AskPID(c, "/", !keepAlive)
 				if err != nil {
 					l.fail(c.LocalAddr().(*net.TCPAddr).Port, err)
 				} else {
@@ -92,28 +94,6 @@ func (l *pidLoad) answeredBy(pid int) int {
 }
 
 func (l *pidLoad) finish() { close(l.stop); l.wg.Wait() }
-
-// askPIDClose sends one request on c and returns the pid in the answer;
-// with close, the request asks for the connection to be closed after it.
-func askPIDClose(c net.Conn, close bool) (int, error) {
-	req := "GET / HTTP/1.1\r\nHost: test\r\n\r\n"
-	if close {
-		req = "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-	}
-	if _, err := io.WriteString(c, req); err != nil {
-		return 0, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(string(body))
-}
 
 // tcpSocket is one line of /proc/net/tcp.
 type tcpSocket struct {

@@ -3,19 +3,13 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
+	"github.com/dutchmaster/dutchmaster/cmd/internal/loadtest"
 	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
 )
 
@@ -44,51 +38,11 @@ func balanceLine(t *testing.T, m *master) logEvent {
 // request on each and returns, per connection, the pid that answered it.
 func keepAlivePIDs(t *testing.T, addr string, n int) []int {
 	t.Helper()
-	conns := make([]net.Conn, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() { conns[i], errs[i] = net.DialTimeout("tcp", addr, patience) })
-	}
-	wg.Wait()
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
-		}
-	}()
-	pids := make([]int, n)
-	for i, c := range conns {
-		if errs[i] != nil {
-			t.Fatalf("connection %d: %v", i, errs[i])
-		}
-		c.SetDeadline(time.Now().Add(patience))
-		wg.Go(func() { pids[i], errs[i] = askPID(c) })
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("request on connection %d: %v", i, err)
-		}
+	pids, err := loadtest.OpenTogether(addr, n, patience)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return pids
-}
-
-func askPID(c net.Conn) (int, error) {
-	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
-		return 0, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(string(body))
 }
 
 // TestKernelBalanceSpreadsConnections: with --balance kernel, 16

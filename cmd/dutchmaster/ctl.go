@@ -256,7 +256,11 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		prog = newProgressView(stdout, time.Now())
 		defer prog.close()
 	}
-	rep, sig, err := doInterruptible(c, req, prog)
+	var progress func(control.Progress)
+	if prog != nil {
+		progress = prog.event
+	}
+	rep, sig, err := doInterruptible(c, func() (control.Reply, error) { return c.DoStream(req, progress) })
 	if prog != nil {
 		prog.close()
 	}
@@ -455,10 +459,10 @@ func human(d time.Duration) string {
 	return d.Round(time.Second).String()
 }
 
-// doInterruptible sends req and waits for its reply, or for SIGINT or
-// SIGTERM, whichever comes first. A request already sent is the
-// master's to finish: stopping to wait does not take it back.
-func doInterruptible(c *control.Client, req control.Request, prog *progressView) (control.Reply, os.Signal, error) {
+// doInterruptible runs call (a request on c) and waits for its reply, or
+// for SIGINT or SIGTERM, whichever comes first. A request already sent is
+// the master's to finish: stopping to wait does not take it back.
+func doInterruptible(c *control.Client, call func() (control.Reply, error)) (control.Reply, os.Signal, error) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -468,11 +472,7 @@ func doInterruptible(c *control.Client, req control.Request, prog *progressView)
 	}
 	done := make(chan result, 1)
 	go func() {
-		var fn func(control.Progress)
-		if prog != nil {
-			fn = prog.event
-		}
-		rep, err := c.DoStream(req, fn)
+		rep, err := call()
 		done <- result{rep, err}
 	}()
 	select {

@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/dutchmaster/dutchmaster/sockets/control"
@@ -49,24 +47,8 @@ func runLogs(path string, req control.Request, stdout, stderr io.Writer, asJSON 
 			werr = out.Flush() // a follower wants each line as it comes
 		}
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	type result struct {
-		rep control.Reply
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		rep, err := c.DoLines(req, nil, print)
-		done <- result{rep, err}
-	}()
-	var r result
-	select {
-	case r = <-done:
-	case <-sigs:
-		c.Close() // ends the read the goroutine is blocked in
-		<-done
+	rep, sig, err := doInterruptible(c, func() (control.Reply, error) { return c.DoLines(req, nil, print) })
+	if sig != nil {
 		out.Flush()
 		return exitOK
 	}
@@ -77,14 +59,14 @@ func runLogs(path string, req control.Request, stdout, stderr io.Writer, asJSON 
 	case werr != nil:
 		fmt.Fprintf(stderr, "dutchmaster ctl: writing the lines: %v\n", werr)
 		return exitError
-	case errors.Is(r.err, os.ErrDeadlineExceeded):
+	case errors.Is(err, os.ErrDeadlineExceeded):
 		fmt.Fprintf(stderr, "dutchmaster ctl: timed out after %s\n", timeout)
 		return exitTimedOut
-	case r.err != nil:
-		fmt.Fprintf(stderr, "dutchmaster ctl: %v\n", r.err)
+	case err != nil:
+		fmt.Fprintf(stderr, "dutchmaster ctl: %v\n", err)
 		return exitError
-	case !r.rep.OK:
-		fmt.Fprintf(stderr, "dutchmaster ctl: %s\n", r.rep.Error)
+	case !rep.OK:
+		fmt.Fprintf(stderr, "dutchmaster ctl: %s\n", rep.Error)
 		return exitError
 	case req.Follow:
 		fmt.Fprintln(stderr, "dutchmaster ctl: the master exited; no more lines")

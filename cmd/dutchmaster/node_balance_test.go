@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bufio"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -116,14 +112,14 @@ func TestNodeBalanceRoundRobin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	busy, err := askPath(c, "/restart")
+	busy, err := loadtest.AskPID(c, "/restart", false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	file := filepath.Join(t.TempDir(), "release")
 	held := make(chan error, 1)
 	go func() {
-		_, err := askPath(c, "/hold?file="+file)
+		_, err := loadtest.AskPID(c, "/hold?file="+file, false)
 		held <- err
 	}()
 	e, next := m.waitFor(next, "hold request started", nil)
@@ -193,21 +189,4 @@ func TestNodeBalanceChoice(t *testing.T) {
 	if log := strings.TrimSpace(m.Log()); !strings.Contains(log, "--balance round-robin: only for Node.js cluster workers") || strings.Count(log, "\n") > 1 {
 		t.Errorf("the refusal is not one line naming the option:\n%s", log)
 	}
-}
-
-// askPath sends GET path on c (keep-alive) and returns the pid answering.
-func askPath(c net.Conn, path string) (int, error) {
-	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
-		return 0, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(string(body))
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,26 +23,8 @@ import (
 // get their own SIGTERM handler run, and servers that bypass the cluster
 // primary (exclusive: true) are seen.
 
-// nodeAppsDir is examples/nodeapps, with its node_modules installed (npm
-// ci, bounded in time) if they are missing.
-func nodeAppsDir(t *testing.T) string {
-	t.Helper()
-	dir, err := filepath.Abs("../../examples/nodeapps")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "fastify", "package.json")); err == nil {
-		return dir
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	npm := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund")
-	npm.Dir = dir
-	if out, err := npm.CombinedOutput(); err != nil {
-		t.Fatalf("npm ci in %s: %v\n%s", dir, err, out)
-	}
-	return dir
-}
+// nodeAppsDir is examples/nodeapps, with its node_modules installed.
+func nodeAppsDir(t *testing.T) string { return npmDir(t, "../../examples/nodeapps", "fastify") }
 
 // TestNodePreloadKeepAlive: clients that keep their connections alive and
 // never retry (cmd/internal/loadtest: a failed request is a failure) go on

@@ -522,15 +522,18 @@ func udpPID(t *testing.T, addr string) int {
 	return 0
 }
 
-// expressDir is examples/express, with its node_modules installed (npm ci,
-// bounded in time) if they are missing.
-func expressDir(t *testing.T) string {
+// expressDir is examples/express, with its node_modules installed.
+func expressDir(t *testing.T) string { return npmDir(t, "../../examples/express", "express") }
+
+// npmDir is the directory rel (from this package), with its node_modules
+// installed (npm ci, bounded in time) if pkg is missing from them.
+func npmDir(t *testing.T, rel, pkg string) string {
 	t.Helper()
-	dir, err := filepath.Abs("../../examples/express")
+	dir, err := filepath.Abs(rel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "express", "package.json")); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg, "package.json")); err == nil {
 		return dir
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
