@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: all build test vet fuzz bench soak rewrite fmt demo express-demo dist
+.PHONY: all build test node-deps vet fuzz bench soak rewrite fmt demo express-demo dist
 
 all: build test
 
@@ -23,8 +23,18 @@ dist:
 	done
 
 # The README's test command: vet, then every test with the race detector.
-test: vet
+test: vet node-deps
 	$(GO) test -race -count=1 -timeout 13m ./...
+
+# The npm packages the Node.js tests run (Express, Fastify, ws,
+# prom-client), installed from their lockfiles where missing, so that
+# `make test` works on a fresh clone.
+NPM_DIRS = examples/express examples/nodeapps cmd/dutchmaster/testdata/promclient
+
+node-deps:
+	@for d in $(NPM_DIRS); do \
+		[ -d $$d/node_modules ] || (cd $$d && npm ci --no-audit --no-fund) || exit 1; \
+	done
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -26,7 +26,7 @@ func promClientApp(t *testing.T, n int, env ...string) (m *master, metricsAddr s
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "prom-client", "package.json")); err != nil {
-		t.Fatalf("prom-client is not installed: run npm ci in %s (.ci/run does)", dir)
+		t.Fatalf("prom-client is not installed: run npm ci in %s (make test does)", dir)
 	}
 	_, port, _ := net.SplitHostPort(freeTCP(t))
 	flags := []string{"--dir", dir, "--workers", strconv.Itoa(n), "--metrics", "127.0.0.1:0",

@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// promClientDir holds prom-client (npm ci there; .ci/run does).
+// promClientDir holds prom-client (npm ci there; make test does).
 var promClientDir = filepath.Join("..", "..", "cmd", "dutchmaster", "testdata", "promclient")
 
 // TestAggregateAsPromClient: three workers' metrics (counters with
