@@ -278,9 +278,16 @@ func (r *Runtime) Drain(id core.WorkerID, how actors.DrainMethod) {
 		o.drain = &how
 	}
 	r.mu.Unlock()
-	if p == nil {
-		return
+	if p != nil {
+		r.drainProcess(p, how, cfg)
 	}
+}
+
+// drainProcess drains a started worker: at once, or, for the worker of a
+// retired slot, once the slot's queues are empty, marked retiring so that
+// its exit closes the slot's sockets. Both a drain ordered after the
+// start and one ordered during it (carried out by register) come here.
+func (r *Runtime) drainProcess(p *process, how actors.DrainMethod, cfg Config) {
 	if !(balanced(cfg.Balanced) || r.handles.Kernel()) || cfg.Retired == nil || !cfg.Retired(p.spec.Slot) {
 		p.drain(how, cfg.StopSignal)
 		return
@@ -399,15 +406,15 @@ func (r *Runtime) register(p *process) bool {
 	r.mu.Lock()
 	r.procs[p.spec.ID] = p
 	r.byPID[p.pid] = p
-	o, stop, open := r.starting[p.spec.ID], r.cfg.StopSignal, !r.closed
+	o, cfg, open := r.starting[p.spec.ID], r.cfg, !r.closed
 	delete(r.starting, p.spec.ID)
 	r.mu.Unlock()
 	switch {
 	case o == nil:
 	case o.kill:
 		p.kill()
-	case o.drain != nil:
-		p.drain(*o.drain, stop)
+	case o.drain != nil && open: // closed: the caller kills the worker
+		r.drainProcess(p, *o.drain, cfg)
 	}
 	return open
 }
