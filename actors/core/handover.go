@@ -394,6 +394,11 @@ func (st State) validate() error {
 	return nil
 }
 
+// ConfigOf is cfg as a handed-over state carries it, defaults filled:
+// what a new binary compares with the state's before it takes over (a
+// configuration that differs is refused by Resume).
+func ConfigOf(cfg Config) StateConfig { return stateConfig(cfg.WithDefaults()) }
+
 // stateConfig is cfg as data.
 func stateConfig(cfg Config) StateConfig {
 	out := StateConfig{

@@ -98,6 +98,22 @@ func (o *Observer) Observe(_ time.Time, in core.Input, out []core.Decision) {
 	o.update()
 }
 
+// Resume takes the workers of a master that took over from another (an
+// upgrade in place): each worker's slot, and as serving those that listen,
+// neither draining nor hung, as Observe would have learnt them. The
+// targets are told the set (the kernel's is already that one).
+func (o *Observer) Resume(workers []core.Worker) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, w := range workers {
+		o.slotOf[w.ID] = w.Slot
+		if w.Serves() {
+			o.serving[w.ID] = true
+		}
+	}
+	o.update()
+}
+
 // Retired says whether slot has left the kernel's choice for good, as
 // seen after the step being carried out: out of the eligible slots while
 // others remain, with no worker of it but the one being drained (a scale
