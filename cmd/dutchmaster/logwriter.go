@@ -40,10 +40,13 @@ type logWriter struct {
 	startOnce, stopOnce sync.Once
 	started             atomic.Bool
 	stop, done          chan struct{}
+	// flushes asks the writer to write out what is queued and say so.
+	flushes chan chan struct{}
 }
 
 func newLogWriter(out io.Writer) *logWriter {
-	return &logWriter{out: out, lines: make(chan []byte, logQueue), stop: make(chan struct{}), done: make(chan struct{})}
+	return &logWriter{out: out, lines: make(chan []byte, logQueue), stop: make(chan struct{}), done: make(chan struct{}),
+		flushes: make(chan chan struct{})}
 }
 
 // Write queues one log line (zerolog writes each event once); it never
@@ -79,6 +82,11 @@ func (w *logWriter) run() {
 		case line := <-w.lines:
 			w.out.Write(line)
 			w.reportDrops(false)
+		case flushed := <-w.flushes:
+			for queued := len(w.lines); queued > 0; queued-- {
+				w.out.Write(<-w.lines)
+			}
+			close(flushed)
 		case <-w.stop:
 			for {
 				select {
@@ -122,6 +130,30 @@ func (w *logWriter) close() bool {
 	case <-w.done:
 		return true
 	case <-time.After(logFlushTimeout):
+		return false
+	}
+}
+
+// flush writes out the lines queued so far, for at most logFlushTimeout,
+// and goes on writing: before the master executes a new binary of itself
+// (an upgrade), whose image would not have them. It reports whether they
+// all went out.
+func (w *logWriter) flush() bool {
+	w.start(func(uint64) {})
+	timeout := time.NewTimer(logFlushTimeout)
+	defer timeout.Stop()
+	flushed := make(chan struct{})
+	select {
+	case w.flushes <- flushed:
+	case <-w.done:
+		return true
+	case <-timeout.C:
+		return false
+	}
+	select {
+	case <-flushed:
+		return true
+	case <-timeout.C:
 		return false
 	}
 }

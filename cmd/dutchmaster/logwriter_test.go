@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -85,4 +86,30 @@ func TestLogWriterExitBound(t *testing.T) {
 	}
 	close(g.open) // lets the writer's goroutine end
 	<-w.done
+}
+
+// TestLogWriterFlushGoesOn: flush returns once every line queued before it
+// is written, and the writer goes on writing the lines after it (an
+// upgrade whose exec failed keeps its log).
+func TestLogWriterFlushGoesOn(t *testing.T) {
+	g := &gate{open: make(chan struct{})}
+	close(g.open)
+	w := newLogWriter(g)
+	w.start(func(uint64) {})
+	for i := range 100 {
+		fmt.Fprintf(w, "before %d\n", i)
+	}
+	if !w.flush() {
+		t.Fatal("flush: the queue was not written out within the bound")
+	}
+	if got := g.String(); !strings.HasSuffix(got, "before 99\n") || strings.Count(got, "\n") != 100 {
+		t.Fatalf("after flush the reader has %d lines, want the 100 queued before it:\n%s", strings.Count(got, "\n"), got)
+	}
+	fmt.Fprintln(w, "after")
+	if !w.close() {
+		t.Fatal("close: the queue was not written out")
+	}
+	if got := g.String(); !strings.HasSuffix(got, "before 99\nafter\n") {
+		t.Fatalf("the line after the flush is missing:\n%s", got)
+	}
 }
