@@ -9,7 +9,10 @@
 // be the trampoline.
 //
 // A worker gets its own process group (a terminal's Ctrl-C reaches only
-// the master) and dies with the master (parent-death signal SIGKILL).
+// the master) and dies with the master (parent-death signal SIGKILL). A
+// master that calls ServeMainThread from main forks every worker from its
+// main thread, and can re-execute itself there (Exec) keeping its workers
+// (mainthread.go).
 // Drain sends {"event":"disconnect"} and closes the IPC channel, or the
 // stop signal to the worker's process, or both; Kill sends SIGKILL to the
 // worker's whole process group, so children it spawned go too. Where the

@@ -360,7 +360,7 @@ func (r *Runtime) fork(cmd *exec.Cmd, cg *workerCgroup, limit uint64, id core.Wo
 			return err
 		}
 	}
-	return cmd.Start()
+	return startOnMainThread(cmd)
 }
 
 // errGoneBeforeFork: the worker was drained or killed before its fork.
