@@ -26,9 +26,14 @@ import (
 
 // process is one running worker.
 type process struct {
-	spec    actors.WorkerSpec
-	events  func(any)
-	cmd     *exec.Cmd
+	spec   actors.WorkerSpec
+	events func(any)
+	// proc is the worker's process: a pidfd on Linux, through which it is
+	// signalled and reaped, so a reused pid is never hit. The runtime
+	// keeps no *exec.Cmd once the worker started, so that a process it
+	// did not fork itself (one handed over by the master's previous image)
+	// is handled the same way.
+	proc    *os.Process
 	pid     int
 	channel *sockets.Channel
 	output  *output
@@ -40,9 +45,6 @@ type process struct {
 	// exitWatch is a pidfd of the worker to await its exit on, without a
 	// thread; nil where the kernel makes none. awaitExit closes it.
 	exitWatch *os.File
-	// killGroup sends SIGKILL to the worker's process group; only while
-	// the worker is not reaped.
-	killGroup func() error
 	// cgroup holds the worker and everything it starts; nil where the
 	// runtime has no cgroups (then the orphans a subreaper master adopted
 	// from it stand in).
@@ -98,7 +100,12 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 
 	preloadEnv := r.nodePreloadEnv(cfg, env)
 	limit := processLimit()
-	newCmd := func() (*exec.Cmd, func() error) {
+	out, err := newOutput(cfg, spec)
+	if err != nil {
+		channel.Close()
+		return nil, err
+	}
+	newCmd := func() *exec.Cmd {
 		cmd := exec.Command(cfg.Executable, cfg.Command...)
 		cmd.Args[0] = cfg.Command[0]
 		cmd.Dir = dir
@@ -111,15 +118,11 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 			cmd.Env = append(cmd.Env, trampolineNprocEnv+"="+strconv.FormatUint(n, 10))
 		}
 		cmd.ExtraFiles = files.ExtraFiles
-		killGroup := ownProcessGroup(cmd, cfg.Credential)
-		// A grandchild that keeps the worker's output pipes open must not
-		// hold up the report of the worker's exit.
-		cmd.WaitDelay = 2 * time.Second
-		return cmd, killGroup
+		ownProcessGroup(cmd, cfg.Credential)
+		cmd.Stdout, cmd.Stderr = out.child[0], out.child[1]
+		return cmd
 	}
-	out := newOutput(cfg, spec)
-	cmd, killGroup := newCmd()
-	cmd.Stdout, cmd.Stderr = out.stdout, out.stderr
+	cmd := newCmd()
 	cg := r.cgroups.worker(spec.ID)
 	err = r.fork(cmd, cg, limit, spec.ID)
 	if err != nil && cg != nil && cgroupRefused(err) {
@@ -128,8 +131,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		cg.remove()
 		r.cgroups.disable(err)
 		cg = nil
-		cmd, killGroup = newCmd()
-		cmd.Stdout, cmd.Stderr = out.stdout, out.stderr
+		cmd = newCmd()
 		err = r.fork(cmd, nil, limit, spec.ID)
 	}
 	if err != nil {
@@ -137,11 +139,12 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 			cg.remove()
 		}
 		channel.Close()
+		out.closePipes()
 		out.close()
 		return nil, fmt.Errorf("starting %s: %w", cfg.Command[0], err)
 	}
-	out.begin(cmd.Process.Pid)
-	p := &process{spec: spec, events: events, cmd: cmd, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r, killGroup: killGroup, cgroup: cg}
+	out.run(cmd.Process.Pid)
+	p := &process{spec: spec, events: events, proc: cmd.Process, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r, cgroup: cg}
 	p.exitWatch = openExitWatch(p.pid)
 	p.log = cfg.Logger.With().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldSlot, spec.Slot).
 		Int(actors.FieldGeneration, spec.Generation).Int(actors.FieldPID, p.pid).Logger()
@@ -230,19 +233,20 @@ func (p *process) run() {
 	p.awaitExit()
 	_ = p.killGroup()
 	p.killRest()
-	err := p.cmd.Wait()
+	state, err := p.proc.Wait()
 	p.mu.Lock()
 	p.reaped = true
 	p.mu.Unlock()
 	if p.cgroup != nil {
 		p.cgroup.remove()
 	}
-	// Lines the worker wrote before it exited may still be in the socket:
-	// read on to EOF, which comes once nothing holds the worker's end (its
-	// group was just killed). A process that left the group may keep it
-	// open; closing ours after the same delay as for output ends the
-	// reader either way.
-	linger := time.AfterFunc(p.cmd.WaitDelay, func() { p.channel.Close() })
+	// Output the worker wrote before it exited may still be in the pipes,
+	// and lines in the socket: read on to EOF, which comes once nothing
+	// holds the worker's ends (its group was just killed). A process that
+	// left the group may keep them open; closing ours after a delay ends
+	// the readers either way.
+	p.output.finish()
+	linger := time.AfterFunc(outputLinger, func() { p.channel.Close() })
 	<-read
 	linger.Stop()
 	p.channel.Close()
@@ -254,7 +258,7 @@ func (p *process) run() {
 	p.deliverMu.Lock()
 	p.exited = true
 	p.deliverMu.Unlock()
-	p.events(exitOf(p.cmd.ProcessState, err, p.output.lastStderr()))
+	p.events(exitOf(state, err, p.output.lastStderr()))
 }
 
 func exitOf(ps *os.ProcessState, err error, tail string) actors.Exited {
@@ -292,7 +296,7 @@ func (p *process) drain(how actors.DrainMethod, stop syscall.Signal) {
 	}
 	if how == actors.DrainSignal || how == actors.DrainBoth {
 		// os.Process signals through a pidfd, so a reused pid is never hit.
-		if err := p.cmd.Process.Signal(stop); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		if err := p.proc.Signal(stop); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			p.log.Debug().Str(actors.FieldState, string(fsm.Draining)).Err(err).Msg("stop signal failed")
 		}
 	}
@@ -309,8 +313,12 @@ func (p *process) kill() {
 	if p.cgroup != nil {
 		p.cgroup.kill()
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.proc.Signal(syscall.SIGKILL)
 }
+
+// killGroup sends SIGKILL to the worker's process group, which has the
+// worker's pid as its id (group.go); only while the worker is not reaped.
+func (p *process) killGroup() error { return syscall.Kill(-p.pid, syscall.SIGKILL) }
 
 // killRest ends what the worker started that left its process group: its
 // cgroup, or else the orphans a subreaper master adopted from it.

@@ -385,7 +385,7 @@ func (r *Runtime) Kill(id core.WorkerID) {
 func (r *Runtime) Abort(id core.WorkerID) {
 	if p := r.process(id); p != nil {
 		// os.Process signals through a pidfd, so a reused pid is never hit.
-		if err := p.cmd.Process.Signal(syscall.SIGABRT); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		if err := p.proc.Signal(syscall.SIGABRT); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			p.log.Debug().Err(err).Msg("SIGABRT failed")
 		}
 	}
