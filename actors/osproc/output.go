@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/actors"
+	"github.com/dutchmaster/dutchmaster/sockets"
 	ctl "github.com/dutchmaster/dutchmaster/sockets/control"
 )
 
@@ -67,13 +68,35 @@ const tailLines = 5
 const outputLinger = 2 * time.Second
 
 func newOutput(cfg Config, spec actors.WorkerSpec) (*output, error) {
+	o := newOutputWriters(cfg, spec, func(i int) bool {
+		_, file := []io.Writer{cfg.Stdout, cfg.Stderr}[i].(*os.File)
+		return cfg.LogOutput || cfg.Tail != nil || !file
+	})
+	for i, w := range o.writers {
+		if w == nil {
+			continue
+		}
+		r, wr, err := os.Pipe()
+		if err != nil {
+			o.closePipes()
+			return nil, fmt.Errorf("output pipe: %w", err)
+		}
+		o.pipes[i], o.child[i] = r, wr
+	}
+	return o, nil
+}
+
+// newOutputWriters makes the lineWriters of the streams that piped says
+// go through a pipe (0 stdout, 1 stderr); the others go to the master's
+// own file.
+func newOutputWriters(cfg Config, spec actors.WorkerSpec, piped func(i int) bool) *output {
 	o := &output{tail: cfg.Tail, worker: int(spec.ID), started: make(chan struct{})}
 	for i, s := range []struct {
 		name string
 		dst  io.Writer
 	}{{ctl.StreamOut, cfg.Stdout}, {ctl.StreamErr, cfg.Stderr}} {
-		if f, ok := s.dst.(*os.File); ok && !cfg.LogOutput && cfg.Tail == nil {
-			o.child[i] = f
+		if !piped(i) {
+			o.child[i], _ = s.dst.(*os.File)
 			continue
 		}
 		w := &lineWriter{o: o, stream: s.name, generation: spec.Generation}
@@ -91,17 +114,12 @@ func newOutput(cfg Config, spec actors.WorkerSpec) (*output, error) {
 		default:
 			w.pass = s.dst
 		}
-		r, wr, err := os.Pipe()
-		if err != nil {
-			o.closePipes()
-			return nil, fmt.Errorf("output pipe: %w", err)
-		}
-		o.pipes[i], o.child[i], o.writers[i] = r, wr, w
+		o.writers[i] = w
 	}
 	if o.tail != nil {
 		o.tail.begin(o.worker)
 	}
-	return o, nil
+	return o
 }
 
 // closePipes closes the pipes' both ends (a fork that failed).
@@ -115,31 +133,61 @@ func (o *output) closePipes() {
 }
 
 // run gives the lines the worker's pid, closes the master's copies of the
-// write ends (the worker has its own), and starts reading.
-func (o *output) run(pid int) {
+// write ends (the worker has its own), and starts reading; gate stops the
+// readers for a handover.
+func (o *output) run(pid int, gate *pauseGate) {
 	o.begin(pid)
 	for i, r := range o.pipes {
 		if r == nil {
 			continue
 		}
-		o.child[i].Close()
+		if o.child[i] != nil {
+			o.child[i].Close()
+			o.child[i] = nil
+		}
 		o.readers.Add(1)
-		go o.read(i)
+		gate.startReader()
+		go o.read(i, gate)
 	}
 }
 
+// pastDeadline is a read deadline long past: a read returns at once.
+var pastDeadline = time.Unix(1, 0)
+
 // read copies one pipe into its lineWriter until end of file (every
-// writer gone) or until the read end is closed.
-func (o *output) read(i int) {
+// writer gone) or until the read end is closed. Stopped for a handover
+// (interrupt), it has written all it read: the unfinished line is in the
+// lineWriter.
+func (o *output) read(i int, gate *pauseGate) {
 	defer o.readers.Done()
+	defer gate.endReader()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := o.pipes[i].Read(buf)
 		if n > 0 {
 			_, _ = o.writers[i].Write(buf[:n])
 		}
+		if sockets.Interrupted(err) {
+			if !gate.park() {
+				return
+			}
+			continue
+		}
 		if err != nil {
 			return
+		}
+	}
+}
+
+// interrupt stops the readers at once (a read deadline in the past);
+// resume lets them read again.
+func (o *output) interrupt() { o.setDeadline(pastDeadline) }
+func (o *output) resume()    { o.setDeadline(time.Time{}) }
+
+func (o *output) setDeadline(t time.Time) {
+	for _, r := range o.pipes {
+		if r != nil {
+			_ = r.SetReadDeadline(t)
 		}
 	}
 }

@@ -58,8 +58,15 @@ type process struct {
 
 	// deliverMu orders the notify reader's deliveries before Exited: once
 	// exited is set, no Notify for this worker is delivered any more.
+	// early are the notify payloads of an adopted worker that came before
+	// Reattach gave it its events.
 	deliverMu sync.Mutex
 	exited    bool
+	early     []string
+
+	// attached: the worker's goroutines run (forked here, or reattached);
+	// guarded by the runtime's mu.
+	attached bool
 }
 
 // start forks the worker: before-fork hook, IPC channel, trampoline.
@@ -143,8 +150,8 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		out.close()
 		return nil, fmt.Errorf("starting %s: %w", cfg.Command[0], err)
 	}
-	out.run(cmd.Process.Pid)
-	p := &process{spec: spec, events: events, proc: cmd.Process, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r, cgroup: cg}
+	out.run(cmd.Process.Pid, &r.gate)
+	p := &process{spec: spec, events: events, proc: cmd.Process, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r, cgroup: cg, attached: true}
 	p.exitWatch = openExitWatch(p.pid)
 	p.log = cfg.Logger.With().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldSlot, spec.Slot).
 		Int(actors.FieldGeneration, spec.Generation).Int(actors.FieldPID, p.pid).Logger()
@@ -207,14 +214,25 @@ func (cfg Config) healthEnv(spec actors.WorkerSpec) []string {
 
 // run reads the worker's IPC channel until the process exits, then
 // reports the exit. Every IPC line and Notify is delivered before Exited.
+// The caller counted the IPC reader (gate.startReader).
+//
+// For a handover (Pause), the IPC reader stops at a line's boundary or
+// keeps the part of a line it read, and the exit is not handled while
+// paused: it stays unreaped, for the next image to find.
 func (p *process) run() {
+	gate := &p.runtime.gate
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
+		defer gate.endReader()
 		for {
 			line, err := p.channel.ReadLine()
 			var tooLong *sockets.LineTooLongError
 			switch {
+			case sockets.Interrupted(err):
+				if !gate.park() {
+					return
+				}
 			case errors.As(err, &tooLong):
 				p.events(actors.IPC{Err: err.Error()})
 			case err != nil:
@@ -230,7 +248,10 @@ func (p *process) run() {
 	// exits: before Wait reaps it, so that the group's id (which the
 	// unreaped worker keeps) cannot have been reused, and so that a child
 	// holding the worker's output does not hold up Wait.
-	p.awaitExit()
+	if !p.awaitExit() || !gate.enterExit() {
+		return // abandoned: the worker is another runtime's now
+	}
+	defer gate.leaveExit()
 	_ = p.killGroup()
 	p.killRest()
 	state, err := p.proc.Wait()
@@ -254,6 +275,9 @@ func (p *process) run() {
 		p.cluster.Close() // what it was handed and did not answer goes to others
 	}
 	p.output.close()
+	// The datagrams the worker sent before it exited are delivered before
+	// its exit: after this, one from its pid is no longer its.
+	p.runtime.notifyBarrier()
 	p.runtime.forget(p)
 	p.deliverMu.Lock()
 	p.exited = true
