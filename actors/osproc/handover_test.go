@@ -339,6 +339,9 @@ func TestHandoverLosesNothing(t *testing.T) {
 	for i, c := range cols {
 		rt2.Reattach(core.WorkerID(i+1), c.add)
 	}
+	// The adopted readers can be stopped again (a later upgrade).
+	pauseWithin(t, rt2)
+	rt2.Unpause()
 
 	// Worker 1 exited while paused: reported now, after all it wrote.
 	if e := cols[0].exited(t); e.Code != 7 || e.Signal != 0 {
@@ -404,6 +407,9 @@ func TestUnpauseGoesOn(t *testing.T) {
 	}
 	rt.Unpause()
 	waitFor(t, "lines after Unpause", func() bool { return len(cols[0].snapshot()) > delivered+10 })
+	// A Handover does not keep the readers from being stopped again.
+	pauseWithin(t, rt)
+	rt.Unpause()
 	rt.Drain(1, actors.DrainIPC)
 	if e := cols[0].exited(t); e.Code != 7 {
 		t.Errorf("exit %+v, want code 7", e)
@@ -440,5 +446,21 @@ func TestPauseRefusedWhileForking(t *testing.T) {
 	rt.Unpause()
 	if e := expect[actors.Exited](t, rec); e.Signal != syscall.SIGKILL {
 		t.Errorf("exit %+v, want SIGKILL", e)
+	}
+}
+
+// pauseWithin pauses rt, failing if Pause does not return within
+// testTimeout (a reader that cannot be stopped).
+func pauseWithin(t *testing.T, rt *osproc.Runtime) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- rt.Pause() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Pause did not return: a reader cannot be stopped")
 	}
 }
