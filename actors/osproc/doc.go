@@ -31,6 +31,13 @@
 // (CreatePIDFile) and the descriptor and process limits
 // (WarnDescriptorLimit, WarnProcessLimit).
 //
+// For an upgrade in place (handover.go), Pause stops every reader of the
+// runtime at a safe point, Handover gives the state and the descriptors
+// (by number) the next image needs, and that image's Adopt and Reattach
+// take the running workers over, their output pipes (made by the runtime,
+// not by os/exec, for this), unfinished lines and exits included; Unpause
+// goes on if the exec failed.
+//
 // With Config.NodeCluster the runtime is also the Node.js cluster primary
 // (package sockets/nodecluster): each worker's channel has a session that
 // answers Node's internal messages, the servers its listen() asks for come

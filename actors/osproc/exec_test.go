@@ -22,7 +22,7 @@ func init() {
 
 // roleExecMaster is a master that re-executes itself. Its first image
 // serves the main thread (ServeMainThread), forks one sleeper worker
-// through a Runtime, and, as the control, one sleeper with the same
+// through a Runtime (after a before-fork command), and, as the control, one sleeper with the same
 // parent-death signal forked from another thread; it prints "worker PID
 // control PID" and re-executes this binary (Exec) with the argument
 // "again". The second image prints "image PID" and blocks until killed.
@@ -37,7 +37,11 @@ func roleExecMaster(args []string) int {
 			fmt.Fprintln(os.Stderr, "execmaster: main thread not serving")
 			return 1
 		}
-		rt, err := osproc.New(osproc.Config{Command: []string{os.Args[0]}, Env: testproc.Environ("sleeper"), Stdout: os.Stderr})
+		// The before-fork command starts through the main thread too.
+		rt, err := osproc.New(osproc.Config{
+			Command: []string{os.Args[0]}, Env: testproc.Environ("sleeper"), Stdout: os.Stderr,
+			BeforeFork: osproc.BeforeForkHook(nil, "exit 0", testTimeout),
+		})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "execmaster:", err)
 			return 1

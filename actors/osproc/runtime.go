@@ -136,9 +136,11 @@ type Runtime struct {
 	// the processes whose readers Pause interrupted (guarded by mu).
 	gate    pauseGate
 	stopped []*process
-	// barriers are the notify barriers waiting for their datagram.
+	// barriers are the notify barriers waiting for their datagram;
+	// notifyDone is closed once the notify reader ended.
 	barriers   map[uint64]chan struct{}
 	barrierSeq uint64
+	notifyDone chan struct{}
 }
 
 // orders are a drain or kill that arrived before the process existed.
@@ -211,6 +213,7 @@ func newRuntime(cfg Config, ns *sockets.NotifySocket) *Runtime {
 		nodeBinaries: map[string]bool{},
 	}
 	r.gate.cond.L = &r.gate.mu
+	r.notifyDone = make(chan struct{})
 	return r
 }
 
@@ -527,6 +530,7 @@ func (r *Runtime) closeRetiredSlot(slot int) {
 func (r *Runtime) readNotify() {
 	defer r.wg.Done()
 	defer r.gate.endReader()
+	defer close(r.notifyDone)
 	for {
 		n, err := r.notify.Read()
 		if errors.Is(err, net.ErrClosed) {
@@ -604,6 +608,7 @@ func (r *Runtime) notifyBarrier() {
 	}
 	select {
 	case <-seen:
+	case <-r.notifyDone:
 	case <-time.After(barrierWait):
 	}
 }
