@@ -177,18 +177,19 @@ func (r *Runtime) Forking() int {
 // delivered any more, none is half delivered, and what a worker writes
 // meanwhile waits in the kernel. A worker whose exit was being reported
 // when Pause came is reported first. Pause refuses while a fork is under
-// way (try again once Forking is 0); a fork asked for while paused waits.
-// Unpause undoes it.
+// way (try again once Forking is 0), or a drain waits for a retired
+// slot's queues (at most Config.RetireWait); a fork asked for while
+// paused waits, and Handover refuses then. Unpause undoes it.
 func (r *Runtime) Pause() error {
 	r.mu.Lock()
 	switch {
 	case r.closed:
 		r.mu.Unlock()
 		return errors.New("pause: the runtime is closed")
-	case r.forking > 0:
-		n := r.forking
+	case r.forking > 0 || r.retireWaits > 0:
+		err := r.busy("pause")
 		r.mu.Unlock()
-		return fmt.Errorf("pause: %d forks under way", n)
+		return err
 	}
 	g := &r.gate
 	g.mu.Lock()
@@ -229,6 +230,14 @@ func (r *Runtime) Pause() error {
 	return nil
 }
 
+// busy says why a pause or handover must wait (r.mu held).
+func (r *Runtime) busy(what string) error {
+	if r.forking > 0 {
+		return fmt.Errorf("%s: %d forks under way; try again", what, r.forking)
+	}
+	return fmt.Errorf("%s: %d drains wait for a retired slot's queues; try again", what, r.retireWaits)
+}
+
 // Unpause lets the readers go on after a Pause (an exec that failed), as
 // if nothing had happened; without a Pause it does nothing.
 func (r *Runtime) Unpause() {
@@ -264,8 +273,8 @@ func (r *Runtime) Handover() (State, []int, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.forking > 0 {
-		return State{}, nil, fmt.Errorf("handover: %d forks under way", r.forking)
+	if r.forking > 0 || r.retireWaits > 0 {
+		return State{}, nil, r.busy("handover")
 	}
 	st := State{Notify: NotifyState{FD: r.notify.FD(), Path: r.notify.Path()}, Preload: r.preload}
 	if r.cgroups != nil {

@@ -130,8 +130,10 @@ type Runtime struct {
 	// forkMu makes forks under a process limit one at a time.
 	forkMu sync.Mutex
 	// forking counts the forks under way: from Fork to its Spawned or
-	// ForkFailed (guarded by mu).
-	forking int
+	// ForkFailed; retireWaits the drains waiting for a retired slot's
+	// queues (both guarded by mu).
+	forking     int
+	retireWaits int
 	// gate stops the readers for a handover (handover.go); stopped are
 	// the processes whose readers Pause interrupted (guarded by mu).
 	gate    pauseGate
@@ -360,11 +362,17 @@ func (r *Runtime) drainProcess(p *process, how actors.DrainMethod, cfg Config) {
 	p.mu.Lock()
 	p.retiring = true
 	p.mu.Unlock()
+	r.mu.Lock()
+	r.retireWaits++ // a handover refuses meanwhile: this drain is not handed over
+	r.mu.Unlock()
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		r.awaitEmptyQueues(p, cfg)
 		p.drain(how, cfg.StopSignal)
+		r.mu.Lock()
+		r.retireWaits--
+		r.mu.Unlock()
 	}()
 }
 
