@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"slices"
@@ -226,7 +227,7 @@ func (r *Registry) adopt(hs HandleState) (_ *shared, err error) {
 
 // adoptSocket wraps the socket the registry bound for a key and checks
 // that it is the one the state says (its kind and address).
-func adoptSocket(hs HandleState) (*os.File, closer, error) {
+func adoptSocket(hs HandleState) (*os.File, io.Closer, error) {
 	fd := hs.FD
 	if fd < 0 {
 		return nil, nil, fmt.Errorf("descriptor %d", fd)
@@ -237,7 +238,7 @@ func adoptSocket(hs HandleState) (*os.File, closer, error) {
 	// NewFile keeps the socket non-blocking without Go's believing it
 	// put it so: Fd, which os/exec calls, then never makes it blocking.
 	f := os.NewFile(uintptr(fd), hs.Where)
-	fail := func(format string, args ...any) (*os.File, closer, error) {
+	fail := func(format string, args ...any) (*os.File, io.Closer, error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("fd %d: %s", fd, fmt.Sprintf(format, args...))
 	}
@@ -264,9 +265,6 @@ func adoptSocket(hs HandleState) (*os.File, closer, error) {
 	}
 	return f, f, nil
 }
-
-// closer is what a handle owns: its socket, or its group.
-type closer = interface{ Close() error }
 
 // unixOwned is a unix socket the registry bound, adopted: Close removes
 // its file, as the listener that bound it would have, if the file at the

@@ -619,3 +619,69 @@ func TestHandoverNodeWorker(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelRegistryHandoverListenGroup: in Kernel mode a --listen
+// listener's server hands out its group's slot sockets; the group is its
+// owner's, handed over by it, and the adopted registry finds it again
+// among the listeners' groups (a group missing there is refused).
+func TestKernelRegistryHandoverListenGroup(t *testing.T) {
+	if err := reuseport.Available(); err != nil {
+		t.Skipf("the socket-selection program is not available here: %v", err)
+	}
+	spec, err := sockets.ParseSpec("web=tcp4://127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := reuseport.Bind(spec, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	fd, err := unix.FcntlInt(g.Socket(0).Fd(), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, err := sockets.Adopt(fd, spec) // as the master binds a balanced --listen
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	listeners, groups := []*sockets.Listener{web}, []*reuseport.Group{g}
+	old := NewBalancedRegistry(listeners, Balancing{Mode: Kernel, Groups: groups})
+	defer old.Close()
+	query := `{"cmd":"NODE_CLUSTER","act":"queryServer","index":0,"data":null,"address":null,"port":%d,"addressType":4,"seq":1}`
+	query = fmt.Sprintf(query, web.Addr().(*net.TCPAddr).Port)
+	share := func(r *Registry, slot int) Share {
+		t.Helper()
+		return receive(t, NewWorkerSession(&fakeWire{}, r, Worker{ID: slot + 1, Slot: slot}), query, KindServed).Share
+	}
+	if sh := share(old, 0); sh.File != g.Socket(0) || sh.Listener != "web" {
+		t.Fatalf("slot 0 before the handover: %+v", sh)
+	}
+	st, fds, err := old.Handover()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fds) != 0 || len(st.Handles) != 1 || !st.Handles[0].Kernel || st.Handles[0].Listener != "web" || st.Handles[0].Group != nil {
+		t.Fatalf("handed over %v, %+v: want the listener's server by name, no descriptor", fds, st)
+	}
+	if _, err := AdoptRegistry(listeners, nil, Balancing{Mode: Kernel}, st); err == nil || !strings.Contains(err.Error(), "a group now false") {
+		t.Errorf("adopted without the listener's group: %v", err)
+	}
+	r, err := AdoptRegistry(listeners, groups, Balancing{Mode: Kernel}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for slot := range 2 {
+		if sh := share(r, slot); sh.File != g.Socket(slot) || sh.Balance != Kernel || sh.Bound {
+			t.Errorf("slot %d after the handover: %+v, want the group's slot socket", slot, sh)
+		}
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if g.Open() != 2 {
+		t.Errorf("the registry's Close closed the listener's group: %d slots open", g.Open())
+	}
+}
