@@ -199,7 +199,8 @@ func (r *Registry) adopt(hs HandleState) (_ *shared, err error) {
 		if h.file, h.owned, err = adoptSocket(hs); err != nil {
 			return nil, err
 		}
-		// Still so: the mode belongs to the socket. Checked all the same.
+		// It is still so (the mode belongs to the socket): made sure of
+		// all the same, as for every shared socket.
 		if err := setNonblock(h.file); err != nil {
 			h.owned.Close()
 			return nil, err
