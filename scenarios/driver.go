@@ -34,13 +34,25 @@ func NewDriver() *Driver {
 // on the host that newHost returns.
 func (d *Driver) Start(opts actors.Options, newHost func(actors.Options) Host) {
 	opts.Runtime, opts.Clock = d.Runtime, d.Clock
+	guard := d.Guard.Observe
+	if opts.Ready.Source == actors.ReadyTimer {
+		// Timer readiness is the cluster's own verdict, which no message
+		// carries: the process serves from the step that says so, before
+		// that step's drains reach the runtime.
+		guard = func(now time.Time, in core.Input, out []core.Decision) {
+			if l, ok := in.(core.WorkerListening); ok {
+				d.Runtime.markReady(l.Worker)
+			}
+			d.Guard.Observe(now, in, out)
+		}
+	}
 	if observe := opts.Observe; observe != nil {
 		opts.Observe = func(now time.Time, in core.Input, out []core.Decision) {
-			d.Guard.Observe(now, in, out)
+			guard(now, in, out)
 			observe(now, in, out)
 		}
 	} else {
-		opts.Observe = d.Guard.Observe
+		opts.Observe = guard
 	}
 	if opts.Workers == nil {
 		opts.Workers = func() int { return 2 }

@@ -37,6 +37,16 @@ func NewActorHost(system *actor.ActorSystem, opts actors.Options) *ActorHost {
 	return &ActorHost{Cluster: actors.Start(system, opts)}
 }
 
+// NewResumedActorHost starts a cluster actor handed over in opts.Resume
+// (actors.StartResumed).
+func NewResumedActorHost(system *actor.ActorSystem, opts actors.Options) (*ActorHost, error) {
+	c, err := actors.StartResumed(system, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &ActorHost{Cluster: c}, nil
+}
+
 func (h *ActorHost) Send(in core.Input) { h.Cluster.Send(in) }
 func (h *ActorHost) Idle()              { synctest.Wait() }
 func (h *ActorHost) Close()             { h.Cluster.Shutdown(); synctest.Wait() }
@@ -105,6 +115,13 @@ func (h *SyncHost) StartWorker(m *actors.WorkerMachine) {
 	id := m.Spec.ID
 	h.machines[id] = m
 	h.opts.Runtime.Fork(m.Spec, func(msg any) { h.queue = append(h.queue, envelope{id, msg}) })
+}
+
+func (h *SyncHost) ResumeWorker(m *actors.WorkerMachine) {
+	id := m.Spec.ID
+	h.machines[id] = m
+	h.opts.Runtime.(actors.Reattacher).Reattach(id, func(msg any) { h.queue = append(h.queue, envelope{id, msg}) })
+	m.Apply(actors.Reattached{}, h.opts.Runtime, h.opts.Clock, workerQueue{h, id})
 }
 
 func (h *SyncHost) Order(id core.WorkerID, order any) { h.queue = append(h.queue, envelope{id, order}) }
