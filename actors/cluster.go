@@ -130,10 +130,11 @@ func (c *Cluster) Ask(ctx context.Context, in core.Input) ([]core.Decision, erro
 }
 
 // timeoutOf is how long a request to the cluster actor may wait: until
-// ctx's deadline, or 5 s.
+// ctx's deadline, or 5 s. A deadline already passed gives 0, which times
+// out at once (protoactor waits forever on a negative timeout).
 func timeoutOf(ctx context.Context) time.Duration {
 	if dl, ok := ctx.Deadline(); ok {
-		return time.Until(dl)
+		return max(time.Until(dl), 0)
 	}
 	return 5 * time.Second
 }
@@ -168,6 +169,7 @@ type clusterActor struct {
 	// of the Freeze that froze the cluster (0: not frozen), and stash
 	// the messages kept meanwhile, in order (handover.go).
 	freezing *freezing
+	rounds   int
 	frozen   uint64
 	stash    []stashed
 }

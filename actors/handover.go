@@ -190,7 +190,8 @@ func (a *clusterActor) freeze(ctx actor.Context, id uint64) {
 // flushRound asks every worker actor for its machine.
 func (a *clusterActor) flushRound(ctx actor.Context) {
 	f := a.freezing
-	f.round++
+	a.rounds++ // numbered across freezes: an answer to a round given up is never taken
+	f.round = a.rounds
 	f.steps = a.exec.steps
 	f.waiting = map[core.WorkerID]bool{}
 	f.states = map[core.WorkerID]flushed{}
