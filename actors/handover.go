@@ -369,9 +369,13 @@ func NewResumedExecutor(opts Options) (*Executor, error) {
 // Handover is the machine's state for a new master image, its ready
 // timer's time left counted from now.
 func (m *WorkerMachine) Handover(now time.Time) WorkerState {
+	drain := m.drain
+	if drain == "" {
+		drain = DrainAuto // as it resolves
+	}
 	st := WorkerState{
 		Spec: m.Spec, State: m.State(), PID: m.pid, SpokeIPC: m.spokeIPC, Killed: m.killed,
-		Ignored: m.ignored, Logged: m.logged, Ready: m.ready.String(), Drain: m.drain,
+		Ignored: m.ignored, Logged: m.logged, Ready: m.ready.String(), Drain: drain,
 	}
 	if !m.readyDue.IsZero() {
 		left := max(m.readyDue.Sub(now), 0)

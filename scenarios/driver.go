@@ -22,6 +22,7 @@ type Driver struct {
 	Host    Host
 	Opts    actors.Options
 	Signals actors.Signals
+	observe func(time.Time, core.Input, []core.Decision) // Start's Options.Observe, before the guard's
 }
 
 // NewDriver returns a driver with a fresh runtime, clock and guard.
@@ -33,7 +34,15 @@ func NewDriver() *Driver {
 // Start starts the cluster with opts (Runtime and Clock are filled in)
 // on the host that newHost returns.
 func (d *Driver) Start(opts actors.Options, newHost func(actors.Options) Host) {
+	d.Host = newHost(d.prepare(opts))
+	d.Settle()
+}
+
+// prepare fills opts in for Start: the runtime, the clock, the guard
+// watching every step, two workers by default.
+func (d *Driver) prepare(opts actors.Options) actors.Options {
 	opts.Runtime, opts.Clock = d.Runtime, d.Clock
+	d.observe = opts.Observe
 	guard := d.Guard.Observe
 	if opts.Ready.Source == actors.ReadyTimer {
 		// Timer readiness is the cluster's own verdict, which no message
@@ -58,9 +67,33 @@ func (d *Driver) Start(opts actors.Options, newHost func(actors.Options) Host) {
 		opts.Workers = func() int { return 2 }
 	}
 	d.Opts = opts
-	d.Guard.SetTarget(opts.Workers())
-	d.Host = newHost(opts)
+	if opts.Resume == nil {
+		d.Guard.SetTarget(opts.Workers())
+	}
+	return opts
+}
+
+// HandOver plays a new master image taking over the cluster whose
+// snapshot is snap (the old host is gone): a new runtime adopts the
+// processes, a new clock goes on pause later, a new guard follows what
+// the old one knew, and the cluster starts from snap (Options.Resume) on
+// the host newHost returns, which starts it with actors.StartResumed (and
+// so may refuse it).
+func (d *Driver) HandOver(snap actors.Snapshot, pause time.Duration, newHost func(actors.Options) (Host, error)) error {
+	rt := NewScriptedRuntime()
+	rt.Adopt(d.Runtime.Processes())
+	guard := NewGuard(rt)
+	guard.Follow(d.Guard)
+	d.Runtime, d.Clock, d.Guard = rt, &ManualClock{now: d.Clock.Now().Add(pause)}, guard
+	opts := d.Opts
+	opts.Observe, opts.Resume = d.observe, &snap
+	h, err := newHost(d.prepare(opts))
+	if err != nil {
+		return err
+	}
+	d.Host = h
 	d.Settle()
+	return nil
 }
 
 // Send delivers an input from outside.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
+	"pgregory.net/rapid"
 
 	"github.com/dutchmaster/dutchmaster/actors"
 	"github.com/dutchmaster/dutchmaster/actors/core"
@@ -227,9 +229,11 @@ func TestFreezeThaw(t *testing.T) {
 }
 
 // TestFrozenKeepsMessages: while frozen, the cluster takes no step and
-// its workers do nothing: an input sent and a worker's ready timer that
-// fires are kept; views are answered. Thawed, each is handled, and the
-// rollout completes with replace-before-stop.
+// its workers do nothing: a worker's ready timer that fires and an input
+// sent after it are kept, each by its actor; views are answered. Thawed,
+// each is handled: the cluster's own first, then the worker's (its
+// report reaches the cluster only then), and the rollout completes with
+// replace-before-stop.
 func TestFrozenKeepsMessages(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := startRollingRestart(t)
@@ -237,8 +241,8 @@ func TestFrozenKeepsMessages(t *testing.T) {
 		r.freeze()
 		steps := r.stepCount()
 		before := r.d.Host.View()
-		r.d.Send(core.ScaleTo{Target: 3, Source: "frozen"})
 		r.d.Advance(3 * time.Second) // w4's ready timer fires
+		r.d.Send(core.ScaleTo{Target: 3, Source: "frozen"})
 		if n := r.stepCount(); n != steps {
 			t.Errorf("%d steps while frozen", n-steps)
 		}
@@ -248,8 +252,20 @@ func TestFrozenKeepsMessages(t *testing.T) {
 		if calls := r.d.Runtime.takeCalls(); len(calls) != 0 {
 			t.Errorf("runtime calls while frozen: %v", calls)
 		}
+		r.mu.Lock()
+		frozenAt := len(r.log)
+		r.mu.Unlock()
 		r.cluster().Thaw()
 		r.d.Settle()
+		r.mu.Lock()
+		var thawed []string
+		for _, l := range r.log[frozenAt : frozenAt+2] {
+			thawed = append(thawed, strings.Fields(l)[1])
+		}
+		r.mu.Unlock()
+		if strings.Join(thawed, " ") != "core.ScaleTo core.WorkerListening" {
+			t.Errorf("steps after the thaw: %v, want the cluster's kept ScaleTo, then w4's kept readiness", thawed)
+		}
 		if v := r.d.Host.View(); v.Target != 3 {
 			t.Errorf("after the thaw the target is %d, want the kept ScaleTo's 3", v.Target)
 		}
@@ -296,24 +312,21 @@ func TestResumeInNewCluster(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkCut(t, read)
-			procs := old.d.Runtime.Processes()
-			old.close() // the old image is gone
+			old.d.Host.Close() // the old image is gone
+			shutdownInBubble(old.system)
 
-			rt := NewScriptedRuntime()
-			rt.Adopt(procs)
-			r := &upgradeRun{t: t, system: actors.NewSystem(zerolog.Nop()), log: old.log, paused: pause,
-				d: &Driver{Runtime: rt, Clock: &ManualClock{now: old.d.Clock.Now().Add(pause)}, Guard: NewGuard(rt)}}
-			r.d.Guard.Follow(old.d.Guard)
-			opts := upgradeOptions()
-			opts.Observe = r.observe
-			opts.Resume = &read
-			r.d.Start(opts, func(o actors.Options) Host {
-				h, err := NewResumedActorHost(r.system, o)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return h
+			r := old
+			r.system = actors.NewSystem(zerolog.Nop())
+			r.mu.Lock()
+			r.paused = pause
+			r.mu.Unlock()
+			err = r.d.HandOver(read, pause, func(o actors.Options) (Host, error) {
+				return NewResumedActorHost(r.system, o)
 			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt := r.d.Runtime
 			if calls := rt.takeCalls(); strings.Join(calls, ",") != "reattach w1,reattach w2,reattach w3,reattach w4" {
 				t.Errorf("resumed runtime calls %v, want every worker reattached", calls)
 			}
@@ -402,4 +415,94 @@ func TestFreezeReachesCut(t *testing.T) {
 			t.Errorf("after the rollout: %+v", v)
 		}
 	})
+}
+
+// TestGeneratedHandoverActors: generated sequences through the real
+// actors (as TestGeneratedSequencesActors) in which, after any step, the
+// cluster may be frozen and then thawed (the exec failed) or handed over
+// through JSON to a new cluster actor on a runtime that adopts the
+// processes, after a pause. The invariant and the agreement of the view
+// with the processes hold after every step, and the cluster converges.
+func TestGeneratedHandoverActors(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		system := actors.NewSystem(discard)
+		defer shutdownInBubble(system)
+		handOver := func(rt *rapid.T, d *Driver) string {
+			if rapid.IntRange(0, 7).Draw(rt, "upgrade") != 0 {
+				return "no upgrade"
+			}
+			c := d.Host.(*ActorHost).Cluster
+			snap, err := c.Freeze(context.Background())
+			if err != nil {
+				rt.Fatalf("freeze: %v", err)
+			}
+			if rapid.Bool().Draw(rt, "exec-fails") {
+				c.Thaw()
+				d.Settle()
+				return "freeze, thaw"
+			}
+			data, err := json.Marshal(snap)
+			if err != nil {
+				rt.Fatal(err)
+			}
+			read, err := actors.DecodeSnapshot(data)
+			if err != nil {
+				rt.Fatal(err)
+			}
+			d.Host.Close()
+			pause := time.Duration(rapid.IntRange(0, 600).Draw(rt, "pause-s")) * time.Second
+			err = d.HandOver(read, pause, func(o actors.Options) (Host, error) { return NewResumedActorHost(system, o) })
+			if err != nil {
+				rt.Fatalf("resume: %v", err)
+			}
+			resumedAsHanded(rt, d, data)
+			return fmt.Sprintf("handover, %s pause", pause)
+		}
+		withChecks(t, 200, func() {
+			rapid.Check(noDeadline{t}, func(rt *rapid.T) {
+				d := NewDriver()
+				defer func() { d.Close() }()
+				runSequenceWith(rt, d, func(o actors.Options) Host { return NewActorHost(system, o) }, handOver)
+			})
+		})
+	})
+}
+
+// resumedAsHanded requires a cluster just resumed (no time passed since)
+// to be the one handed over (data, the snapshot's JSON): frozen again at
+// once, its snapshot is the same, and its clock holds exactly the
+// timers the snapshot says are pending, the core's and the workers'
+// ready timers, each due after the time it had left.
+func resumedAsHanded(t *rapid.T, d *Driver, data []byte) {
+	c := d.Host.(*ActorHost).Cluster
+	again, err := c.Freeze(context.Background())
+	if err != nil {
+		t.Fatalf("freeze after the resume: %v", err)
+	}
+	defer func() {
+		c.Thaw()
+		d.Settle()
+	}()
+	if got, _ := json.Marshal(again); string(got) != string(data) {
+		t.Fatalf("the resumed cluster's snapshot differs:\nhanded over %s\nresumed     %s", data, got)
+	}
+	var want, clocked []time.Duration
+	for _, tm := range again.Core.Timers {
+		want = append(want, max(tm.Due, 0))
+	}
+	for _, w := range again.Workers {
+		if w.ReadyTimer != nil {
+			want = append(want, *w.ReadyTimer)
+		}
+	}
+	d.Clock.mu.Lock()
+	for _, tm := range d.Clock.timers {
+		clocked = append(clocked, tm.due.Sub(d.Clock.now))
+	}
+	d.Clock.mu.Unlock()
+	slices.Sort(want)
+	slices.Sort(clocked)
+	if !slices.Equal(want, clocked) {
+		t.Fatalf("the resumed cluster's clock holds timers due in %v, the snapshot says %v", clocked, want)
+	}
 }

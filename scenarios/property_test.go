@@ -125,6 +125,12 @@ func TestGeneratedSequencesActors(t *testing.T) {
 type noDeadline struct{ rapid.TB }
 
 func runSequence(t *rapid.T, d *Driver, newHost func(actors.Options) Host) {
+	runSequenceWith(t, d, newHost, nil)
+}
+
+// runSequenceWith runs a sequence, giving between, if set, a turn after
+// each step (its checks run after it too); between says what it did.
+func runSequenceWith(t *rapid.T, d *Driver, newHost func(actors.Options) Host, between func(*rapid.T, *Driver) string) {
 	workers := rapid.IntRange(1, 5).Draw(t, "workers")
 	opts := actors.Options{Logger: propertyLogger(), Workers: func() int { return workers }}
 	opts.Core.MaxSurge = rapid.IntRange(1, 3).Draw(t, "max-surge")
@@ -145,6 +151,9 @@ func runSequence(t *rapid.T, d *Driver, newHost func(actors.Options) Host) {
 	for range steps {
 		what := step(t, d, &stopped)
 		check(what)
+		if between != nil {
+			check(between(t, d))
+		}
 	}
 	if _, ok := opts.Core.Policy.(*chaosPolicy); ok && !stopped {
 		// Liveness is promised for the built-ins; the random policy only
