@@ -114,7 +114,9 @@ func (s *Snapshot) UnmarshalJSON(data []byte) error {
 //
 // Freeze waits until ctx's deadline (5 s without one); a Freeze that
 // times out is undone (the cluster thaws, or stops asking). It refuses
-// a cluster already frozen or freezing.
+// a cluster already frozen or freezing, and a cut with a worker being
+// forked (no pid yet: a step during the rounds forked it), which leaves
+// the cluster running: the caller resumes the runtime and retries.
 func (c *Cluster) Freeze(ctx context.Context) (Snapshot, error) {
 	if err := ctx.Err(); err != nil {
 		return Snapshot{}, fmt.Errorf("cluster freeze: %w", err)
@@ -258,6 +260,11 @@ func (a *clusterActor) snapshot(states map[core.WorkerID]flushed) (Snapshot, err
 	snap := Snapshot{Core: cs}
 	for _, f := range states {
 		st := f.state
+		if st.PID == 0 {
+			// A step during the rounds forked it (after a worker's exit,
+			// say): its process is not the runtime's to hand over yet.
+			return Snapshot{}, fmt.Errorf("cluster freeze: worker %s is being forked (no pid yet); retry once it runs", st.Spec.ID)
+		}
 		if st.ReadyTimer != nil {
 			left := max(*st.ReadyTimer-now.Sub(f.at), 0)
 			st.ReadyTimer = &left
@@ -402,9 +409,10 @@ func restoreMachine(st WorkerState, log zerolog.Logger) (*WorkerMachine, error) 
 	if st.Ignored < 0 || st.Logged < 0 || st.Logged > st.Ignored {
 		return nil, fmt.Errorf("ignored lines %d, logged %d", st.Ignored, st.Logged)
 	}
-	if st.PID != 0 {
-		log = log.With().Int(FieldPID, st.PID).Logger()
+	if st.PID <= 0 {
+		return nil, fmt.Errorf("pid %d: a worker handed over runs", st.PID)
 	}
+	log = log.With().Int(FieldPID, st.PID).Logger()
 	m := &WorkerMachine{
 		Spec: st.Spec, life: life, log: log, ready: ready, drain: drain, spokeIPC: st.SpokeIPC, killed: st.Killed,
 		pid: st.PID, ignored: st.Ignored, logged: st.Logged,

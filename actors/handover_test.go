@@ -120,6 +120,7 @@ func TestResumeRefused(t *testing.T) {
 		{"other slot", func(_ *Options, s *Snapshot) { s.Workers[1].Spec.Slot = 0 }, "w2: the core has it in slot 1"},
 		{"killed", func(_ *Options, s *Snapshot) { s.Workers[0].State = fsm.Killed }, "cannot restore a worker in state \"killed\""},
 		{"ready mode", func(_ *Options, s *Snapshot) { s.Workers[0].Ready = "sometimes" }, "ready mode"},
+		{"no pid", func(_ *Options, s *Snapshot) { s.Workers[1].PID = 0 }, "w2: pid 0"},
 		{"other config", func(o *Options, _ *Snapshot) { o.Core.KillTimeout = time.Second }, "configuration differs"},
 	} {
 		o, s := opts, read()

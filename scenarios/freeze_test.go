@@ -368,8 +368,9 @@ func sameRun(t *testing.T, straight, other *upgradeRun) {
 // TestFreezeReachesCut: Freeze is called while a worker's report is
 // still on its way (the runtime was paused after delivering it, nothing
 // settled): w3's ready message makes the cluster drain w1 and fork w4,
-// and w1's actor handle the drain. The snapshot is taken only once all
-// of that is done, and the core and the workers agree in it.
+// and w1's actor handle the drain. The cut is reached only once all of
+// that is done; it is refused while w4's fork has not reported its pid,
+// and taken once it has, the core and the workers agreeing in it.
 func TestFreezeReachesCut(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := &upgradeRun{t: t, d: NewDriver(), system: actors.NewSystem(zerolog.Nop())}
@@ -386,6 +387,11 @@ func TestFreezeReachesCut(t *testing.T) {
 		if err := r.d.Runtime.deliver(3, ReadyMessage(actors.ReadyIPC), r.d.Opts.Ready); err != nil {
 			t.Fatal(err)
 		}
+		_, err := r.cluster().Freeze(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "worker w4 is being forked") {
+			t.Fatalf("freeze with w4's fork under way: %v, want it refused", err)
+		}
+		r.d.Settle() // w4 spawned
 		snap, err := r.cluster().Freeze(context.Background())
 		if err != nil {
 			t.Fatal(err)
