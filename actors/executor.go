@@ -113,6 +113,12 @@ func (e *Executor) Step(in core.Input, h ClusterHost) []core.Decision {
 	return out
 }
 
+// Handover is the core's whole state at now (core.Cluster.Handover),
+// for a host at a cut: between two steps, every worker's messages
+// handled (Cluster.Freeze reaches one; the synchronous host is at one
+// once idle).
+func (e *Executor) Handover(now time.Time) (core.State, error) { return e.core.Handover(now) }
+
 // View is a copy of the cluster's state.
 func (e *Executor) View() core.View { return e.core.View() }
 

@@ -253,7 +253,7 @@ func (a *clusterActor) roundDone(ctx actor.Context) {
 // and one whose exit the core handled has ended.
 func (a *clusterActor) snapshot(states map[core.WorkerID]flushed) (Snapshot, error) {
 	now := a.exec.Options().Clock.Now()
-	cs, err := a.exec.core.Handover(now)
+	cs, err := a.exec.Handover(now)
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("cluster freeze: %w", err)
 	}

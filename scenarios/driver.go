@@ -167,13 +167,15 @@ func (d *Driver) Settle() {
 }
 
 // SettleWorkers plays well-behaved workers: each forking worker says
-// ready and each draining worker exits cleanly, one at a time, until
+// ready (unless the ready mode is the timer's, whose verdict comes with
+// time) and each draining worker exits cleanly, one at a time, until
 // nothing changes. Time does not pass.
 func (d *Driver) SettleWorkers() error {
+	saysReady := d.Opts.Ready.Source != actors.ReadyTimer
 	for range 10000 {
 		var next *core.Worker
 		for _, w := range d.Host.View().Workers {
-			if (w.State == fsm.Forking && w.PID != 0) || w.State == fsm.Draining {
+			if (saysReady && w.State == fsm.Forking && w.PID != 0) || w.State == fsm.Draining {
 				next = &w
 				break
 			}

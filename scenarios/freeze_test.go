@@ -427,68 +427,113 @@ func TestFreezeReachesCut(t *testing.T) {
 // actors (as TestGeneratedSequencesActors) in which, after any step, the
 // cluster may be frozen and then thawed (the exec failed) or handed over
 // through JSON to a new cluster actor on a runtime that adopts the
-// processes, after a pause. The invariant and the agreement of the view
-// with the processes hold after every step, and the cluster converges.
+// processes, after a pause (handOverSometimes). The invariant and the
+// agreement of the view with the processes hold after every step, and
+// the cluster converges. 200 sequences.
 func TestGeneratedHandoverActors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		system := actors.NewSystem(discard)
 		defer shutdownInBubble(system)
-		handOver := func(rt *rapid.T, d *Driver) string {
-			if rapid.IntRange(0, 7).Draw(rt, "upgrade") != 0 {
-				return "no upgrade"
-			}
-			c := d.Host.(*ActorHost).Cluster
+		freeze := func(h Host) (actors.Snapshot, func(), error) {
+			c := h.(*ActorHost).Cluster
 			snap, err := c.Freeze(context.Background())
-			if err != nil {
-				rt.Fatalf("freeze: %v", err)
-			}
-			if rapid.Bool().Draw(rt, "exec-fails") {
-				c.Thaw()
-				d.Settle()
-				return "freeze, thaw"
-			}
-			data, err := json.Marshal(snap)
-			if err != nil {
-				rt.Fatal(err)
-			}
-			read, err := actors.DecodeSnapshot(data)
-			if err != nil {
-				rt.Fatal(err)
-			}
-			d.Host.Close()
-			pause := time.Duration(rapid.IntRange(0, 600).Draw(rt, "pause-s")) * time.Second
-			err = d.HandOver(read, pause, func(o actors.Options) (Host, error) { return NewResumedActorHost(system, o) })
-			if err != nil {
-				rt.Fatalf("resume: %v", err)
-			}
-			resumedAsHanded(rt, d, data)
-			return fmt.Sprintf("handover, %s pause", pause)
+			return snap, c.Thaw, err
 		}
+		resume := func(o actors.Options) (Host, error) { return NewResumedActorHost(system, o) }
 		withChecks(t, 200, func() {
 			rapid.Check(noDeadline{t}, func(rt *rapid.T) {
 				d := NewDriver()
 				defer func() { d.Close() }()
-				runSequenceWith(rt, d, func(o actors.Options) Host { return NewActorHost(system, o) }, handOver)
+				runSequenceWith(rt, d, func(o actors.Options) Host { return NewActorHost(system, o) }, handOverTurns(freeze, resume))
 			})
 		})
 	})
 }
 
+// TestGeneratedHandoverSync does the same on the synchronous host, whose
+// cut is wherever it is idle: 500 sequences.
+func TestGeneratedHandoverSync(t *testing.T) {
+	freeze := func(h Host) (actors.Snapshot, func(), error) {
+		snap, err := h.(*SyncHost).Snapshot()
+		return snap, func() {}, err
+	}
+	resume := func(o actors.Options) (Host, error) { return NewResumedSyncHost(o) }
+	withChecks(t, 500, func() {
+		rapid.Check(t, func(rt *rapid.T) {
+			d := NewDriver()
+			defer func() { d.Close() }()
+			runSequenceWith(rt, d, func(o actors.Options) Host { return NewSyncHost(o) }, handOverTurns(freeze, resume))
+		})
+	})
+}
+
+// handOverTurns extend a generated sequence: many of them run in the
+// timer ready mode (the workers' ready timers are handed over too); after
+// each step, one time in eight, the cluster's snapshot is taken (freeze,
+// which also returns how to undo it) and either undone (the exec failed)
+// or handed over through JSON to a host that resume starts from it,
+// after a pause; the resumed cluster must be the one handed over
+// (resumedAsHanded).
+func handOverTurns(freeze func(Host) (actors.Snapshot, func(), error), resume func(actors.Options) (Host, error)) sequenceTurns {
+	var turns sequenceTurns
+	turns.configure = func(rt *rapid.T, o *actors.Options) {
+		// Not with the random policy (the replacements it starts would
+		// still boot when the sequence switches to rolling to converge,
+		// more than its max-surge), nor with lifetimes so short that the
+		// recycles of booting workers would never end.
+		_, chaos := o.Core.Policy.(*chaosPolicy)
+		if l := o.Core.Recycle.MaxLifetime; chaos || l > 0 && l < 10*time.Second || !rapid.Bool().Draw(rt, "ready-timer") {
+			return
+		}
+		// Well within the ready timeout, or no worker would ever be ready.
+		most := max(min(o.Core.ReadyTimeout/2, time.Second), 100*time.Millisecond)
+		o.Ready = actors.ReadyMode{Source: actors.ReadyTimer,
+			After: time.Duration(rapid.Int64Range(int64(100*time.Millisecond), int64(most)).Draw(rt, "ready-after"))}
+	}
+	turns.between = func(rt *rapid.T, d *Driver) string {
+		if rapid.IntRange(0, 7).Draw(rt, "upgrade") != 0 {
+			return "no upgrade"
+		}
+		snap, thaw, err := freeze(d.Host)
+		if err != nil {
+			rt.Fatalf("freeze: %v", err)
+		}
+		if rapid.Bool().Draw(rt, "exec-fails") {
+			thaw()
+			d.Settle()
+			return "freeze, thaw"
+		}
+		data, err := json.Marshal(snap)
+		if err != nil {
+			rt.Fatal(err)
+		}
+		read, err := actors.DecodeSnapshot(data)
+		if err != nil {
+			rt.Fatal(err)
+		}
+		d.Host.Close()
+		pause := time.Duration(rapid.IntRange(0, 600).Draw(rt, "pause-s")) * time.Second
+		if err := d.HandOver(read, pause, resume); err != nil {
+			rt.Fatalf("resume: %v", err)
+		}
+		again, thaw, err := freeze(d.Host)
+		if err != nil {
+			rt.Fatalf("freeze after the resume: %v", err)
+		}
+		resumedAsHanded(rt, d, data, again)
+		thaw()
+		d.Settle()
+		return fmt.Sprintf("handover, %s pause", pause)
+	}
+	return turns
+}
+
 // resumedAsHanded requires a cluster just resumed (no time passed since)
-// to be the one handed over (data, the snapshot's JSON): frozen again at
-// once, its snapshot is the same, and its clock holds exactly the
+// to be the one handed over (data, the snapshot's JSON): its snapshot
+// taken at once (again) is the same, and its clock holds exactly the
 // timers the snapshot says are pending, the core's and the workers'
 // ready timers, each due after the time it had left.
-func resumedAsHanded(t *rapid.T, d *Driver, data []byte) {
-	c := d.Host.(*ActorHost).Cluster
-	again, err := c.Freeze(context.Background())
-	if err != nil {
-		t.Fatalf("freeze after the resume: %v", err)
-	}
-	defer func() {
-		c.Thaw()
-		d.Settle()
-	}()
+func resumedAsHanded(t *rapid.T, d *Driver, data []byte, again actors.Snapshot) {
 	if got, _ := json.Marshal(again); string(got) != string(data) {
 		t.Fatalf("the resumed cluster's snapshot differs:\nhanded over %s\nresumed     %s", data, got)
 	}

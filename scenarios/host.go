@@ -3,6 +3,8 @@ package scenarios
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"testing/synctest"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -82,6 +84,35 @@ func NewSyncHost(opts actors.Options) *SyncHost {
 	h := &SyncHost{exec: exec, opts: exec.Options(), machines: map[core.WorkerID]*actors.WorkerMachine{}}
 	exec.Start(h)
 	return h
+}
+
+// NewResumedSyncHost starts a cluster handed over in opts.Resume
+// (actors.NewResumedExecutor) on the caller's goroutine.
+func NewResumedSyncHost(opts actors.Options) (*SyncHost, error) {
+	exec, err := actors.NewResumedExecutor(opts)
+	if err != nil {
+		return nil, err
+	}
+	h := &SyncHost{exec: exec, opts: exec.Options(), machines: map[core.WorkerID]*actors.WorkerMachine{}}
+	exec.Start(h)
+	return h, nil
+}
+
+// Snapshot is the cluster handed over once every queued message is
+// handled, which is the synchronous host's cut: the core's state and
+// every worker's machine, at the clock's now.
+func (h *SyncHost) Snapshot() (actors.Snapshot, error) {
+	h.Idle()
+	now := h.opts.Clock.Now()
+	st, err := h.exec.Handover(now)
+	if err != nil {
+		return actors.Snapshot{}, err
+	}
+	snap := actors.Snapshot{Core: st}
+	for _, id := range slices.Sorted(maps.Keys(h.machines)) {
+		snap.Workers = append(snap.Workers, h.machines[id].Handover(now))
+	}
+	return snap, nil
 }
 
 func (h *SyncHost) Send(in core.Input) { h.queue = append(h.queue, envelope{0, in}) }

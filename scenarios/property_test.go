@@ -125,12 +125,18 @@ func TestGeneratedSequencesActors(t *testing.T) {
 type noDeadline struct{ rapid.TB }
 
 func runSequence(t *rapid.T, d *Driver, newHost func(actors.Options) Host) {
-	runSequenceWith(t, d, newHost, nil)
+	runSequenceWith(t, d, newHost, sequenceTurns{})
 }
 
-// runSequenceWith runs a sequence, giving between, if set, a turn after
-// each step (its checks run after it too); between says what it did.
-func runSequenceWith(t *rapid.T, d *Driver, newHost func(actors.Options) Host, between func(*rapid.T, *Driver) string) {
+// sequenceTurns extend a generated sequence: configure, if set, may
+// change the drawn options; between, if set, gets a turn after each step
+// (the checks run after it too) and says what it did.
+type sequenceTurns struct {
+	configure func(*rapid.T, *actors.Options)
+	between   func(*rapid.T, *Driver) string
+}
+
+func runSequenceWith(t *rapid.T, d *Driver, newHost func(actors.Options) Host, turns sequenceTurns) {
 	workers := rapid.IntRange(1, 5).Draw(t, "workers")
 	opts := actors.Options{Logger: propertyLogger(), Workers: func() int { return workers }}
 	opts.Core.MaxSurge = rapid.IntRange(1, 3).Draw(t, "max-surge")
@@ -139,6 +145,9 @@ func runSequenceWith(t *rapid.T, d *Driver, newHost func(actors.Options) Host, b
 	opts.Drain = rapid.SampledFrom([]actors.DrainMethod{actors.DrainAuto, actors.DrainIPC, actors.DrainSignal, actors.DrainBoth}).Draw(t, "drain")
 	opts.Core.Policy = drawPolicy(t, opts.Core.MaxSurge)
 	drawHealth(t, &opts.Core)
+	if turns.configure != nil {
+		turns.configure(t, &opts)
+	}
 	d.Start(opts, newHost)
 	stopped := false
 	check := func(what string) {
@@ -151,8 +160,8 @@ func runSequenceWith(t *rapid.T, d *Driver, newHost func(actors.Options) Host, b
 	for range steps {
 		what := step(t, d, &stopped)
 		check(what)
-		if between != nil {
-			check(between(t, d))
+		if turns.between != nil {
+			check(turns.between(t, d))
 		}
 	}
 	if _, ok := opts.Core.Policy.(*chaosPolicy); ok && !stopped {
