@@ -263,7 +263,7 @@ func (w *workerActor) Receive(ctx actor.Context) {
 	box := workerMailbox{ctx: ctx, cluster: w.cluster, self: self, system: system}
 	switch m := msg.(type) {
 	case *actor.Started:
-		events := func(m any) { system.Root.Send(self, m) }
+		events := func(ev any) { system.Root.Send(self, ev) }
 		if w.handedOver {
 			w.runtime.(Reattacher).Reattach(w.machine.Spec.ID, events)
 			w.machine.Apply(Reattached{}, w.runtime, w.clock, box)
@@ -286,8 +286,8 @@ func (w *workerActor) Receive(ctx actor.Context) {
 		w.frozen = false
 		stash := w.stash
 		w.stash = nil
-		for _, m := range stash {
-			w.machine.Apply(m, w.runtime, w.clock, box)
+		for _, kept := range stash {
+			w.machine.Apply(kept, w.runtime, w.clock, box)
 		}
 		return
 	}
