@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -27,6 +28,11 @@ type Options struct {
 	// Observe, if set, sees every input and the decisions it produced,
 	// on the cluster actor's goroutine, before they are carried out.
 	Observe func(now time.Time, in core.Input, out []core.Decision)
+	// Resume, if set, is the cluster handed over by the previous master
+	// image (Cluster.Freeze): StartResumed restores it instead of forking
+	// a first generation. Core must be the configuration handed over,
+	// and Runtime a Reattacher that knows every handed-over worker.
+	Resume *Snapshot
 }
 
 // NewSystem returns an actor system whose own logging goes through log at
@@ -41,16 +47,40 @@ func NewSystem(log zerolog.Logger) *actor.ActorSystem {
 
 // Cluster is the handle to a running cluster actor.
 type Cluster struct {
-	system *actor.ActorSystem
-	pid    *actor.PID
-	done   chan struct{}
+	system  *actor.ActorSystem
+	pid     *actor.PID
+	done    chan struct{}
+	freezes atomic.Uint64 // numbers each Freeze, so that a late cancel names its own
 }
 
-// Start spawns the cluster actor, which forks the first generation.
+// Start spawns the cluster actor, which forks the first generation. A
+// cluster handed over (Options.Resume) is started by StartResumed, which
+// can refuse it; Start panics if Resume is set.
 func Start(system *actor.ActorSystem, opts Options) *Cluster {
+	if opts.Resume != nil {
+		panic("actors.Start: Options.Resume is set; StartResumed restores a handed-over cluster")
+	}
+	return spawnCluster(system, NewExecutor(opts))
+}
+
+// StartResumed spawns the cluster actor of a cluster handed over by the
+// previous master image (Options.Resume): the core resumed from the
+// snapshot, its pending timers set again, and one worker actor per
+// handed-over worker, which reattaches its process (Reattacher) instead
+// of forking one. It refuses, before spawning anything, a snapshot that
+// NewResumedExecutor refuses.
+func StartResumed(system *actor.ActorSystem, opts Options) (*Cluster, error) {
+	exec, err := NewResumedExecutor(opts)
+	if err != nil {
+		return nil, err
+	}
+	return spawnCluster(system, exec), nil
+}
+
+func spawnCluster(system *actor.ActorSystem, exec *Executor) *Cluster {
 	c := &Cluster{system: system, done: make(chan struct{})}
 	props := actor.PropsFromProducer(func() actor.Actor {
-		return &clusterActor{exec: NewExecutor(opts), done: c.done, workers: map[core.WorkerID]*actor.PID{}}
+		return &clusterActor{exec: exec, done: c.done, workers: map[core.WorkerID]*actor.PID{}}
 	}, actor.WithSupervisor(stopOnPanic()))
 	c.pid = system.Root.Spawn(props)
 	return c
@@ -80,11 +110,7 @@ func (c *Cluster) Done() <-chan struct{} { return c.done }
 
 // View asks the cluster actor for a copy of its state.
 func (c *Cluster) View(ctx context.Context) (core.View, error) {
-	timeout := 5 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	res, err := c.system.Root.RequestFuture(c.pid, viewRequest{}, timeout).Result()
+	res, err := c.system.Root.RequestFuture(c.pid, viewRequest{}, timeoutOf(ctx)).Result()
 	if err != nil {
 		return core.View{}, fmt.Errorf("cluster view: %w", err)
 	}
@@ -96,15 +122,21 @@ func (c *Cluster) View(ctx context.Context) (core.View, error) {
 // (a Refused, a RolloutStarted) from the step itself. Observers see that
 // step before Ask returns.
 func (c *Cluster) Ask(ctx context.Context, in core.Input) ([]core.Decision, error) {
-	timeout := 5 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	res, err := c.system.Root.RequestFuture(c.pid, askRequest{in}, timeout).Result()
+	res, err := c.system.Root.RequestFuture(c.pid, askRequest{in}, timeoutOf(ctx)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %T: %w", in, err)
 	}
 	return res.([]core.Decision), nil
+}
+
+// timeoutOf is how long a request to the cluster actor may wait: until
+// ctx's deadline, or 5 s. A deadline already passed gives 0, which times
+// out at once (protoactor waits forever on a negative timeout).
+func timeoutOf(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return max(time.Until(dl), 0)
+	}
+	return 5 * time.Second
 }
 
 // askRequest is an input whose step's decisions go back to the asker.
@@ -133,30 +165,67 @@ type clusterActor struct {
 	done    chan struct{}
 	workers map[core.WorkerID]*actor.PID
 	ids     map[string]core.WorkerID
+	// freezing is the Freeze under way, if one is; frozen is the number
+	// of the Freeze that froze the cluster (0: not frozen), and stash
+	// the messages kept meanwhile, in order (handover.go).
+	freezing *freezing
+	rounds   int
+	frozen   uint64
+	stash    []stashed
 }
 
 func (a *clusterActor) Receive(ctx actor.Context) {
-	h := actorHost{a: a, ctx: ctx, self: ctx.Self(), system: ctx.ActorSystem()}
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		a.exec.Start(h)
-	case Reconfigure:
-		a.exec.Reconfigure(msg, h)
-	case core.Input:
-		a.exec.Step(msg, h)
-	case askRequest:
-		// Step fills a restart's target as for a sent one.
-		ctx.Respond(a.exec.Step(msg.in, h))
+		a.exec.Start(a.host(ctx))
 	case viewRequest:
+		// A view changes nothing: answered even while frozen.
 		ctx.Respond(a.exec.View())
 	case *actor.Terminated:
 		if id, ok := a.ids[msg.Who.Id]; ok {
 			delete(a.ids, msg.Who.Id)
 			ctx.Send(ctx.Self(), workerGone{id})
 		}
+	case freezeRequest:
+		a.freeze(ctx, msg.id)
+	case flushed:
+		a.flushed(ctx, msg)
+	case freezeCancel:
+		a.cancelFreeze(ctx, msg.id)
+	case thawRequest:
+		a.thaw(ctx)
+	default:
+		if a.frozen != 0 && !isLifecycle(msg) {
+			a.stash = append(a.stash, stashed{msg, ctx.Sender()})
+			return
+		}
+		a.handle(ctx, msg, ctx.Sender())
+	}
+}
+
+// handle handles a message that a frozen cluster keeps (an input, a
+// reconfiguration, a worker's end); sender is who sent it.
+func (a *clusterActor) handle(ctx actor.Context, msg any, sender *actor.PID) {
+	h := a.host(ctx)
+	switch msg := msg.(type) {
+	case Reconfigure:
+		a.exec.Reconfigure(msg, h)
+	case core.Input:
+		a.exec.Step(msg, h)
+	case askRequest:
+		// Step fills a restart's target as for a sent one.
+		out := a.exec.Step(msg.in, h)
+		if sender != nil {
+			ctx.Send(sender, out)
+		}
 	case workerGone:
 		a.workerGone(h, msg.id)
+		a.freezeWorkerGone(ctx, msg.id)
 	}
+}
+
+func (a *clusterActor) host(ctx actor.Context) actorHost {
+	return actorHost{a: a, ctx: ctx, self: ctx.Self(), system: ctx.ActorSystem()}
 }
 
 // workerGone handles a worker actor that stopped without reporting its
@@ -181,9 +250,13 @@ type actorHost struct {
 	system *actor.ActorSystem
 }
 
-func (h actorHost) StartWorker(m *WorkerMachine) {
+func (h actorHost) StartWorker(m *WorkerMachine) { h.spawnWorker(m, false) }
+
+func (h actorHost) ResumeWorker(m *WorkerMachine) { h.spawnWorker(m, true) }
+
+func (h actorHost) spawnWorker(m *WorkerMachine, handedOver bool) {
 	opts := h.a.exec.Options()
-	w := &workerActor{machine: m, cluster: h.ctx.Self(), runtime: opts.Runtime, clock: opts.Clock}
+	w := &workerActor{machine: m, cluster: h.ctx.Self(), runtime: opts.Runtime, clock: opts.Clock, handedOver: handedOver}
 	pid := h.ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return w }, actor.WithSupervisor(stopOnPanic())))
 	h.a.workers[m.Spec.ID] = pid
 	if h.a.ids == nil {

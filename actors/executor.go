@@ -19,6 +19,11 @@ type ClusterHost interface {
 	// StartWorker gives a new worker's machine a mailbox and forks its
 	// process (Runtime.Fork, reporting to that mailbox).
 	StartWorker(m *WorkerMachine)
+	// ResumeWorker gives the machine of a worker handed over by another
+	// master image a mailbox, reattaches its process
+	// (Reattacher.Reattach, reporting to that mailbox) and applies
+	// Reattached to the machine.
+	ResumeWorker(m *WorkerMachine)
 	// Order puts a DrainOrder or a KillOrder in a worker's mailbox, if
 	// the worker still has one.
 	Order(id core.WorkerID, order any)
@@ -36,6 +41,10 @@ type Executor struct {
 	opts   Options
 	core   *core.Cluster
 	timers *WorkerTimers
+	steps  int // how many steps the core took
+	// handed is what an executor resumed from a handover
+	// (NewResumedExecutor) carries out at Start instead of forking.
+	handed *handedOver
 }
 
 // NewExecutor returns an executor for a cluster that has not started;
@@ -53,8 +62,23 @@ func NewExecutor(opts Options) *Executor {
 // Options are the options in force, defaults filled.
 func (e *Executor) Options() Options { return e.opts }
 
-// Start forks the first generation.
+// Start forks the first generation. An executor resumed from a
+// handover instead gives the host every handed-over worker's machine and
+// sets the pending timers again, and returns those SetTimer decisions.
 func (e *Executor) Start(h ClusterHost) []core.Decision {
+	if handed := e.handed; handed != nil {
+		e.handed = nil
+		v := e.core.View()
+		e.opts.Logger.Info().Int(FieldGeneration, v.Generation).Int("workers", len(handed.machines)).
+			Int("timers", len(handed.timers)).Msg("resumed: workers and state handed over by the previous master image")
+		for _, m := range handed.machines {
+			h.ResumeWorker(m)
+		}
+		for _, d := range handed.timers {
+			e.execute(d, h)
+		}
+		return handed.timers
+	}
 	return e.Step(core.Start{Target: e.opts.Workers()}, h)
 }
 
@@ -78,6 +102,7 @@ func (e *Executor) Step(in core.Input, h ClusterHost) []core.Decision {
 	}
 	now := e.opts.Clock.Now()
 	out := e.core.Step(now, in)
+	e.steps++
 	if e.opts.Observe != nil {
 		e.opts.Observe(now, in, out)
 	}
@@ -87,6 +112,12 @@ func (e *Executor) Step(in core.Input, h ClusterHost) []core.Decision {
 	}
 	return out
 }
+
+// Handover is the core's whole state at now (core.Cluster.Handover),
+// for a host at a cut: between two steps, every worker's messages
+// handled (Cluster.Freeze reaches one; the synchronous host is at one
+// once idle).
+func (e *Executor) Handover(now time.Time) (core.State, error) { return e.core.Handover(now) }
 
 // View is a copy of the cluster's state.
 func (e *Executor) View() core.View { return e.core.View() }
@@ -104,8 +135,7 @@ func (e *Executor) execute(d core.Decision, h ClusterHost) {
 		log.Info().Int(FieldWorker, int(d.Worker)).Int(FieldSlot, d.Slot).Int(FieldGeneration, d.Generation).
 			Str(FieldState, string(fsm.Forking)).Bool("replacement", d.Replacement).Msg("fork")
 		spec := WorkerSpec{ID: d.Worker, Slot: d.Slot, Generation: d.Generation, MaxRequests: d.MaxRequests}
-		wlog := log.With().Int(FieldWorker, int(d.Worker)).Int(FieldSlot, d.Slot).Int(FieldGeneration, d.Generation).Logger()
-		h.StartWorker(NewWorkerMachine(spec, e.opts.Ready, e.opts.Drain, wlog))
+		h.StartWorker(NewWorkerMachine(spec, e.opts.Ready, e.opts.Drain, e.workerLog(spec)))
 	case core.Drain:
 		e.order(d.Worker, "drain", d.Reason, DrainOrder{d.Reason}, h)
 	case core.Kill:
@@ -117,6 +147,12 @@ func (e *Executor) execute(d core.Decision, h ClusterHost) {
 	case core.Stopped:
 		h.Stopped()
 	}
+}
+
+// workerLog is the logger of a worker's machine: every line carries the
+// worker, its slot and generation (and its pid, added once known).
+func (e *Executor) workerLog(spec WorkerSpec) zerolog.Logger {
+	return e.opts.Logger.With().Int(FieldWorker, int(spec.ID)).Int(FieldSlot, spec.Slot).Int(FieldGeneration, spec.Generation).Logger()
 }
 
 func (e *Executor) order(id core.WorkerID, what, reason string, msg any, h ClusterHost) {
@@ -143,6 +179,9 @@ type WorkerHost interface {
 // Apply hands msg to the machine and carries out its effects, in order,
 // through the runtime, the clock and the host.
 func (m *WorkerMachine) Apply(msg any, rt Runtime, clock Clock, h WorkerHost) {
+	if _, ok := msg.(ReadyTimerFired); ok {
+		m.readyDue = time.Time{}
+	}
 	for _, effect := range m.Handle(msg) {
 		switch e := effect.(type) {
 		case core.Input:
@@ -154,6 +193,7 @@ func (m *WorkerMachine) Apply(msg any, rt Runtime, clock Clock, h WorkerHost) {
 		case RuntimeAbort:
 			rt.Abort(m.Spec.ID)
 		case StartReadyTimer:
+			m.readyDue = clock.Now().Add(e.After) // kept for a handover
 			clock.AfterFunc(e.After, func() { h.Deliver(ReadyTimerFired{}) })
 		case Finished:
 			h.Finished()

@@ -29,12 +29,12 @@ type Runtime interface {
 
 // WorkerSpec is what the runtime needs to know to start one worker.
 type WorkerSpec struct {
-	ID         core.WorkerID
-	Slot       int
-	Generation int
+	ID         core.WorkerID `json:"id"`
+	Slot       int           `json:"slot"`
+	Generation int           `json:"generation"`
 	// MaxRequests is the worker's request limit (DUTCHMASTER_MAX_REQUESTS);
 	// 0: none.
-	MaxRequests int
+	MaxRequests int `json:"max_requests,omitempty"`
 }
 
 // Clock is the second port: time, and timers that deliver messages.

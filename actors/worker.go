@@ -23,6 +23,11 @@ type (
 	// ReadyTimerFired arrives in timer ready mode once the worker has
 	// lived long enough.
 	ReadyTimerFired struct{}
+	// Reattached is the first message to the machine of a worker handed
+	// over by another master image, once its process is reattached: its
+	// ready timer, if one was pending, is set again for the time it had
+	// left.
+	Reattached struct{}
 )
 
 // Effects of one message to a worker, for its host to carry out in order.
@@ -52,9 +57,15 @@ type WorkerMachine struct {
 	drain    DrainMethod
 	spokeIPC bool
 	killed   bool // the master's SIGKILL was sent
+	pid      int
 	// ignored counts the IPC lines ignored (unreadable, malformed,
 	// unknown), and logged the count at the last line that said so.
 	ignored, logged int
+	// readyDue is when the pending ready timer fires (Apply keeps it);
+	// zero when none is pending. readyLeft is a handed-over worker's
+	// ready timer, set again at Reattached.
+	readyDue  time.Time
+	readyLeft *time.Duration
 }
 
 // IgnoredLoggedEach is how many ignored IPC lines of one worker are
@@ -82,6 +93,7 @@ func (m *WorkerMachine) Handle(msg any) []any {
 	id := m.Spec.ID
 	switch msg := msg.(type) {
 	case Spawned:
+		m.pid = msg.PID
 		m.log = m.log.With().Int(FieldPID, msg.PID).Logger()
 		out := []any{core.WorkerSpawned{Worker: id, PID: msg.PID}}
 		if m.ready.Source == ReadyTimer {
@@ -99,6 +111,11 @@ func (m *WorkerMachine) Handle(msg any) []any {
 		return m.onNotify(msg)
 	case ReadyTimerFired:
 		return m.becameReady(ReadyTimer)
+	case Reattached:
+		if left := m.readyLeft; left != nil {
+			m.readyLeft = nil
+			return []any{StartReadyTimer{After: *left}}
+		}
 	case Exited:
 		if m.killed && msg.Signal == syscall.SIGKILL {
 			msg.Killed = true
@@ -231,16 +248,65 @@ type workerActor struct {
 	cluster *actor.PID
 	runtime Runtime
 	clock   Clock
+	// handedOver: the worker's process was handed over by another master
+	// image; Started reattaches it instead of forking.
+	handedOver bool
+	// frozen: the cluster is frozen (Cluster.Freeze); every message is
+	// kept in stash, in order, until it thaws.
+	frozen bool
+	stash  []any
 }
 
 func (w *workerActor) Receive(ctx actor.Context) {
 	msg := ctx.Message()
 	self, system := ctx.Self(), ctx.ActorSystem()
-	if _, ok := msg.(*actor.Started); ok {
-		w.runtime.Fork(w.machine.Spec, func(m any) { system.Root.Send(self, m) })
+	box := workerMailbox{ctx: ctx, cluster: w.cluster, self: self, system: system}
+	switch m := msg.(type) {
+	case *actor.Started:
+		events := func(ev any) { system.Root.Send(self, ev) }
+		if w.handedOver {
+			w.runtime.(Reattacher).Reattach(w.machine.Spec.ID, events)
+			w.machine.Apply(Reattached{}, w.runtime, w.clock, box)
+			return
+		}
+		w.runtime.Fork(w.machine.Spec, events)
+		return
+	case flush:
+		// A killed worker is about to stop; the cluster learns of it
+		// from its exit report and its end.
+		if w.machine.State() != fsm.Killed {
+			now := w.clock.Now()
+			ctx.Send(w.cluster, flushed{round: m.round, id: w.machine.Spec.ID, at: now, state: w.machine.Handover(now)})
+		}
+		return
+	case freezeWorker:
+		w.frozen = true
+		return
+	case thawWorker:
+		w.frozen = false
+		stash := w.stash
+		w.stash = nil
+		for _, kept := range stash {
+			w.machine.Apply(kept, w.runtime, w.clock, box)
+		}
 		return
 	}
-	w.machine.Apply(msg, w.runtime, w.clock, workerMailbox{ctx: ctx, cluster: w.cluster, self: self, system: system})
+	if w.frozen && !isLifecycle(msg) {
+		w.stash = append(w.stash, msg)
+		return
+	}
+	w.machine.Apply(msg, w.runtime, w.clock, box)
+}
+
+// isLifecycle reports whether msg is one of the actor system's own
+// messages (started, stopping, a watched actor's end), which a frozen
+// actor handles rather than keeps.
+func isLifecycle(msg any) bool {
+	switch msg.(type) {
+	case actor.SystemMessage, actor.AutoReceiveMessage:
+		return true
+	}
+	return false
 }
 
 // workerMailbox carries a worker machine's effects out as actor messages.

@@ -121,6 +121,18 @@ func New() *Lifecycle {
 	return &Lifecycle{machine: newMachine(Forking)}
 }
 
+// Restore returns a lifecycle in state s, as a worker handed over by
+// another master image left it, without any event: the moves from s are
+// still the table's. It refuses a state the table has no move from
+// (killed, which would lose its exit reason, or a name it does not
+// know): a handed-over worker is one that still runs.
+func Restore(s State) (*Lifecycle, error) {
+	if len(moves[s]) == 0 {
+		return nil, fmt.Errorf("fsm: cannot restore a worker in state %q: not a state a running worker is in", s)
+	}
+	return &Lifecycle{machine: newMachine(s)}, nil
+}
+
 func newMachine(initial State) *lfsm.FSM {
 	// No callbacks: effects are computed by the caller from the returned
 	// transition, which keeps the table free of hidden behaviour.

@@ -167,3 +167,36 @@ func TestNextAgreesWithLifecycle(t *testing.T) {
 		t.Error("Reachable accepts a path the table does not have")
 	}
 }
+
+// TestRestore: a lifecycle restored at a state moves from it by the
+// table, as one that got there by events; killed and unknown states are
+// refused.
+func TestRestore(t *testing.T) {
+	for _, s := range []State{Forking, Listening, Draining} {
+		l, err := Restore(s)
+		if err != nil {
+			t.Fatalf("restore %s: %v", s, err)
+		}
+		if l.State() != s {
+			t.Fatalf("restored %s: in %s", s, l.State())
+		}
+		for _, ev := range []Event{Ready, Drain, Exit} {
+			want, werr := Next(s, ev)
+			if got := l.Can(ev); got != (werr == nil) {
+				t.Errorf("restored %s: Can(%s) = %v, the table says %v", s, ev, got, werr == nil)
+			}
+			if werr != nil {
+				continue
+			}
+			r, _ := Restore(s)
+			if tr, err := r.fire(ev); err != nil || tr.To != want {
+				t.Errorf("restored %s: %s led to %v (%v), want %s", s, ev, tr, err, want)
+			}
+		}
+	}
+	for _, s := range []State{Killed, "sleeping", ""} {
+		if _, err := Restore(s); err == nil {
+			t.Errorf("restore %q: want an error", s)
+		}
+	}
+}

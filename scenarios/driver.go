@@ -22,6 +22,7 @@ type Driver struct {
 	Host    Host
 	Opts    actors.Options
 	Signals actors.Signals
+	observe func(time.Time, core.Input, []core.Decision) // Start's Options.Observe, before the guard's
 }
 
 // NewDriver returns a driver with a fresh runtime, clock and guard.
@@ -33,22 +34,66 @@ func NewDriver() *Driver {
 // Start starts the cluster with opts (Runtime and Clock are filled in)
 // on the host that newHost returns.
 func (d *Driver) Start(opts actors.Options, newHost func(actors.Options) Host) {
+	d.Host = newHost(d.prepare(opts))
+	d.Settle()
+}
+
+// prepare fills opts in for Start: the runtime, the clock, the guard
+// watching every step, two workers by default.
+func (d *Driver) prepare(opts actors.Options) actors.Options {
 	opts.Runtime, opts.Clock = d.Runtime, d.Clock
+	d.observe = opts.Observe
+	guard := d.Guard.Observe
+	if opts.Ready.Source == actors.ReadyTimer {
+		// Timer readiness is the cluster's own verdict, which no message
+		// carries: the process serves from the step that says so, before
+		// that step's drains reach the runtime.
+		guard = func(now time.Time, in core.Input, out []core.Decision) {
+			if l, ok := in.(core.WorkerListening); ok {
+				d.Runtime.markReady(l.Worker)
+			}
+			d.Guard.Observe(now, in, out)
+		}
+	}
 	if observe := opts.Observe; observe != nil {
 		opts.Observe = func(now time.Time, in core.Input, out []core.Decision) {
-			d.Guard.Observe(now, in, out)
+			guard(now, in, out)
 			observe(now, in, out)
 		}
 	} else {
-		opts.Observe = d.Guard.Observe
+		opts.Observe = guard
 	}
 	if opts.Workers == nil {
 		opts.Workers = func() int { return 2 }
 	}
 	d.Opts = opts
-	d.Guard.SetTarget(opts.Workers())
-	d.Host = newHost(opts)
+	if opts.Resume == nil {
+		d.Guard.SetTarget(opts.Workers())
+	}
+	return opts
+}
+
+// HandOver plays a new master image taking over the cluster whose
+// snapshot is snap (the old host is gone): a new runtime adopts the
+// processes, a new clock goes on pause later, a new guard follows what
+// the old one knew, and the cluster starts from snap (Options.Resume) on
+// the host newHost returns, which starts it with actors.StartResumed (and
+// so may refuse it).
+func (d *Driver) HandOver(snap actors.Snapshot, pause time.Duration, newHost func(actors.Options) (Host, error)) error {
+	rt := NewScriptedRuntime()
+	rt.Adopt(d.Runtime.Processes())
+	guard := NewGuard(rt)
+	guard.Follow(d.Guard)
+	d.Runtime, d.Clock, d.Guard = rt, &ManualClock{now: d.Clock.Now().Add(pause)}, guard
+	opts := d.Opts
+	opts.Observe, opts.Resume = d.observe, &snap
+	h, err := newHost(d.prepare(opts))
+	if err != nil {
+		return err
+	}
+	d.Host = h
 	d.Settle()
+	return nil
 }
 
 // Send delivers an input from outside.
@@ -122,13 +167,15 @@ func (d *Driver) Settle() {
 }
 
 // SettleWorkers plays well-behaved workers: each forking worker says
-// ready and each draining worker exits cleanly, one at a time, until
+// ready (unless the ready mode is the timer's, whose verdict comes with
+// time) and each draining worker exits cleanly, one at a time, until
 // nothing changes. Time does not pass.
 func (d *Driver) SettleWorkers() error {
+	saysReady := d.Opts.Ready.Source != actors.ReadyTimer
 	for range 10000 {
 		var next *core.Worker
 		for _, w := range d.Host.View().Workers {
-			if (w.State == fsm.Forking && w.PID != 0) || w.State == fsm.Draining {
+			if (saysReady && w.State == fsm.Forking && w.PID != 0) || w.State == fsm.Draining {
 				next = &w
 				break
 			}

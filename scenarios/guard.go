@@ -38,6 +38,22 @@ func NewGuard(rt *ScriptedRuntime) *Guard {
 	return g
 }
 
+// Follow takes over what old learned of the cluster (its target, a stop,
+// the rollout in progress and its baseline, the drains decided), for a
+// cluster handed over from the one old watched.
+func (g *Guard) Follow(old *Guard) {
+	old.rt.mu.Lock()
+	target, stopping, rollout, baseline := old.target, old.stopping, old.rollout, old.baseline
+	required := map[core.WorkerID]int{}
+	for id, n := range old.required {
+		required[id] = n
+	}
+	old.rt.mu.Unlock()
+	g.rt.mu.Lock()
+	defer g.rt.mu.Unlock()
+	g.target, g.stopping, g.rollout, g.baseline, g.required = target, stopping, rollout, baseline, required
+}
+
 // SetTarget sets the worker count the cluster aims at.
 func (g *Guard) SetTarget(n int) {
 	g.rt.mu.Lock()

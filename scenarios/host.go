@@ -3,6 +3,8 @@ package scenarios
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"testing/synctest"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -35,6 +37,16 @@ type ActorHost struct {
 // NewActorHost starts a cluster actor on system.
 func NewActorHost(system *actor.ActorSystem, opts actors.Options) *ActorHost {
 	return &ActorHost{Cluster: actors.Start(system, opts)}
+}
+
+// NewResumedActorHost starts a cluster actor handed over in opts.Resume
+// (actors.StartResumed).
+func NewResumedActorHost(system *actor.ActorSystem, opts actors.Options) (*ActorHost, error) {
+	c, err := actors.StartResumed(system, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &ActorHost{Cluster: c}, nil
 }
 
 func (h *ActorHost) Send(in core.Input) { h.Cluster.Send(in) }
@@ -74,6 +86,35 @@ func NewSyncHost(opts actors.Options) *SyncHost {
 	return h
 }
 
+// NewResumedSyncHost starts a cluster handed over in opts.Resume
+// (actors.NewResumedExecutor) on the caller's goroutine.
+func NewResumedSyncHost(opts actors.Options) (*SyncHost, error) {
+	exec, err := actors.NewResumedExecutor(opts)
+	if err != nil {
+		return nil, err
+	}
+	h := &SyncHost{exec: exec, opts: exec.Options(), machines: map[core.WorkerID]*actors.WorkerMachine{}}
+	exec.Start(h)
+	return h, nil
+}
+
+// Snapshot is the cluster handed over once every queued message is
+// handled, which is the synchronous host's cut: the core's state and
+// every worker's machine, at the clock's now.
+func (h *SyncHost) Snapshot() (actors.Snapshot, error) {
+	h.Idle()
+	now := h.opts.Clock.Now()
+	st, err := h.exec.Handover(now)
+	if err != nil {
+		return actors.Snapshot{}, err
+	}
+	snap := actors.Snapshot{Core: st}
+	for _, id := range slices.Sorted(maps.Keys(h.machines)) {
+		snap.Workers = append(snap.Workers, h.machines[id].Handover(now))
+	}
+	return snap, nil
+}
+
 func (h *SyncHost) Send(in core.Input) { h.queue = append(h.queue, envelope{0, in}) }
 func (h *SyncHost) View() core.View    { return h.exec.View() }
 func (h *SyncHost) Close()             {}
@@ -105,6 +146,13 @@ func (h *SyncHost) StartWorker(m *actors.WorkerMachine) {
 	id := m.Spec.ID
 	h.machines[id] = m
 	h.opts.Runtime.Fork(m.Spec, func(msg any) { h.queue = append(h.queue, envelope{id, msg}) })
+}
+
+func (h *SyncHost) ResumeWorker(m *actors.WorkerMachine) {
+	id := m.Spec.ID
+	h.machines[id] = m
+	h.opts.Runtime.(actors.Reattacher).Reattach(id, func(msg any) { h.queue = append(h.queue, envelope{id, msg}) })
+	m.Apply(actors.Reattached{}, h.opts.Runtime, h.opts.Clock, workerQueue{h, id})
 }
 
 func (h *SyncHost) Order(id core.WorkerID, order any) { h.queue = append(h.queue, envelope{id, order}) }

@@ -125,6 +125,18 @@ func TestGeneratedSequencesActors(t *testing.T) {
 type noDeadline struct{ rapid.TB }
 
 func runSequence(t *rapid.T, d *Driver, newHost func(actors.Options) Host) {
+	runSequenceWith(t, d, newHost, sequenceTurns{})
+}
+
+// sequenceTurns extend a generated sequence: configure, if set, may
+// change the drawn options; between, if set, gets a turn after each step
+// (the checks run after it too) and says what it did.
+type sequenceTurns struct {
+	configure func(*rapid.T, *actors.Options)
+	between   func(*rapid.T, *Driver) string
+}
+
+func runSequenceWith(t *rapid.T, d *Driver, newHost func(actors.Options) Host, turns sequenceTurns) {
 	workers := rapid.IntRange(1, 5).Draw(t, "workers")
 	opts := actors.Options{Logger: propertyLogger(), Workers: func() int { return workers }}
 	opts.Core.MaxSurge = rapid.IntRange(1, 3).Draw(t, "max-surge")
@@ -133,6 +145,9 @@ func runSequence(t *rapid.T, d *Driver, newHost func(actors.Options) Host) {
 	opts.Drain = rapid.SampledFrom([]actors.DrainMethod{actors.DrainAuto, actors.DrainIPC, actors.DrainSignal, actors.DrainBoth}).Draw(t, "drain")
 	opts.Core.Policy = drawPolicy(t, opts.Core.MaxSurge)
 	drawHealth(t, &opts.Core)
+	if turns.configure != nil {
+		turns.configure(t, &opts)
+	}
 	d.Start(opts, newHost)
 	stopped := false
 	check := func(what string) {
@@ -145,6 +160,9 @@ func runSequence(t *rapid.T, d *Driver, newHost func(actors.Options) Host) {
 	for range steps {
 		what := step(t, d, &stopped)
 		check(what)
+		if turns.between != nil {
+			check(turns.between(t, d))
+		}
 	}
 	if _, ok := opts.Core.Policy.(*chaosPolicy); ok && !stopped {
 		// Liveness is promised for the built-ins; the random policy only

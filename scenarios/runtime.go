@@ -71,6 +71,34 @@ func (r *ScriptedRuntime) Fork(spec actors.WorkerSpec, events func(any)) {
 	r.pending = append(r.pending, pendingEvent{spec.ID, actors.Spawned{PID: p.PID}})
 }
 
+// Adopt makes the runtime know the processes another runtime ran, as a
+// new master image's runtime takes over those of the image it replaced:
+// every process not exited, with no one to report to until Reattach.
+func (r *ScriptedRuntime) Adopt(procs []Process) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range procs {
+		if !p.Exited {
+			p.events = nil
+			r.procs[p.Spec.ID] = &p
+		}
+	}
+}
+
+// Reattach records the call; the adopted process reports to events from
+// then on (actors.Reattacher).
+func (r *ScriptedRuntime) Reattach(id core.WorkerID, events func(any)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.procs[id]
+	if p == nil {
+		r.calls = append(r.calls, fmt.Sprintf("reattach %s: unknown", id))
+		return
+	}
+	r.calls = append(r.calls, fmt.Sprintf("reattach %s", id))
+	p.events = events
+}
+
 // Drain records the order; the process exits only when the scenario says.
 func (r *ScriptedRuntime) Drain(id core.WorkerID, how actors.DrainMethod) {
 	r.mu.Lock()
@@ -140,6 +168,10 @@ func (r *ScriptedRuntime) deliver(id core.WorkerID, msg any, mode actors.ReadyMo
 	if p == nil {
 		r.mu.Unlock()
 		return fmt.Errorf("no worker %s", id)
+	}
+	if p.events == nil {
+		r.mu.Unlock()
+		return fmt.Errorf("worker %s: adopted, not reattached", id)
 	}
 	switch m := msg.(type) {
 	case actors.Exited:

@@ -1,11 +1,15 @@
 package sockets
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dutchmaster/dutchmaster/sockets/wire"
@@ -189,3 +193,78 @@ func (c *Channel) CloseWrite() error {
 // Close closes the master's end entirely; a blocked ReadLine returns an
 // error wrapping net.ErrClosed.
 func (c *Channel) Close() error { return c.conn.Close() }
+
+// ChannelFromFD takes over the master's end of an IPC channel from a
+// descriptor inherited across an exec (the master's previous image held
+// it): pending are the bytes that image had read and not yet returned as
+// lines (Pending), read first. The descriptor is the Channel's from now
+// on (closed by Close).
+func ChannelFromFD(fd int, pending []byte) (*Channel, error) {
+	conn, err := unixConnFromFD(fd, "ipc-master")
+	if err != nil {
+		return nil, fmt.Errorf("ipc channel fd %d: %w", fd, err)
+	}
+	var r io.Reader = conn
+	if len(pending) > 0 {
+		r = io.MultiReader(bytes.NewReader(slices.Clone(pending)), conn)
+	}
+	return &Channel{conn: conn, lines: wire.NewLineReader(r, MaxLineBytes), sendTimeout: DefaultSendTimeout}, nil
+}
+
+// unixConnFromFD wraps a unix socket descriptor in a *net.UnixConn that
+// owns it. (net.FileConn works on a duplicate; the original is closed.)
+func unixConnFromFD(fd int, name string) (*net.UnixConn, error) {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	conn, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		conn.Close()
+		return nil, fmt.Errorf("not a unix socket (%T)", conn)
+	}
+	return uc, nil
+}
+
+// Interrupt makes a ReadLine under way, and every later one, return at
+// once with an error for which Interrupted is true, keeping the part of a
+// line read so far: the reader stops at a line's boundary or keeps what
+// it has of the line, and nothing is lost. Resume undoes it.
+func (c *Channel) Interrupt() error { return c.conn.SetReadDeadline(pastDeadline) }
+
+// Resume lets ReadLine wait for lines again after Interrupt.
+func (c *Channel) Resume() error { return c.conn.SetReadDeadline(time.Time{}) }
+
+// Pending returns the bytes read from the worker and not yet returned as
+// lines (ChannelFromFD takes them). Only while no ReadLine runs (after an
+// interrupted one).
+func (c *Channel) Pending() []byte { return c.lines.Pending() }
+
+// FD is the number of the master's end's descriptor, for a handover
+// across an exec; it stays the Channel's.
+func (c *Channel) FD() int { return connFD(c.conn) }
+
+// pastDeadline is a read deadline long past: a read returns at once.
+var pastDeadline = time.Unix(1, 0)
+
+// Interrupted reports whether err is a read stopped by Interrupt (its
+// deadline), after which reading may go on.
+func Interrupted(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+// connFD is the descriptor under a connection, or -1.
+func connFD(c syscall.Conn) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	if rc.Control(func(u uintptr) { fd = int(u) }) != nil {
+		return -1
+	}
+	return fd
+}

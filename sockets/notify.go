@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"github.com/dutchmaster/dutchmaster/sockets/wire"
 	"golang.org/x/sys/unix"
@@ -143,6 +144,34 @@ func (n *NotifySocket) Read() (Notification, error) {
 	}
 	return msg, nil
 }
+
+// NotifySocketFromFD takes over a notify socket from a descriptor
+// inherited across an exec (the master's previous image bound it at
+// path, which stays its address: an abstract name belongs to the socket,
+// not to a process). The descriptor is the NotifySocket's from now on.
+func NotifySocketFromFD(fd int, path string) (*NotifySocket, error) {
+	conn, err := unixConnFromFD(fd, "notify")
+	if err != nil {
+		return nil, fmt.Errorf("notify socket fd %d: %w", fd, err)
+	}
+	if err := unix.SetsockoptInt(connFD(conn), unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("notify socket fd %d: setsockopt SO_PASSCRED: %w", fd, err)
+	}
+	return &NotifySocket{conn: conn, addr: path}, nil
+}
+
+// Interrupt makes a Read under way, and every later one, return at once
+// with an error for which Interrupted is true; the datagrams stay queued
+// in the socket. Resume undoes it.
+func (n *NotifySocket) Interrupt() error { return n.conn.SetReadDeadline(pastDeadline) }
+
+// Resume lets Read wait for datagrams again after Interrupt.
+func (n *NotifySocket) Resume() error { return n.conn.SetReadDeadline(time.Time{}) }
+
+// FD is the number of the socket's descriptor, for a handover across an
+// exec; it stays the NotifySocket's.
+func (n *NotifySocket) FD() int { return connFD(n.conn) }
 
 // Close closes the socket, which frees its name; a blocked Read returns.
 func (n *NotifySocket) Close() error {

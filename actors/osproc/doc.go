@@ -9,7 +9,10 @@
 // be the trampoline.
 //
 // A worker gets its own process group (a terminal's Ctrl-C reaches only
-// the master) and dies with the master (parent-death signal SIGKILL).
+// the master) and dies with the master (parent-death signal SIGKILL). A
+// master that calls ServeMainThread from main forks every worker from its
+// main thread, and can re-execute itself there (Exec) keeping its workers
+// (mainthread.go).
 // Drain sends {"event":"disconnect"} and closes the IPC channel, or the
 // stop signal to the worker's process, or both; Kill sends SIGKILL to the
 // worker's whole process group, so children it spawned go too. Where the
@@ -27,6 +30,13 @@
 // reaping of adopted orphans (SetSubreaper, Reaper), the pidfile
 // (CreatePIDFile) and the descriptor and process limits
 // (WarnDescriptorLimit, WarnProcessLimit).
+//
+// For an upgrade in place (handover.go), Pause stops every reader of the
+// runtime at a safe point, Handover gives the state and the descriptors
+// (by number) the next image needs, and that image's Adopt and Reattach
+// take the running workers over, their output pipes (made by the runtime,
+// not by os/exec, for this), unfinished lines and exits included; Unpause
+// goes on if the exec failed.
 //
 // With Config.NodeCluster the runtime is also the Node.js cluster primary
 // (package sockets/nodecluster): each worker's channel has a session that

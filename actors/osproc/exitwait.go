@@ -27,15 +27,28 @@ func openExitWatch(pid int) *os.File {
 	return os.NewFile(uintptr(fd), "pidfd")
 }
 
-// awaitExit returns once the worker has exited, leaving it unreaped. The
-// pidfd (if any) is closed here, so a worker holds it only while it lives.
-func (p *process) awaitExit() {
-	if p.exitWatch != nil {
-		err := pollExit(p.exitWatch)
-		p.exitWatch.Close()
+// awaitExit returns true once the worker has exited, leaving it unreaped,
+// or false once the runtime is abandoned (Abandon interrupts the wait).
+// The pidfd (if any) is closed here, so a worker holds it only while it
+// lives.
+func (p *process) awaitExit() bool {
+	p.mu.Lock()
+	w := p.exitWatch
+	p.mu.Unlock()
+	if w != nil {
+		err := pollExit(w)
+		for errors.Is(err, os.ErrDeadlineExceeded) {
+			if p.runtime.gate.isAbandoned() {
+				return false
+			}
+			err = pollExit(w)
+		}
+		p.mu.Lock()
+		w.Close()
 		p.exitWatch = nil
+		p.mu.Unlock()
 		if err == nil {
-			return
+			return true
 		}
 		// The pidfd could not be polled or waited on (a kernel without
 		// waitid(P_PIDFD), say): wait the old way, which returns at once
@@ -46,6 +59,7 @@ func (p *process) awaitExit() {
 	var info unix.Siginfo
 	for unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
 	}
+	return true
 }
 
 // pollExit parks the calling goroutine (not its thread) until the process

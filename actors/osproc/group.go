@@ -13,9 +13,14 @@ import (
 // master. cred, if not nil, runs it as another user.
 //
 // The parent-death signal is tied to the OS thread that forks, not to the
-// process: it fires when that thread exits. Go ends threads only when a
-// goroutine exits while locked to one, and the runtime's goroutines never
-// lock, so the signal fires when the master dies.
+// process: it fires when that thread exits. So every child is started
+// through startOnMainThread: while ServeMainThread serves, the main thread
+// forks it, the one thread that lives as long as the process and the one
+// that calls execve when the master re-executes itself (execve ends every
+// other thread, and would kill the children they forked); the signal then
+// fires only when the master dies. Otherwise (no re-exec possible) the
+// caller's thread forks: Go ends a thread only when a goroutine exits
+// while locked to it, and this package locks only the main goroutine.
 //
 // The returned killGroup sends SIGKILL to the child's whole process group,
 // once the child started. Before the child is reaped its group's id is

@@ -54,7 +54,10 @@ func runBeforeFork(command, dir string, env []string, timeout time.Duration) err
 	// must not hold it.
 	var out tail
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
+	err := startOnMainThread(cmd) // forked as a worker is: see group.go
+	if err == nil {
+		err = cmd.Wait()
+	}
 	// Whatever the command left in its group goes with it. Its leader is
 	// reaped by now, but the group lives on, and keeps its id, while any
 	// member does.

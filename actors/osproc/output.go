@@ -2,6 +2,7 @@ package osproc
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/actors"
+	"github.com/dutchmaster/dutchmaster/sockets"
 	ctl "github.com/dutchmaster/dutchmaster/sockets/control"
 )
 
@@ -27,13 +29,25 @@ import (
 // (LogOutput, keeping the last lines of stderr for the report of a failed
 // worker; at info level once the worker drains) or passed through to the master's stdout or stderr: unchanged,
 // or, where that is a terminal, line by line after the worker's name
-// ("w3 | "), so that the workers' lines can be told apart.
+// ("w3 | "), so that the workers' lines can be told apart. A destination
+// that is not a file (a buffer) is reached through a pipe as well.
+//
+// The runtime makes the pipes itself (not os/exec) and reads them on
+// goroutines of its own, so that a pipe's read end is a descriptor the
+// runtime owns and can hand over, with the unfinished line, to the next
+// image of the master (an upgrade in place).
 type output struct {
-	stdout, stderr io.Writer
-	errLines       *lineWriter // with LogOutput
-	writers        []*lineWriter
-	tail           *OutputLog
-	worker         int
+	// child is what the worker gets as stdout and stderr: a pipe's write
+	// end (closed in the master once the worker has it), or the master's
+	// own file.
+	child [2]*os.File
+	// pipes are the read ends, nil for a stream that is not piped.
+	pipes    [2]*os.File
+	writers  [2]*lineWriter // with pipes
+	errLines *lineWriter    // with LogOutput
+	tail     *OutputLog
+	worker   int
+	readers  sync.WaitGroup
 
 	// draining: the worker was asked to stop; what it writes to stderr
 	// now (a goodbye, the requests it finishes) is logged at info, not
@@ -48,19 +62,43 @@ type output struct {
 // tailLines is how many of a worker's last stderr lines its exit reports.
 const tailLines = 5
 
-func newOutput(cfg Config, spec actors.WorkerSpec) *output {
+// outputLinger bounds how long a worker's output is read after it exited:
+// a grandchild that keeps the pipes open must not hold up the report of
+// the worker's exit.
+const outputLinger = 2 * time.Second
+
+func newOutput(cfg Config, spec actors.WorkerSpec) (*output, error) {
+	o := newOutputWriters(cfg, spec, func(i int) bool {
+		_, file := []io.Writer{cfg.Stdout, cfg.Stderr}[i].(*os.File)
+		return cfg.LogOutput || cfg.Tail != nil || !file
+	})
+	for i, w := range o.writers {
+		if w == nil {
+			continue
+		}
+		r, wr, err := os.Pipe()
+		if err != nil {
+			o.closePipes()
+			return nil, fmt.Errorf("output pipe: %w", err)
+		}
+		o.pipes[i], o.child[i] = r, wr
+	}
+	return o, nil
+}
+
+// newOutputWriters makes the lineWriters of the streams that piped says
+// go through a pipe (0 stdout, 1 stderr); the others go to the master's
+// own file.
+func newOutputWriters(cfg Config, spec actors.WorkerSpec, piped func(i int) bool) *output {
 	o := &output{tail: cfg.Tail, worker: int(spec.ID), started: make(chan struct{})}
-	if !cfg.LogOutput && cfg.Tail == nil {
-		o.stdout, o.stderr = cfg.Stdout, cfg.Stderr
-		return o
-	}
-	if o.tail != nil {
-		o.tail.begin(o.worker)
-	}
-	for _, s := range []struct {
+	for i, s := range []struct {
 		name string
 		dst  io.Writer
 	}{{ctl.StreamOut, cfg.Stdout}, {ctl.StreamErr, cfg.Stderr}} {
+		if !piped(i) {
+			o.child[i], _ = s.dst.(*os.File)
+			continue
+		}
 		w := &lineWriter{o: o, stream: s.name, generation: spec.Generation}
 		switch {
 		case cfg.LogOutput:
@@ -76,10 +114,108 @@ func newOutput(cfg Config, spec actors.WorkerSpec) *output {
 		default:
 			w.pass = s.dst
 		}
-		o.writers = append(o.writers, w)
+		o.writers[i] = w
 	}
-	o.stdout, o.stderr = o.writers[0], o.writers[1]
+	if o.tail != nil {
+		o.tail.begin(o.worker)
+	}
 	return o
+}
+
+// closePipes closes the pipes' both ends (a fork that failed).
+func (o *output) closePipes() {
+	for i, r := range o.pipes {
+		if r != nil {
+			r.Close()
+			o.child[i].Close()
+		}
+	}
+}
+
+// run gives the lines the worker's pid, closes the master's copies of the
+// write ends (the worker has its own), and starts reading; gate stops the
+// readers for a handover.
+func (o *output) run(pid int, gate *pauseGate) {
+	o.begin(pid)
+	for i, r := range o.pipes {
+		if r == nil {
+			continue
+		}
+		if o.child[i] != nil {
+			o.child[i].Close()
+			o.child[i] = nil
+		}
+		o.readers.Add(1)
+		gate.startReader()
+		go o.read(i, gate)
+	}
+}
+
+// pastDeadline is a read deadline long past: a read returns at once.
+var pastDeadline = time.Unix(1, 0)
+
+// read copies one pipe into its lineWriter until end of file (every
+// writer gone) or until the read end is closed. Stopped for a handover
+// (interrupt), it has written all it read: the unfinished line is in the
+// lineWriter.
+func (o *output) read(i int, gate *pauseGate) {
+	defer o.readers.Done()
+	defer gate.endReader()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := o.pipes[i].Read(buf)
+		if n > 0 {
+			_, _ = o.writers[i].Write(buf[:n])
+		}
+		if sockets.Interrupted(err) {
+			if !gate.park() {
+				return
+			}
+			continue
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// interrupt stops the readers at once (a read deadline in the past);
+// resume lets them read again.
+func (o *output) interrupt() { o.setDeadline(pastDeadline) }
+func (o *output) resume()    { o.setDeadline(time.Time{}) }
+
+func (o *output) setDeadline(t time.Time) {
+	for _, r := range o.pipes {
+		if r != nil {
+			_ = r.SetReadDeadline(t)
+		}
+	}
+}
+
+// finish, once the worker has exited, waits for the readers to reach end
+// of file, for at most outputLinger (a process that left the worker's
+// group may hold the pipes), then closes the read ends.
+func (o *output) finish() {
+	done := make(chan struct{})
+	go func() {
+		o.readers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(outputLinger):
+		for _, r := range o.pipes {
+			if r != nil {
+				r.Close() // ends a blocked Read
+			}
+		}
+		<-done
+	}
+	for _, r := range o.pipes {
+		if r != nil {
+			r.Close()
+		}
+	}
 }
 
 // isTerminal reports whether w is a terminal.
@@ -105,7 +241,9 @@ func (o *output) begin(pid int) {
 func (o *output) close() {
 	o.begin(0)
 	for _, w := range o.writers {
-		w.flush()
+		if w != nil {
+			w.flush()
+		}
 	}
 	if o.tail != nil {
 		o.tail.end(o.worker)

@@ -26,9 +26,14 @@ import (
 
 // process is one running worker.
 type process struct {
-	spec    actors.WorkerSpec
-	events  func(any)
-	cmd     *exec.Cmd
+	spec   actors.WorkerSpec
+	events func(any)
+	// proc is the worker's process: a pidfd on Linux, through which it is
+	// signalled and reaped, so a reused pid is never hit. The runtime
+	// keeps no *exec.Cmd once the worker started, so that a process it
+	// did not fork itself (one handed over by the master's previous image)
+	// is handled the same way.
+	proc    *os.Process
 	pid     int
 	channel *sockets.Channel
 	output  *output
@@ -40,9 +45,6 @@ type process struct {
 	// exitWatch is a pidfd of the worker to await its exit on, without a
 	// thread; nil where the kernel makes none. awaitExit closes it.
 	exitWatch *os.File
-	// killGroup sends SIGKILL to the worker's process group; only while
-	// the worker is not reaped.
-	killGroup func() error
 	// cgroup holds the worker and everything it starts; nil where the
 	// runtime has no cgroups (then the orphans a subreaper master adopted
 	// from it stand in).
@@ -56,8 +58,15 @@ type process struct {
 
 	// deliverMu orders the notify reader's deliveries before Exited: once
 	// exited is set, no Notify for this worker is delivered any more.
+	// early are the notify payloads of an adopted worker that came before
+	// Reattach gave it its events.
 	deliverMu sync.Mutex
 	exited    bool
+	early     []string
+
+	// attached: the worker's goroutines run (forked here, or reattached);
+	// guarded by the runtime's mu.
+	attached bool
 }
 
 // start forks the worker: before-fork hook, IPC channel, trampoline.
@@ -98,7 +107,12 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 
 	preloadEnv := r.nodePreloadEnv(cfg, env)
 	limit := processLimit()
-	newCmd := func() (*exec.Cmd, func() error) {
+	out, err := newOutput(cfg, spec)
+	if err != nil {
+		channel.Close()
+		return nil, err
+	}
+	newCmd := func() *exec.Cmd {
 		cmd := exec.Command(cfg.Executable, cfg.Command...)
 		cmd.Args[0] = cfg.Command[0]
 		cmd.Dir = dir
@@ -111,15 +125,11 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 			cmd.Env = append(cmd.Env, trampolineNprocEnv+"="+strconv.FormatUint(n, 10))
 		}
 		cmd.ExtraFiles = files.ExtraFiles
-		killGroup := ownProcessGroup(cmd, cfg.Credential)
-		// A grandchild that keeps the worker's output pipes open must not
-		// hold up the report of the worker's exit.
-		cmd.WaitDelay = 2 * time.Second
-		return cmd, killGroup
+		ownProcessGroup(cmd, cfg.Credential)
+		cmd.Stdout, cmd.Stderr = out.child[0], out.child[1]
+		return cmd
 	}
-	out := newOutput(cfg, spec)
-	cmd, killGroup := newCmd()
-	cmd.Stdout, cmd.Stderr = out.stdout, out.stderr
+	cmd := newCmd()
 	cg := r.cgroups.worker(spec.ID)
 	err = r.fork(cmd, cg, limit, spec.ID)
 	if err != nil && cg != nil && cgroupRefused(err) {
@@ -128,8 +138,7 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 		cg.remove()
 		r.cgroups.disable(err)
 		cg = nil
-		cmd, killGroup = newCmd()
-		cmd.Stdout, cmd.Stderr = out.stdout, out.stderr
+		cmd = newCmd()
 		err = r.fork(cmd, nil, limit, spec.ID)
 	}
 	if err != nil {
@@ -137,11 +146,12 @@ func (r *Runtime) start(spec actors.WorkerSpec, events func(any)) (*process, err
 			cg.remove()
 		}
 		channel.Close()
+		out.closePipes()
 		out.close()
 		return nil, fmt.Errorf("starting %s: %w", cfg.Command[0], err)
 	}
-	out.begin(cmd.Process.Pid)
-	p := &process{spec: spec, events: events, cmd: cmd, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r, killGroup: killGroup, cgroup: cg}
+	out.run(cmd.Process.Pid, &r.gate)
+	p := &process{spec: spec, events: events, proc: cmd.Process, pid: cmd.Process.Pid, channel: channel, output: out, runtime: r, cgroup: cg, attached: true}
 	p.exitWatch = openExitWatch(p.pid)
 	p.log = cfg.Logger.With().Int(actors.FieldWorker, int(spec.ID)).Int(actors.FieldSlot, spec.Slot).
 		Int(actors.FieldGeneration, spec.Generation).Int(actors.FieldPID, p.pid).Logger()
@@ -204,14 +214,25 @@ func (cfg Config) healthEnv(spec actors.WorkerSpec) []string {
 
 // run reads the worker's IPC channel until the process exits, then
 // reports the exit. Every IPC line and Notify is delivered before Exited.
+// The caller counted the IPC reader (gate.startReader).
+//
+// For a handover (Pause), the IPC reader stops at a line's boundary or
+// keeps the part of a line it read, and the exit is not handled while
+// paused: it stays unreaped, for the next image to find.
 func (p *process) run() {
+	gate := &p.runtime.gate
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
+		defer gate.endReader()
 		for {
 			line, err := p.channel.ReadLine()
 			var tooLong *sockets.LineTooLongError
 			switch {
+			case sockets.Interrupted(err):
+				if !gate.park() {
+					return
+				}
 			case errors.As(err, &tooLong):
 				p.events(actors.IPC{Err: err.Error()})
 			case err != nil:
@@ -227,22 +248,26 @@ func (p *process) run() {
 	// exits: before Wait reaps it, so that the group's id (which the
 	// unreaped worker keeps) cannot have been reused, and so that a child
 	// holding the worker's output does not hold up Wait.
-	p.awaitExit()
+	if !p.awaitExit() || !gate.enterExit() {
+		return // abandoned: the worker is another runtime's now
+	}
+	defer gate.leaveExit()
 	_ = p.killGroup()
 	p.killRest()
-	err := p.cmd.Wait()
+	state, err := p.proc.Wait()
 	p.mu.Lock()
 	p.reaped = true
 	p.mu.Unlock()
 	if p.cgroup != nil {
 		p.cgroup.remove()
 	}
-	// Lines the worker wrote before it exited may still be in the socket:
-	// read on to EOF, which comes once nothing holds the worker's end (its
-	// group was just killed). A process that left the group may keep it
-	// open; closing ours after the same delay as for output ends the
-	// reader either way.
-	linger := time.AfterFunc(p.cmd.WaitDelay, func() { p.channel.Close() })
+	// Output the worker wrote before it exited may still be in the pipes,
+	// and lines in the socket: read on to EOF, which comes once nothing
+	// holds the worker's ends (its group was just killed). A process that
+	// left the group may keep them open; closing ours after a delay ends
+	// the readers either way.
+	p.output.finish()
+	linger := time.AfterFunc(outputLinger, func() { p.channel.Close() })
 	<-read
 	linger.Stop()
 	p.channel.Close()
@@ -250,11 +275,14 @@ func (p *process) run() {
 		p.cluster.Close() // what it was handed and did not answer goes to others
 	}
 	p.output.close()
+	// The datagrams the worker sent before it exited are delivered before
+	// its exit: after this, one from its pid is no longer its.
+	p.runtime.notifyBarrier()
 	p.runtime.forget(p)
 	p.deliverMu.Lock()
 	p.exited = true
 	p.deliverMu.Unlock()
-	p.events(exitOf(p.cmd.ProcessState, err, p.output.lastStderr()))
+	p.events(exitOf(state, err, p.output.lastStderr()))
 }
 
 func exitOf(ps *os.ProcessState, err error, tail string) actors.Exited {
@@ -292,7 +320,7 @@ func (p *process) drain(how actors.DrainMethod, stop syscall.Signal) {
 	}
 	if how == actors.DrainSignal || how == actors.DrainBoth {
 		// os.Process signals through a pidfd, so a reused pid is never hit.
-		if err := p.cmd.Process.Signal(stop); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		if err := p.proc.Signal(stop); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			p.log.Debug().Str(actors.FieldState, string(fsm.Draining)).Err(err).Msg("stop signal failed")
 		}
 	}
@@ -309,8 +337,12 @@ func (p *process) kill() {
 	if p.cgroup != nil {
 		p.cgroup.kill()
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.proc.Signal(syscall.SIGKILL)
 }
+
+// killGroup sends SIGKILL to the worker's process group, which has the
+// worker's pid as its id (group.go); only while the worker is not reaped.
+func (p *process) killGroup() error { return syscall.Kill(-p.pid, syscall.SIGKILL) }
 
 // killRest ends what the worker started that left its process group: its
 // cgroup, or else the orphans a subreaper master adopted from it.
@@ -360,7 +392,7 @@ func (r *Runtime) fork(cmd *exec.Cmd, cg *workerCgroup, limit uint64, id core.Wo
 			return err
 		}
 	}
-	return cmd.Start()
+	return startOnMainThread(cmd)
 }
 
 // errGoneBeforeFork: the worker was drained or killed before its fork.

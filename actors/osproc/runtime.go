@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -127,6 +129,20 @@ type Runtime struct {
 	cgroups *cgroupTree
 	// forkMu makes forks under a process limit one at a time.
 	forkMu sync.Mutex
+	// forking counts the forks under way: from Fork to its Spawned or
+	// ForkFailed; retireWaits the drains waiting for a retired slot's
+	// queues (both guarded by mu).
+	forking     int
+	retireWaits int
+	// gate stops the readers for a handover (handover.go); stopped are
+	// the processes whose readers Pause interrupted (guarded by mu).
+	gate    pauseGate
+	stopped []*process
+	// barriers are the notify barriers waiting for their datagram;
+	// notifyDone is closed once the notify reader ended.
+	barriers   map[uint64]chan struct{}
+	barrierSeq uint64
+	notifyDone chan struct{}
 }
 
 // orders are a drain or kill that arrived before the process existed.
@@ -173,8 +189,47 @@ var _ actors.Runtime = (*Runtime)(nil)
 
 // New prepares a runtime; Close releases it once every worker is gone.
 func New(cfg Config) (*Runtime, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ns, err := sockets.NewNotifySocket()
+	if err != nil {
+		return nil, err
+	}
+	r := newRuntime(cfg, ns)
+	r.cgroups = openCgroupTree(cfg.Logger)
+	r.startNotifyReader()
+	return r, nil
+}
+
+// newRuntime makes a runtime around its notify socket, with no worker yet
+// and nothing started.
+func newRuntime(cfg Config, ns *sockets.NotifySocket) *Runtime {
+	if cfg.NodeServers == nil {
+		cfg.NodeServers = nodecluster.NewRegistry(cfg.Listeners)
+	}
+	r := &Runtime{
+		cfg: cfg, notify: ns, handles: cfg.NodeServers,
+		procs: map[core.WorkerID]*process{}, byPID: map[int]*process{}, starting: map[core.WorkerID]*orders{},
+		nodeBinaries: map[string]bool{},
+	}
+	r.gate.cond.L = &r.gate.mu
+	r.notifyDone = make(chan struct{})
+	return r
+}
+
+// startNotifyReader starts the goroutine that reads the notify socket.
+func (r *Runtime) startNotifyReader() {
+	r.wg.Add(1)
+	r.gate.startReader()
+	go r.readNotify()
+}
+
+// withDefaults checks cfg and fills in its defaults.
+func (cfg Config) withDefaults() (Config, error) {
 	if len(cfg.Command) == 0 {
-		return nil, errors.New("no worker command")
+		return cfg, errors.New("no worker command")
 	}
 	if cfg.StopSignal == 0 {
 		cfg.StopSignal = syscall.SIGTERM
@@ -191,25 +246,11 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.Executable == "" {
 		exe, err := os.Executable()
 		if err != nil {
-			return nil, fmt.Errorf("finding the dutchmaster binary for the worker trampoline: %w", err)
+			return cfg, fmt.Errorf("finding the dutchmaster binary for the worker trampoline: %w", err)
 		}
 		cfg.Executable = exe
 	}
-	ns, err := sockets.NewNotifySocket()
-	if err != nil {
-		return nil, err
-	}
-	if cfg.NodeServers == nil {
-		cfg.NodeServers = nodecluster.NewRegistry(cfg.Listeners)
-	}
-	r := &Runtime{
-		cfg: cfg, notify: ns, handles: cfg.NodeServers,
-		procs: map[core.WorkerID]*process{}, byPID: map[int]*process{}, starting: map[core.WorkerID]*orders{},
-		nodeBinaries: map[string]bool{}, cgroups: openCgroupTree(cfg.Logger),
-	}
-	r.wg.Add(1)
-	go r.readNotify()
-	return r, nil
+	return cfg, nil
 }
 
 // Close stops the notify reader and waits for every goroutine of the
@@ -219,11 +260,19 @@ func New(cfg Config) (*Runtime, error) {
 func (r *Runtime) Close() error {
 	r.mu.Lock()
 	r.closed = true
+	var idle []*process
 	for _, p := range r.procs {
 		p.kill()
+		if !p.attached {
+			idle = append(idle, p) // adopted, never reattached: nothing reaps it
+		}
 	}
 	r.mu.Unlock()
+	r.Unpause() // a paused reader ends once its descriptor closes
 	err := r.notify.Close()
+	for _, p := range idle {
+		p.release()
+	}
 	r.wg.Wait()
 	// Every worker is gone, and with it its cgroup or adopted orphans;
 	// what is left is what escaped in between.
@@ -244,15 +293,22 @@ func (r *Runtime) NotifySocket() string { return r.notify.Path() }
 func (r *Runtime) Fork(spec actors.WorkerSpec, events func(any)) {
 	r.mu.Lock()
 	r.starting[spec.ID] = &orders{slot: spec.Slot}
+	r.forking++
 	r.mu.Unlock()
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
+		// A fork asked for while the runtime is paused waits (and makes a
+		// handover refuse): a worker forked then would not be handed over.
+		if !r.gate.waitUnpaused() {
+			return
+		}
 		p, err := r.start(spec, events)
 		if err != nil {
 			r.mu.Lock()
 			delete(r.starting, spec.ID)
 			r.mu.Unlock()
+			defer r.forkDone()
 			log := r.config().Logger
 			level := zerolog.WarnLevel
 			if errors.Is(err, errGoneBeforeFork) {
@@ -265,8 +321,19 @@ func (r *Runtime) Fork(spec actors.WorkerSpec, events func(any)) {
 			return
 		}
 		events(actors.Spawned{PID: p.pid})
+		// The IPC reader counts from here, before the fork stops counting,
+		// so that a Pause cannot miss it.
+		r.gate.startReader()
+		r.forkDone()
 		p.run()
 	}()
+}
+
+// forkDone ends a fork's count (Forking).
+func (r *Runtime) forkDone() {
+	r.mu.Lock()
+	r.forking--
+	r.mu.Unlock()
 }
 
 // Drain asks a worker to stop gracefully. The worker of a retired slot
@@ -295,11 +362,17 @@ func (r *Runtime) drainProcess(p *process, how actors.DrainMethod, cfg Config) {
 	p.mu.Lock()
 	p.retiring = true
 	p.mu.Unlock()
+	r.mu.Lock()
+	r.retireWaits++ // a handover refuses meanwhile: this drain is not handed over
+	r.mu.Unlock()
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		r.awaitEmptyQueues(p, cfg)
 		p.drain(how, cfg.StopSignal)
+		r.mu.Lock()
+		r.retireWaits--
+		r.mu.Unlock()
 	}()
 }
 
@@ -385,7 +458,7 @@ func (r *Runtime) Kill(id core.WorkerID) {
 func (r *Runtime) Abort(id core.WorkerID) {
 	if p := r.process(id); p != nil {
 		// os.Process signals through a pidfd, so a reused pid is never hit.
-		if err := p.cmd.Process.Signal(syscall.SIGABRT); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		if err := p.proc.Signal(syscall.SIGABRT); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			p.log.Debug().Err(err).Msg("SIGABRT failed")
 		}
 	}
@@ -464,14 +537,25 @@ func (r *Runtime) closeRetiredSlot(slot int) {
 // from an unknown pid (a worker's child, say) is logged and dropped.
 func (r *Runtime) readNotify() {
 	defer r.wg.Done()
+	defer r.gate.endReader()
+	defer close(r.notifyDone)
 	for {
 		n, err := r.notify.Read()
 		if errors.Is(err, net.ErrClosed) {
 			return
 		}
+		if sockets.Interrupted(err) {
+			if !r.gate.park() {
+				return
+			}
+			continue
+		}
 		if err != nil {
 			log := r.config().Logger
 			log.Warn().Err(err).Int("pid", n.PID).Msg("notify datagram dropped")
+			continue
+		}
+		if r.passedBarrier(n) {
 			continue
 		}
 		r.mu.Lock()
@@ -483,9 +567,73 @@ func (r *Runtime) readNotify() {
 			continue
 		}
 		p.deliverMu.Lock()
-		if !p.exited {
+		switch {
+		case p.exited:
+		case p.events == nil: // adopted, not yet reattached: kept until then
+			p.early = append(p.early, n.Payload)
+		default:
 			p.events(actors.Notify{Payload: n.Payload})
 		}
 		p.deliverMu.Unlock()
 	}
+}
+
+// barrierPrefix starts the datagrams the master sends itself on the notify
+// socket (notifyBarrier).
+const barrierPrefix = "DUTCHMASTER_BARRIER="
+
+// barrierWait bounds notifyBarrier, in case the datagram cannot be sent
+// or read (then a datagram may come after its worker's exit, and is
+// dropped, as one from an unknown process).
+const barrierWait = time.Second
+
+// notifyBarrier returns once the notify reader has read every datagram
+// queued on the socket before the call: it sends one to the socket
+// itself and waits for the reader to see it (a socket's datagrams are
+// read in the order they came).
+func (r *Runtime) notifyBarrier() {
+	r.mu.Lock()
+	if r.barriers == nil {
+		r.barriers = map[uint64]chan struct{}{}
+	}
+	r.barrierSeq++
+	id, seen := r.barrierSeq, make(chan struct{})
+	r.barriers[id] = seen
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.barriers, id)
+		r.mu.Unlock()
+	}()
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: r.notify.Path(), Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	_, err = conn.Write([]byte(barrierPrefix + strconv.FormatUint(id, 10)))
+	conn.Close()
+	if err != nil {
+		return
+	}
+	select {
+	case <-seen:
+	case <-r.notifyDone:
+	case <-time.After(barrierWait):
+	}
+}
+
+// passedBarrier reports whether n is one of notifyBarrier's datagrams
+// (sent by this process), and lets its caller go on.
+func (r *Runtime) passedBarrier(n sockets.Notification) bool {
+	v, ok := strings.CutPrefix(n.Payload, barrierPrefix)
+	if !ok || n.PID != os.Getpid() {
+		return false
+	}
+	id, _ := strconv.ParseUint(v, 10, 64)
+	r.mu.Lock()
+	if seen := r.barriers[id]; seen != nil {
+		close(seen)
+		delete(r.barriers, id)
+	}
+	r.mu.Unlock()
+	return true
 }

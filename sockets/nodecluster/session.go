@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -96,8 +97,9 @@ type Session struct {
 	broken        error      // the first failed send: nothing is sent after it
 	online        bool
 	listening     bool
-	disconnecting bool // the master sent disconnect
-	leaving       bool // the worker sent exitedAfterDisconnect
+	disconnecting bool     // the master sent disconnect
+	leaving       bool     // the worker sent exitedAfterDisconnect
+	keys          []string // the servers the worker was given and has not closed
 	// metricsWait are the prom-client metrics requests awaiting the
 	// worker's answer (promclient.go), by request id.
 	metricsWait map[int64]chan metricsReply
@@ -306,6 +308,7 @@ func (s *Session) cluster(m incoming) Event {
 		_ = json.Unmarshal(m.Key, &ev.Key)
 		if ev.Key != "" {
 			key := ev.Key
+			s.keys = slices.DeleteFunc(s.keys, func(k string) bool { return k == key })
 			s.later = append(s.later, func() {
 				for _, d := range s.reg.leave(s, key) {
 					d.kick()
@@ -338,6 +341,9 @@ func (s *Session) serve(m incoming) Event {
 		sh = Share{Errno: UVEINVAL, Err: err, Data: q.Data}
 	} else {
 		sh = s.reg.serve(q, s, s.worker)
+	}
+	if sh.Errno == 0 && !slices.Contains(s.keys, q.Key) {
+		s.keys = append(s.keys, q.Key)
 	}
 	data := sh.Data
 	if len(data) == 0 {

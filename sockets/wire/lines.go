@@ -51,6 +51,12 @@ type LineReader struct {
 	limit int
 	line  []byte
 	err   error // sticky error returned once the pending line is delivered
+
+	// An unfinished line, kept across a read interrupted by a timeout:
+	// cont says that line, seen and tooLong hold it.
+	cont    bool
+	seen    int64
+	tooLong bool
 }
 
 // NewLineReader reads lines of at most limit bytes (newline excluded) from r;
@@ -68,25 +74,29 @@ func NewLineReader(r io.Reader, limit int) *LineReader {
 //
 // A line longer than the limit yields a *LineTooLongError instead, after
 // which reading continues with the next line. A final line without a newline
-// is returned before the stream's error. Any other error (io.EOF, a closed or
+// is returned before the stream's error. A timeout of the underlying reader
+// (an error with Timeout() true, as a read deadline gives) is returned as
+// it is and is not final: the part of the line read so far is kept, and
+// the next ReadLine goes on with it. Any other error (io.EOF, a closed or
 // broken connection) is final and returned by every later call.
 func (lr *LineReader) ReadLine() ([]byte, error) {
 	if lr.err != nil {
 		return nil, lr.err
 	}
-	lr.line = lr.line[:0]
-	var seen int64
-	tooLong := false
+	if !lr.cont {
+		lr.line, lr.seen, lr.tooLong = lr.line[:0], 0, false
+	}
+	lr.cont = false
 	for {
 		chunk, err := lr.br.ReadSlice('\n')
 		complete := err == nil
 		if complete {
 			chunk = chunk[:len(chunk)-1]
 		}
-		seen += int64(len(chunk))
-		if !tooLong {
-			if seen > int64(lr.limit) {
-				tooLong = true
+		lr.seen += int64(len(chunk))
+		if !lr.tooLong {
+			if lr.seen > int64(lr.limit) {
+				lr.tooLong = true
 				lr.line = lr.line[:0]
 			} else {
 				lr.line = append(lr.line, chunk...)
@@ -95,6 +105,11 @@ func (lr *LineReader) ReadLine() ([]byte, error) {
 		if err == bufio.ErrBufferFull {
 			continue
 		}
+		if !complete && isTimeout(err) {
+			lr.cont = true
+			return nil, err
+		}
+		seen, tooLong := lr.seen, lr.tooLong
 		if !complete {
 			lr.err = err
 			if !tooLong && seen == 0 {
@@ -117,6 +132,28 @@ func (lr *LineReader) ReadLine() ([]byte, error) {
 		}
 		return append([]byte{}, lr.line...), nil
 	}
+}
+
+// isTimeout tells a read that timed out (a deadline), after which the
+// stream goes on, from the end of the stream.
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// Pending returns the bytes read from the stream and not yet returned as
+// a line: the unfinished line kept by an interrupted ReadLine, then what
+// is buffered. A reader over these bytes followed by the rest of the
+// stream reads the same lines this one would have. (The unfinished part
+// of a line over the limit is left out: that line is lost, as its start.)
+// Call it only while no ReadLine runs.
+func (lr *LineReader) Pending() []byte {
+	var out []byte
+	if lr.cont && !lr.tooLong {
+		out = append(out, lr.line...)
+	}
+	buffered, _ := lr.br.Peek(lr.br.Buffered())
+	return append(out, buffered...)
 }
 
 // Encode returns v as one JSON line: json.Marshal(v) + "\n". JSON never
