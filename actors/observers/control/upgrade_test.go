@@ -1,0 +1,210 @@
+package control
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	ctl "github.com/dutchmaster/dutchmaster/sockets/control"
+)
+
+// TestUpgradeCommand: an accepted upgrade is answered with the master's
+// pid, its version and the binary, and only then does the exec run
+// (UpgradeStarted.Exec); a refusal is the reply's error as the
+// Supervisor gave it; a relative binary is refused before the
+// Supervisor is asked; a Supervisor that cannot upgrade refuses.
+func TestUpgradeCommand(t *testing.T) {
+	st := start(t, 1, Options{})
+	c := dial(t, st.path)
+
+	rep, err := c.Do(ctl.Request{Command: ctl.CommandUpgrade, Binary: "/opt/new/dutchmaster"})
+	if err != nil || rep.OK || rep.Error != "upgrade refused: not in this test" {
+		t.Fatalf("refused: %+v %v", rep, err)
+	}
+	rep, err = c.Do(ctl.Request{Command: ctl.CommandUpgrade, Binary: "bin/dutchmaster"})
+	if err != nil || rep.OK || !strings.Contains(rep.Error, `binary "bin/dutchmaster": want an absolute path`) {
+		t.Fatalf("relative binary: %+v %v", rep, err)
+	}
+
+	replied := make(chan struct{})
+	execd := make(chan bool, 1)
+	st.f.mu.Lock()
+	st.f.upgrade = func(binary string) (UpgradeStarted, error) {
+		if binary == "" {
+			binary = "/proc/self/exe"
+		}
+		return UpgradeStarted{Version: "v1.2.0", Binary: binary, Exec: func() {
+			// The exec must not cut the reply short: the client has it
+			// before the exec runs.
+			select {
+			case <-replied:
+				execd <- true
+			case <-time.After(patience):
+				execd <- false
+			}
+		}}, nil
+	}
+	st.f.mu.Unlock()
+	rep, err = c.Do(ctl.Request{Command: ctl.CommandUpgrade})
+	close(replied)
+	if err != nil || !rep.OK || rep.Upgrade == nil || *rep.Upgrade != (ctl.UpgradeAccepted{PID: os.Getpid(), Version: "v1.2.0", Binary: "/proc/self/exe"}) {
+		t.Fatalf("accepted: %+v %+v %v", rep, rep.Upgrade, err)
+	}
+	select {
+	case ok := <-execd:
+		if !ok {
+			t.Fatal("the exec ran before the reply was read")
+		}
+	case <-time.After(patience):
+		t.Fatal("the exec did not run")
+	}
+	st.f.mu.Lock()
+	asked := strings.Join(st.f.upgrades, ",")
+	st.f.mu.Unlock()
+	if asked != "/opt/new/dutchmaster," {
+		t.Fatalf("the Supervisor was asked for %q, want the absolute binary and the default", asked)
+	}
+	if !strings.Contains(st.logs.String(), `"command":"upgrade"`) || !strings.Contains(st.logs.String(), `"binary":"/opt/new/dutchmaster"`) {
+		t.Fatalf("the upgrade is not logged:\n%s", st.logs.String())
+	}
+	// After an exec that failed, the connection goes on.
+	if rep, err := c.Do(ctl.Request{Command: ctl.CommandStatus}); err != nil || !rep.OK {
+		t.Fatalf("status after: %+v %v", rep, err)
+	}
+
+	// A master whose Supervisor cannot upgrade says so.
+	path := filepath.Join(t.TempDir(), "plain.sock")
+	s, err := Listen(Options{Path: path, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Serve(struct{ Supervisor }{st.f})
+	rep, err = dial(t, path).Do(ctl.Request{Command: ctl.CommandUpgrade})
+	if err != nil || rep.OK || rep.Error != "upgrade: this master cannot upgrade in place" {
+		t.Fatalf("no upgrader: %+v %v", rep, err)
+	}
+}
+
+// TestStatusVersionUpgrades: status reports the master's version and its
+// upgrades as Options give them, and no upgrades without.
+func TestStatusVersionUpgrades(t *testing.T) {
+	last := time.Date(2026, 5, 1, 10, 0, 4, 0, time.UTC)
+	st := start(t, 1, Options{Version: "v1.3.0", Upgrades: func() ctl.UpgradeStatus {
+		return ctl.UpgradeStatus{Count: 2, Last: last, Failed: 1, LastError: "exec: permission denied"}
+	}})
+	rep, err := dial(t, st.path).Do(ctl.Request{Command: ctl.CommandStatus})
+	if err != nil || !rep.OK {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	want := ctl.UpgradeStatus{Count: 2, Last: last, Failed: 1, LastError: "exec: permission denied"}
+	if s := rep.Status; s.Version != "v1.3.0" || s.Upgrades == nil || *s.Upgrades != want {
+		t.Fatalf("version %q, upgrades %+v", s.Version, s.Upgrades)
+	}
+	plain := start(t, 1, Options{})
+	rep, err = dial(t, plain.path).Do(ctl.Request{Command: ctl.CommandStatus})
+	if err != nil || !rep.OK || rep.Status.Version != "" || rep.Status.Upgrades != nil {
+		t.Fatalf("without: %+v %v", rep.Status, err)
+	}
+}
+
+// TestListenFD: the new image serves the listening socket the old one
+// handed over (here a duplicate of the old server's descriptor, as the
+// exec keeps it): a client that connected before the takeover, its
+// connection waiting in the socket's queue, is answered by the new
+// server; the socket file is the same file, not bound again; the new
+// server's Close removes it.
+func TestListenFD(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	old, err := Listen(Options{Path: path, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	var before syscall.Stat_t
+	must(t, syscall.Lstat(path, &before))
+	waiting := dial(t, path) // the old server never serves: the connection waits in the queue
+	fd, err := syscall.Dup(old.ListenerFD())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := ListenFD(Options{Path: path, Name: "web", Logger: zerolog.Nop()}, fd)
+	if err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	f := newFakeCluster(t, s, 1)
+	s.Serve(f)
+	f.do(func() { must(t, f.d.SettleWorkers()) })
+	waiting.SetDeadline(time.Now().Add(patience))
+	rep, err := waiting.Do(ctl.Request{Command: ctl.CommandStatus})
+	if err != nil || !rep.OK || rep.Status.Name != "web" {
+		t.Fatalf("the waiting client: %+v %v", rep, err)
+	}
+	if rep, err := dial(t, path).Do(ctl.Request{Command: ctl.CommandStatus}); err != nil || !rep.OK {
+		t.Fatalf("a new client: %+v %v", rep, err)
+	}
+	var after syscall.Stat_t
+	must(t, syscall.Lstat(path, &after))
+	if after.Ino != before.Ino || after.Dev != before.Dev || after.Mode != before.Mode {
+		t.Fatalf("the socket file changed: %+v, was %+v", after, before)
+	}
+	if s.ListenerFD() != fd {
+		t.Fatalf("ListenerFD %d, want the inherited %d", s.ListenerFD(), fd)
+	}
+	must(t, s.Close())
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket file after Close: %v", err)
+	}
+}
+
+// TestListenFDRefuses: a descriptor that is not the control socket at
+// the path is refused with what it is.
+func TestListenFDRefuses(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ctl.sock")
+	old, err := Listen(Options{Path: path, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	fd, err := syscall.Dup(old.ListenerFD())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ListenFD(Options{Path: filepath.Join(dir, "other.sock")}, fd); err == nil || !strings.Contains(err.Error(), "is bound at "+path) {
+		t.Fatalf("another path: %v", err)
+	}
+	// The refused descriptor was closed.
+	var stat syscall.Stat_t
+	if err := syscall.Fstat(fd, &stat); !errors.Is(err, syscall.EBADF) {
+		t.Fatalf("fd %d after the refusal: %v, want it closed", fd, err)
+	}
+
+	f, err := os.CreateTemp(dir, "file")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := ListenFD(Options{Path: path}, int(f.Fd())); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("a file: %v", err)
+	}
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw, _ := conn.(*net.UnixConn).File()
+	defer raw.Close()
+	if _, err := ListenFD(Options{Path: path}, int(raw.Fd())); err == nil || !strings.Contains(err.Error(), "not listening") {
+		t.Fatalf("a connection: %v", err)
+	}
+}
