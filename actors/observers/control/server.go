@@ -148,6 +148,7 @@ const (
 type Server struct {
 	opts Options
 	ln   net.Listener      // the socket, with the cap and the Room check
+	fl   *net.UnixListener // the socket under ln, for Pause's deadline
 	sock *sockets.Listener // owns the socket's descriptor
 	// file is the socket file to remove at Close, for a socket taken
 	// over from the previous image (ListenFD); a bound one removes its own.
@@ -156,12 +157,14 @@ type Server struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 
-	mu     sync.Mutex
-	conns  map[net.Conn]bool
-	closed bool
-	seq    int
-	ending []*waiter // restarts waiting for their rollout to end
-	stops  []*waiter // stops waiting for the cluster to stop
+	mu      sync.Mutex
+	conns   map[net.Conn]bool
+	closed  bool
+	serving bool   // Serve started the accept loop
+	paused  *pause // set between Pause and Unpause
+	seq     int
+	ending  []*waiter // restarts waiting for their rollout to end
+	stops   []*waiter // stops waiting for the cluster to stop
 	// asking counts the restarts whose step may have been observed but
 	// whose decisions their handler has not read yet; while there are
 	// any, the rollouts that end are kept in ended, since one of them may
@@ -348,9 +351,14 @@ func withDefaults(opts Options) (Options, error) {
 // newServer serves sock, which the Server owns from then on (not if it
 // fails).
 func newServer(opts Options, sock *sockets.Listener) (*Server, error) {
-	fl, err := net.FileListener(sock.File())
+	nl, err := net.FileListener(sock.File())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", opts.Path, err)
+	}
+	fl, ok := nl.(*net.UnixListener)
+	if !ok {
+		nl.Close()
+		return nil, fmt.Errorf("%s: not a unix socket", opts.Path)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	log := opts.Logger
@@ -365,7 +373,7 @@ func newServer(opts Options, sock *sockets.Listener) (*Server, error) {
 		},
 	})
 	return &Server{
-		opts: opts, ln: ln, sock: sock, ctx: ctx, stop: cancel,
+		opts: opts, ln: ln, fl: fl, sock: sock, ctx: ctx, stop: cancel,
 		conns: map[net.Conn]bool{}, slots: newSlotBook(), cpuSeen: map[int]cpuSample{}, pids: map[core.WorkerID]int{},
 	}, nil
 }
@@ -376,10 +384,74 @@ func (s *Server) Path() string { return s.opts.Path }
 // Serve accepts connections on a goroutine of its own until Close.
 func (s *Server) Serve(sup Supervisor) {
 	s.mu.Lock()
-	s.sup = sup
+	s.sup, s.serving = sup, true
 	s.mu.Unlock()
 	s.wg.Add(1)
 	go s.accept()
+}
+
+// pause is a Pause in force: the accept loop closes stopped once it
+// stopped accepting, and waits for resume.
+type pause struct {
+	resume, stopped chan struct{}
+}
+
+// Pause stops accepting connections, for an in-place upgrade: once it
+// returns, the connections that come wait in the socket's queue, for
+// the new image (or for Unpause, should the exec fail), instead of being
+// accepted by an image about to end. Connections already accepted are
+// served on.
+func (s *Server) Pause() {
+	s.mu.Lock()
+	if s.paused != nil || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	p := &pause{resume: make(chan struct{}), stopped: make(chan struct{})}
+	s.paused = p
+	serving := s.serving
+	s.mu.Unlock()
+	s.fl.SetDeadline(time.Unix(1, 0)) // the accept under way returns
+	if serving {
+		select {
+		case <-p.stopped:
+		case <-s.ctx.Done():
+		}
+	}
+}
+
+// Unpause accepts connections again after Pause.
+func (s *Server) Unpause() {
+	s.mu.Lock()
+	p := s.paused
+	s.paused = nil
+	s.mu.Unlock()
+	if p != nil {
+		s.fl.SetDeadline(time.Time{})
+		close(p.resume)
+	}
+}
+
+// acceptPaused waits, when a Pause is in force, until it ends: paused
+// says one was, open is false when the server closed meanwhile.
+func (s *Server) acceptPaused() (paused, open bool) {
+	s.mu.Lock()
+	p := s.paused
+	s.mu.Unlock()
+	if p == nil {
+		return false, true
+	}
+	select {
+	case <-p.stopped:
+	default:
+		close(p.stopped)
+	}
+	select {
+	case <-p.resume:
+		return true, true
+	case <-s.ctx.Done():
+		return true, false
+	}
 }
 
 // accept serves connections until Close. A failed accept (too many open
@@ -394,6 +466,12 @@ func (s *Server) accept() {
 		if err != nil {
 			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
+			}
+			var ne net.Error
+			if paused, open := s.acceptPaused(); !open {
+				return
+			} else if paused || errors.As(err, &ne) && ne.Timeout() {
+				continue // paused, or a Pause's deadline that an Unpause lifted since
 			}
 			if failures++; failures == 1 {
 				s.opts.Logger.Error().Err(err).Msg("control socket: accept failed; retrying")
@@ -432,7 +510,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	s.stop()
+	s.stop() // ends a Pause's wait too
 	for _, w := range s.ending {
 		w.done <- ctl.Reply{Error: "the master exited before the rollout ended"}
 	}

@@ -115,45 +115,49 @@ func TestStatusVersionUpgrades(t *testing.T) {
 	}
 }
 
-// TestListenFD: the new image serves the listening socket the old one
-// handed over (here a duplicate of the old server's descriptor, as the
-// exec keeps it): a client that connected before the takeover, its
-// connection waiting in the socket's queue, is answered by the new
-// server; the socket file is the same file, not bound again; the new
-// server's Close removes it.
+// TestListenFD: the old image pauses its server (Pause: a connection
+// that comes waits in the socket's queue; Unpause serves it, as after a
+// failed exec), then the new image serves the listening socket handed
+// over (a duplicate of the old server's descriptor, as the exec keeps
+// it): a client that connected while the old server was paused is
+// answered by the new one; the socket file is the same file, not bound
+// again; the new server's Close removes it.
 func TestListenFD(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "ctl.sock")
-	old, err := Listen(Options{Path: path, Logger: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer old.Close()
+	old := start(t, 1, Options{})
 	var before syscall.Stat_t
-	must(t, syscall.Lstat(path, &before))
-	waiting := dial(t, path) // the old server never serves: the connection waits in the queue
-	fd, err := syscall.Dup(old.ListenerFD())
-	if err != nil {
-		t.Fatal(err)
+	must(t, syscall.Lstat(old.path, &before))
+
+	pauseWithin(t, old.s)
+	rep := recv(t, func() chan ctl.Reply {
+		ch := async(t, old.path, ctl.Request{Command: ctl.CommandStatus})
+		old.s.Unpause()
+		return ch
+	}())
+	if !rep.OK || rep.Status.Name != "web" {
+		t.Fatalf("after Unpause: %+v", rep)
 	}
 
-	s, err := ListenFD(Options{Path: path, Name: "web", Logger: zerolog.Nop()}, fd)
+	pauseWithin(t, old.s)
+	waiting := async(t, old.path, ctl.Request{Command: ctl.CommandStatus})
+	fd, err := syscall.Dup(old.s.ListenerFD())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ListenFD(Options{Path: old.path, Name: "new", Logger: zerolog.Nop()}, fd)
 	if err != nil {
 		syscall.Close(fd)
 		t.Fatal(err)
 	}
 	f := newFakeCluster(t, s, 1)
 	s.Serve(f)
-	f.do(func() { must(t, f.d.SettleWorkers()) })
-	waiting.SetDeadline(time.Now().Add(patience))
-	rep, err := waiting.Do(ctl.Request{Command: ctl.CommandStatus})
-	if err != nil || !rep.OK || rep.Status.Name != "web" {
-		t.Fatalf("the waiting client: %+v %v", rep, err)
+	if rep := recv(t, waiting); !rep.OK || rep.Status.Name != "new" {
+		t.Fatalf("the client that waited: %+v, want the new server's status", rep)
 	}
-	if rep, err := dial(t, path).Do(ctl.Request{Command: ctl.CommandStatus}); err != nil || !rep.OK {
+	if rep, err := dial(t, old.path).Do(ctl.Request{Command: ctl.CommandStatus}); err != nil || !rep.OK || rep.Status.Name != "new" {
 		t.Fatalf("a new client: %+v %v", rep, err)
 	}
 	var after syscall.Stat_t
-	must(t, syscall.Lstat(path, &after))
+	must(t, syscall.Lstat(old.path, &after))
 	if after.Ino != before.Ino || after.Dev != before.Dev || after.Mode != before.Mode {
 		t.Fatalf("the socket file changed: %+v, was %+v", after, before)
 	}
@@ -161,8 +165,20 @@ func TestListenFD(t *testing.T) {
 		t.Fatalf("ListenerFD %d, want the inherited %d", s.ListenerFD(), fd)
 	}
 	must(t, s.Close())
-	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(old.path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("socket file after Close: %v", err)
+	}
+}
+
+// pauseWithin pauses s, failing the test if Pause does not return.
+func pauseWithin(t *testing.T, s *Server) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { s.Pause(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(patience):
+		t.Fatalf("Pause did not return within %s", patience)
 	}
 }
 
