@@ -21,17 +21,17 @@ import (
 	"github.com/dutchmaster/dutchmaster/sockets/control"
 )
 
-const ctlUsage = `usage: dutchmaster ctl [flags] status|top|restart [wN]|reload [wN]|stop|scale N|logs [wN]|ls
+const ctlUsage = `usage: dutchmaster ctl [flags] status|top|restart [wN]|reload [wN]|stop|scale N|logs [wN]|ls|upgrade
 
 Talks to a running master over its control socket: --control PATH, else
 $DUTCHMASTER_CONTROL, else the default socket of the master --name NAME
 (dutchmaster[-NAME].sock in $XDG_RUNTIME_DIR/dutchmaster, /run/dutchmaster
 for root, else /tmp/dutchmaster-UID).
 
-  status     the master (uptime, listeners, command, last rollout) and its
-             workers: id, pid, processes, memory, CPU, heartbeat age
-             (--watchdog), slot, generation, state, uptime, restarts, the
-             slot's last exit
+  status     the master (uptime, listeners, command, last rollout, its
+             upgrades) and its workers: id, pid, processes, memory, CPU,
+             heartbeat age (--watchdog), slot, generation, state, uptime,
+             restarts, the slot's last exit
   status --watch, top
              the same, refreshed every --interval: on a terminal the table
              is redrawn in place until Ctrl-C (exit 0); elsewhere one
@@ -53,6 +53,13 @@ for root, else /tmp/dutchmaster-UID).
   ls         the masters whose control sockets are in the default directory
              (and $DUTCHMASTER_CONTROL): name, pid, workers, generation,
              uptime; a stale socket (its master died) is listed as such
+  upgrade    replaces the master in place by a new binary (--binary PATH,
+             else the master's own executable as it is now on disk): the
+             same pid, the workers and sockets kept, a rollout under way
+             goes on; waits until the new master answers (at most
+             --timeout, default 30s), then prints "upgraded: pid N kept,
+             OLD → NEW, master unavailable D"; exits 1 if the master
+             refuses it (why) or the exec fails (it goes on as it was)
 
 Exit status: 0 done (a restart: complete), 1 refused or failed (a
 restart aborted or cancelled; no master), 2 bad usage, 3 --timeout
@@ -75,6 +82,7 @@ var ctlFlagGroups = []struct {
 		{"-n, --lines N", "lines"}, {"-f, --follow", "follow"},
 	}},
 	{"Waiting", []ctlFlagHelp{{"--timeout DURATION", "timeout"}}},
+	{"Upgrade", []ctlFlagHelp{{"--binary PATH", "binary"}}},
 }
 
 type ctlFlagHelp struct{ left, name string }
@@ -102,7 +110,7 @@ const ctlUsageHint = "run 'dutchmaster ctl --help' for usage"
 
 // ctlOptions are ctl's flags.
 type ctlOptions struct {
-	path, name            *string
+	path, name, binary    *string
 	asJSON, watch, follow *bool
 	timeout, interval     *time.Duration
 	lines                 *int
@@ -123,6 +131,7 @@ func ctlFlags() (*flag.FlagSet, ctlOptions) {
 	o.interval = fs.Duration("interval", time.Second, "how often status --watch asks the master")
 	o.lines = fs.Int("lines", 20, "logs: how many of the kept lines to print first, per worker asked for (0: none, only what --follow brings)")
 	fs.IntVar(o.lines, "n", 20, "the same as --lines")
+	o.binary = fs.String("binary", "", "upgrade: the new binary's `PATH` (default: the master's own executable)")
 	o.follow = fs.Bool("follow", false, "logs: then print each new line until Ctrl-C or the master stops")
 	fs.BoolVar(o.follow, "f", false, "the same as --follow")
 	fs.Usage = func() {} // the flag package calls it on every error
@@ -132,7 +141,7 @@ func ctlFlags() (*flag.FlagSet, ctlOptions) {
 // runCtl is `dutchmaster ctl`.
 func runCtl(args []string, stdout, stderr io.Writer) int {
 	fs, f := ctlFlags()
-	path, name, asJSON, timeout := f.path, f.name, f.asJSON, f.timeout
+	path, name, asJSON, timeout, binary := f.path, f.name, f.asJSON, f.timeout, f.binary
 	watch, interval, lines, follow := f.watch, f.interval, f.lines, f.follow
 	// Flags may come before and after the command.
 	var words []string
@@ -166,6 +175,7 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	}{
 		{"watch", []string{"status"}}, {"interval", []string{"status", "top"}},
 		{"lines", []string{"logs"}}, {"n", []string{"logs"}}, {"follow", []string{"logs"}}, {"f", []string{"logs"}},
+		{"binary", []string{"upgrade"}},
 	} {
 		if set[f.flag] && !slices.Contains(f.for_, words[0]) {
 			return usage("--%s is for %s, not %s", f.flag, strings.Join(f.for_, " and "), words[0])
@@ -213,10 +223,21 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		req.Workers = n
 	case req.Command == control.CommandScale:
 		return usage("scale takes one number: scale N")
+	case req.Command == control.CommandUpgrade && len(words) != 1:
+		return usage("upgrade takes no argument: give the new binary as --binary PATH")
 	case len(words) != 1:
 		return usage("%s takes no argument", req.Command)
-	case !slices.Contains([]string{control.CommandStatus, control.CommandRestart, control.CommandStop, control.CommandLogs}, req.Command):
+	case !slices.Contains([]string{control.CommandStatus, control.CommandRestart, control.CommandStop, control.CommandLogs, control.CommandUpgrade}, req.Command):
 		return usage("unknown command %q", req.Command)
+	}
+	if set["binary"] {
+		// The master resolves nothing against ctl's directory: the path
+		// goes to it absolute.
+		abs, err := filepath.Abs(*binary)
+		if *binary == "" || err != nil {
+			return usage("--binary %q: want the new binary's path", *binary)
+		}
+		*binary = abs
 	}
 	if *path == "" {
 		*path = control.DefaultPath(*name)
@@ -232,6 +253,13 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 
 	if *watch {
 		return runWatch(*path, stdout, stderr, *asJSON, *interval)
+	}
+	if req.Command == control.CommandUpgrade {
+		wait := *timeout
+		if wait == 0 {
+			wait = upgradeTimeout
+		}
+		return runUpgrade(*path, *binary, stdout, stderr, *asJSON, wait)
 	}
 	if req.Command == control.CommandLogs {
 		req.Lines, req.Follow = *lines, *follow
@@ -346,6 +374,9 @@ func printStatus(w io.Writer, s *control.Status) {
 		}
 		fmt.Fprintln(w, line)
 	}
+	if u := s.Upgrades; u != nil && (u.Count > 0 || u.Failed > 0) {
+		fmt.Fprintln(w, upgradesText(s, u))
+	}
 	if len(s.Listeners) > 0 {
 		var ls []string
 		for _, l := range s.Listeners {
@@ -415,6 +446,21 @@ func printStatus(w io.Writer, s *control.Status) {
 			human(time.Duration(wk.Uptime*float64(time.Second))), wk.Restarts, exit)
 	}
 	tw.Flush()
+}
+
+// upgradesText is status's line on the master's in-place upgrades.
+func upgradesText(s *control.Status, u *control.UpgradeStatus) string {
+	line := fmt.Sprintf("upgrades: %d", u.Count)
+	if u.Count > 0 {
+		line += fmt.Sprintf(", the last %s ago", human(s.Now.Sub(u.Last)))
+	}
+	if s.Version != "" {
+		line += ", version " + s.Version
+	}
+	if u.Failed > 0 {
+		line += fmt.Sprintf("; %d failed, the last: %s", u.Failed, u.LastError)
+	}
+	return line
 }
 
 // generations says which generation serves: the one asked for, or, when

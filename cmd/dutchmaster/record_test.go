@@ -41,7 +41,7 @@ func TestRecordReplay(t *testing.T) {
 		t.Errorf("journal mode %s, want 0640", fi.Mode())
 	}
 	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
-	if !strings.HasPrefix(lines[0], `{"journal":"dutchmaster","version":2,"name":"web",`) {
+	if !strings.HasPrefix(lines[0], `{"journal":"dutchmaster","version":3,"name":"web",`) {
 		t.Fatalf("header: %s", lines[0])
 	}
 	for _, want := range []string{`"type":"Start","target":2`, `"type":"RestartRequested","source":"SIGUSR2","target":2`,

@@ -1,6 +1,7 @@
 // Package control is the master's control socket: a unix stream socket,
 // mode 0600, on which `dutchmaster ctl` asks for the cluster's status, a
-// rolling restart, a stop or a new worker count.
+// rolling restart, a stop, a new worker count, the workers' output or an
+// in-place upgrade of the master.
 //
 // Who may connect: the kernel checks the socket file's mode (0600: only
 // the master's user can connect), and the server checks each peer's
@@ -26,6 +27,11 @@
 //	                                → worker 3's kept lines, then each new one as
 //	                                  it comes, until the client closes the
 //	                                  connection or the master exits ({"ok":true})
+//	{"command":"upgrade","binary":"/usr/local/bin/dutchmaster"}
+//	                                → {"ok":true,"upgrade":{"pid":4242,"version":"v1.2.0","binary":"..."}}
+//	                                  once the upgrade is accepted; the master then
+//	                                  executes the binary, which ends the connection
+//	                                  (status then says how it went: "upgrades")
 //	anything else                   → {"ok":false,"error":"..."}
 //
 // A request line longer than MaxLine (64 KiB by default) is answered with
@@ -51,6 +57,7 @@ const (
 	CommandStop    = "stop"
 	CommandScale   = "scale"
 	CommandLogs    = "logs"
+	CommandUpgrade = "upgrade"
 )
 
 // MaxLogLines bounds the lines a logs request asks for per worker.
@@ -76,6 +83,9 @@ type Request struct {
 	// Progress asks a restart for Progress lines before its reply; a
 	// client that reads one line per request does not ask.
 	Progress bool `json:"progress,omitempty"`
+	// Binary, for upgrade: the absolute path of the binary the master
+	// executes; "" for its own executable as it is now on disk.
+	Binary string `json:"binary,omitempty"`
 }
 
 // Progress events, each from one of the cluster's typed steps.
@@ -146,6 +156,29 @@ type Reply struct {
 	Rollout *RolloutResult `json:"rollout,omitempty"`
 	// Target answers scale: the worker count now aimed at.
 	Target int `json:"target,omitempty"`
+	// Upgrade answers an accepted upgrade.
+	Upgrade *UpgradeAccepted `json:"upgrade,omitempty"`
+}
+
+// UpgradeAccepted is the answer to an upgrade the master accepted: it
+// executes Binary next, keeping its pid.
+type UpgradeAccepted struct {
+	PID     int    `json:"pid"`
+	Version string `json:"version"` // the running (old) master's
+	Binary  string `json:"binary"`
+}
+
+// UpgradeStatus counts the master's in-place upgrades since it started
+// (the pid's life: the count goes on across the upgrades).
+type UpgradeStatus struct {
+	// Count is the upgrades done; Last when the last one was (the new
+	// image took over).
+	Count int       `json:"count"`
+	Last  time.Time `json:"last,omitzero"`
+	// Failed is the upgrades accepted whose exec or takeover failed (the
+	// master went on as it was); LastError says why the last one failed.
+	Failed    int    `json:"failed"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // RolloutResult is how a rollout ended.
@@ -181,6 +214,11 @@ type Status struct {
 	// seconds.
 	Started time.Time `json:"started"`
 	Uptime  float64   `json:"uptime_seconds"`
+	// Version is the master's own version (that of its binary).
+	Version string `json:"version,omitempty"`
+	// Upgrades are the master's in-place upgrades; nil when the master
+	// does not report them.
+	Upgrades *UpgradeStatus `json:"upgrades,omitempty"`
 	// Command is the workers' command line.
 	Command   []string         `json:"command,omitempty"`
 	Listeners []ListenerStatus `json:"listeners"`

@@ -1,6 +1,8 @@
 // Package control serves the master's control socket (the protocol and
 // its client are package sockets/control): status, restart, stop and
-// scale, each answered once the cluster has decided it.
+// scale, each answered once the cluster has decided it; logs; and
+// upgrade, answered once the master accepted it, before it executes the
+// new binary.
 //
 // A request's answer comes from the cluster's own step for it: restart and
 // scale reach the cluster through Supervisor, which returns the decisions
@@ -19,6 +21,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -44,6 +47,30 @@ type Supervisor interface {
 	Scale(ctx context.Context, target int, source string) ([]core.Decision, error)
 	// ReplaceWorker replaces one worker (core.ReplaceWorker).
 	ReplaceWorker(ctx context.Context, worker int, source string) ([]core.Decision, error)
+}
+
+// Upgrader is a Supervisor that can upgrade the master in place; the
+// upgrade command asks it, and is refused by a master whose Supervisor is
+// not one.
+type Upgrader interface {
+	// Upgrade checks that the master can execute binary (the absolute
+	// path of the new binary; "": the master's own executable) and take
+	// over from itself: an error is the refusal, the reply's error as it
+	// is. Once accepted, the exec comes after the reply (UpgradeStarted.Exec).
+	Upgrade(ctx context.Context, binary string) (UpgradeStarted, error)
+}
+
+// UpgradeStarted is an upgrade the master accepted.
+type UpgradeStarted struct {
+	// Version is the running master's version; Binary the binary it
+	// executes (the path resolved).
+	Version string
+	Binary  string
+	// Exec, if set, is called on the connection's goroutine once the
+	// reply is written (or could not be), so that the exec does not cut
+	// the reply short; it returns only if the upgrade failed (the exec
+	// ends the connection). Nil: the master executes when it will.
+	Exec func()
 }
 
 // Options configure a Server.
@@ -79,6 +106,10 @@ type Options struct {
 	// Room, if set, is asked before each connection is served: an error
 	// refuses it (the master keeps its last descriptors for its forks).
 	Room func() error
+	// Version is the master's version, reported in status; Upgrades, if
+	// set, its in-place upgrades (nil: status reports none).
+	Version  string
+	Upgrades func() ctl.UpgradeStatus
 }
 
 // Logs is the last lines of output each worker wrote (osproc.OutputLog).
@@ -117,17 +148,23 @@ const (
 type Server struct {
 	opts Options
 	ln   net.Listener      // the socket, with the cap and the Room check
-	sock *sockets.Listener // owns the socket file
+	fl   *net.UnixListener // the socket under ln, for Pause's deadline
+	sock *sockets.Listener // owns the socket's descriptor
+	// file is the socket file to remove at Close, for a socket taken
+	// over from the previous image (ListenFD); a bound one removes its own.
+	file *socketFile
 	ctx  context.Context
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 
-	mu     sync.Mutex
-	conns  map[net.Conn]bool
-	closed bool
-	seq    int
-	ending []*waiter // restarts waiting for their rollout to end
-	stops  []*waiter // stops waiting for the cluster to stop
+	mu      sync.Mutex
+	conns   map[net.Conn]bool
+	closed  bool
+	serving bool   // Serve started the accept loop
+	paused  *pause // set between Pause and Unpause
+	seq     int
+	ending  []*waiter // restarts waiting for their rollout to end
+	stops   []*waiter // stops waiting for the cluster to stop
 	// asking counts the restarts whose step may have been observed but
 	// whose decisions their handler has not read yet; while there are
 	// any, the rollouts that end are kept in ended, since one of them may
@@ -225,6 +262,73 @@ const maxPath = 107
 // socket file nobody accepts on; a live one (another master) is an error.
 // Nothing is served until Serve.
 func Listen(opts Options) (*Server, error) {
+	opts, err := withDefaults(opts)
+	if err != nil {
+		return nil, err
+	}
+	sock, err := sockets.Bind(sockets.Spec{Name: "control", Network: "unix", Address: opts.Path, Mode: 0o600})
+	if err != nil {
+		var be *sockets.BindError
+		if errors.As(err, &be) {
+			reason := be.Reason
+			if errors.Is(err, unix.EADDRINUSE) {
+				reason = "another master runs on this control socket (give each master its own name or control socket)"
+			}
+			return nil, fmt.Errorf("%s: %s", opts.Path, reason)
+		}
+		return nil, fmt.Errorf("%s: %w", opts.Path, err)
+	}
+	s, err := newServer(opts, sock)
+	if err != nil {
+		sock.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// ListenFD serves the listening socket fd, inherited over an in-place
+// upgrade from the previous image (its ListenerFD), at opts.Path: the
+// socket stays bound there, and the connections waiting in its queue
+// are served; the socket file is neither removed nor bound again. The
+// socket must be a listening unix stream socket bound at opts.Path. The
+// descriptor becomes the Server's (Close closes it and removes the file).
+// An error closes it, unless it is not a listening socket at all (then it
+// is left as it was).
+func ListenFD(opts Options, fd int) (*Server, error) {
+	opts, err := withDefaults(opts)
+	if err != nil {
+		return nil, err
+	}
+	sock, err := sockets.Adopt(fd, sockets.Spec{Name: "control", Network: "unix", Mode: 0o600})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", opts.Path, err)
+	}
+	fail := func(err error) (*Server, error) {
+		sock.Close() // the descriptor only: Adopt's listener never removes the file
+		return nil, err
+	}
+	if got := sock.Addr().String(); got != opts.Path {
+		return fail(fmt.Errorf("%s: the inherited control socket (fd %d) is bound at %s", opts.Path, fd, got))
+	}
+	file, err := statSocketFile(opts.Path)
+	if err != nil {
+		return fail(err)
+	}
+	s, err := newServer(opts, sock)
+	if err != nil {
+		return fail(err)
+	}
+	s.file = file
+	return s, nil
+}
+
+// ListenerFD is the number of the listening socket's descriptor, for an
+// in-place upgrade: the new image serves it with ListenFD. It stays open
+// and owned by the Server; the caller clears its close-on-exec flag just
+// before the exec.
+func (s *Server) ListenerFD() int { return int(s.sock.File().Fd()) }
+
+func withDefaults(opts Options) (Options, error) {
 	if opts.MaxLine <= 0 {
 		opts.MaxLine = ctl.DefaultMaxLine
 	}
@@ -239,24 +343,22 @@ func Listen(opts Options) (*Server, error) {
 		opts.Allow = func(uid uint32) bool { return uid == me || uid == 0 }
 	}
 	if len(opts.Path) > maxPath {
-		return nil, fmt.Errorf("%s: the path is %d bytes, more than the %d a unix socket allows", opts.Path, len(opts.Path), maxPath)
+		return opts, fmt.Errorf("%s: the path is %d bytes, more than the %d a unix socket allows", opts.Path, len(opts.Path), maxPath)
 	}
-	sock, err := sockets.Bind(sockets.Spec{Name: "control", Network: "unix", Address: opts.Path, Mode: 0o600})
+	return opts, nil
+}
+
+// newServer serves sock, which the Server owns from then on (not if it
+// fails).
+func newServer(opts Options, sock *sockets.Listener) (*Server, error) {
+	nl, err := net.FileListener(sock.File())
 	if err != nil {
-		var be *sockets.BindError
-		if errors.As(err, &be) {
-			reason := be.Reason
-			if errors.Is(err, unix.EADDRINUSE) {
-				reason = "another master runs on this control socket (give each master its own name or control socket)"
-			}
-			return nil, fmt.Errorf("%s: %s", opts.Path, reason)
-		}
 		return nil, fmt.Errorf("%s: %w", opts.Path, err)
 	}
-	fl, err := net.FileListener(sock.File())
-	if err != nil {
-		sock.Close()
-		return nil, fmt.Errorf("%s: %w", opts.Path, err)
+	fl, ok := nl.(*net.UnixListener)
+	if !ok {
+		nl.Close()
+		return nil, fmt.Errorf("%s: not a unix socket", opts.Path)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	log := opts.Logger
@@ -271,7 +373,7 @@ func Listen(opts Options) (*Server, error) {
 		},
 	})
 	return &Server{
-		opts: opts, ln: ln, sock: sock, ctx: ctx, stop: cancel,
+		opts: opts, ln: ln, fl: fl, sock: sock, ctx: ctx, stop: cancel,
 		conns: map[net.Conn]bool{}, slots: newSlotBook(), cpuSeen: map[int]cpuSample{}, pids: map[core.WorkerID]int{},
 	}, nil
 }
@@ -282,10 +384,74 @@ func (s *Server) Path() string { return s.opts.Path }
 // Serve accepts connections on a goroutine of its own until Close.
 func (s *Server) Serve(sup Supervisor) {
 	s.mu.Lock()
-	s.sup = sup
+	s.sup, s.serving = sup, true
 	s.mu.Unlock()
 	s.wg.Add(1)
 	go s.accept()
+}
+
+// pause is a Pause in force: the accept loop closes stopped once it
+// stopped accepting, and waits for resume.
+type pause struct {
+	resume, stopped chan struct{}
+}
+
+// Pause stops accepting connections, for an in-place upgrade: once it
+// returns, the connections that come wait in the socket's queue, for
+// the new image (or for Unpause, should the exec fail), instead of being
+// accepted by an image about to end. Connections already accepted are
+// served on.
+func (s *Server) Pause() {
+	s.mu.Lock()
+	if s.paused != nil || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	p := &pause{resume: make(chan struct{}), stopped: make(chan struct{})}
+	s.paused = p
+	serving := s.serving
+	s.mu.Unlock()
+	s.fl.SetDeadline(time.Unix(1, 0)) // the accept under way returns
+	if serving {
+		select {
+		case <-p.stopped:
+		case <-s.ctx.Done():
+		}
+	}
+}
+
+// Unpause accepts connections again after Pause.
+func (s *Server) Unpause() {
+	s.mu.Lock()
+	p := s.paused
+	s.paused = nil
+	s.mu.Unlock()
+	if p != nil {
+		s.fl.SetDeadline(time.Time{})
+		close(p.resume)
+	}
+}
+
+// acceptPaused waits, when a Pause is in force, until it ends: paused
+// says one was, open is false when the server closed meanwhile.
+func (s *Server) acceptPaused() (paused, open bool) {
+	s.mu.Lock()
+	p := s.paused
+	s.mu.Unlock()
+	if p == nil {
+		return false, true
+	}
+	select {
+	case <-p.stopped:
+	default:
+		close(p.stopped)
+	}
+	select {
+	case <-p.resume:
+		return true, true
+	case <-s.ctx.Done():
+		return true, false
+	}
 }
 
 // accept serves connections until Close. A failed accept (too many open
@@ -300,6 +466,12 @@ func (s *Server) accept() {
 		if err != nil {
 			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
+			}
+			var ne net.Error
+			if paused, open := s.acceptPaused(); !open {
+				return
+			} else if paused || errors.As(err, &ne) && ne.Timeout() {
+				continue // paused, or a Pause's deadline that an Unpause lifted since
 			}
 			if failures++; failures == 1 {
 				s.opts.Logger.Error().Err(err).Msg("control socket: accept failed; retrying")
@@ -338,7 +510,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	s.stop()
+	s.stop() // ends a Pause's wait too
 	for _, w := range s.ending {
 		w.done <- ctl.Reply{Error: "the master exited before the rollout ended"}
 	}
@@ -354,7 +526,11 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	err := s.ln.Close()
 	s.wg.Wait()
-	return errors.Join(err, s.sock.Close())
+	err = errors.Join(err, s.sock.Close())
+	if s.file != nil {
+		err = errors.Join(err, s.file.remove())
+	}
+	return err
 }
 
 // handle serves one connection: its peer is checked, then each request
@@ -416,7 +592,12 @@ func (s *Server) handle(conn net.Conn) {
 			s.reply(conn, s.logs(conn, r, req))
 			return
 		}
-		if !s.reply(conn, s.do(req, cred, log, emit)) {
+		rep, then := s.do(req, cred, log, emit)
+		ok := s.reply(conn, rep)
+		if then != nil {
+			then()
+		}
+		if !ok {
 			return
 		}
 	}
@@ -449,15 +630,28 @@ func writeReply(conn net.Conn, rep ctl.Reply) error {
 	return err
 }
 
-func (s *Server) do(req ctl.Request, cred *unix.Ucred, log zerolog.Logger, emit func(ctl.Progress) error) ctl.Reply {
+// do answers one request; then, if not nil, is to run once the reply is
+// written (an upgrade's exec).
+func (s *Server) do(req ctl.Request, cred *unix.Ucred, log zerolog.Logger, emit func(ctl.Progress) error) (rep ctl.Reply, then func()) {
 	s.mu.Lock()
 	sup := s.sup
 	s.seq++
 	source := fmt.Sprintf("ctl#%d pid=%d", s.seq, cred.Pid)
 	s.mu.Unlock()
 	if req.Command != ctl.CommandStatus {
-		log.Info().Str("command", req.Command).Str("source", source).Msg("control command")
+		ev := log.Info().Str("command", req.Command).Str("source", source)
+		if req.Binary != "" {
+			ev = ev.Str("binary", req.Binary)
+		}
+		ev.Msg("control command")
 	}
+	if req.Command == ctl.CommandUpgrade {
+		return s.upgrade(sup, req.Binary, log)
+	}
+	return s.command(sup, req, source, emit), nil
+}
+
+func (s *Server) command(sup Supervisor, req ctl.Request, source string, emit func(ctl.Progress) error) ctl.Reply {
 	switch req.Command {
 	case ctl.CommandStatus:
 		return s.status(sup)
@@ -474,9 +668,33 @@ func (s *Server) do(req ctl.Request, cred *unix.Ucred, log zerolog.Logger, emit 
 		}
 		return s.scale(sup, req.Workers, source)
 	case "":
-		return ctl.Reply{Error: `no "command" (want status, restart, stop, scale or logs)`}
+		return ctl.Reply{Error: `no "command" (want status, restart, stop, scale, logs or upgrade)`}
 	}
-	return ctl.Reply{Error: fmt.Sprintf("unknown command %q (want status, restart, stop, scale or logs)", req.Command)}
+	return ctl.Reply{Error: fmt.Sprintf("unknown command %q (want status, restart, stop, scale, logs or upgrade)", req.Command)}
+}
+
+// upgrade asks the Supervisor for an in-place upgrade; once accepted, the
+// reply says so and the exec follows it (then).
+func (s *Server) upgrade(sup Supervisor, binary string, log zerolog.Logger) (ctl.Reply, func()) {
+	up, ok := sup.(Upgrader)
+	switch {
+	case !ok:
+		return ctl.Reply{Error: "upgrade: this master cannot upgrade in place"}, nil
+	case binary != "" && !filepath.IsAbs(binary):
+		return ctl.Reply{Error: fmt.Sprintf("upgrade: binary %q: want an absolute path", binary)}, nil
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return ctl.Reply{Error: "the master is exiting"}, nil
+	}
+	started, err := up.Upgrade(s.ctx, binary)
+	if err != nil {
+		log.Warn().Err(err).Msg("upgrade refused")
+		return ctl.Reply{Error: err.Error()}, nil
+	}
+	return ctl.Reply{OK: true, Upgrade: &ctl.UpgradeAccepted{PID: os.Getpid(), Version: started.Version, Binary: started.Binary}}, started.Exec
 }
 
 func (s *Server) restart(sup Supervisor, source string, req ctl.Request, emit func(ctl.Progress) error) ctl.Reply {
@@ -745,7 +963,11 @@ func (s *Server) status(sup Supervisor) ctl.Reply {
 	if !s.opts.Started.IsZero() {
 		st.Started, st.Uptime = s.opts.Started, now.Sub(s.opts.Started).Seconds()
 	}
-	st.Command, st.Listeners = s.opts.Command, s.opts.Listeners
+	st.Command, st.Listeners, st.Version = s.opts.Command, s.opts.Listeners, s.opts.Version
+	if s.opts.Upgrades != nil {
+		u := s.opts.Upgrades()
+		st.Upgrades = &u
+	}
 	if st.Listeners == nil {
 		st.Listeners = []ctl.ListenerStatus{}
 	}

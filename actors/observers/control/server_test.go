@@ -46,6 +46,9 @@ type fakeCluster struct {
 	mu           sync.Mutex
 	refuse       error
 	afterRestart func()
+	// upgrade is Upgrade's answer; upgrades the binaries it was asked for.
+	upgrade  func(binary string) (UpgradeStarted, error)
+	upgrades []string
 }
 
 func newFakeCluster(t *testing.T, s *Server, workers int) *fakeCluster {
@@ -116,6 +119,17 @@ func (f *fakeCluster) ReplaceWorker(ctx context.Context, worker int, source stri
 }
 func (f *fakeCluster) Scale(ctx context.Context, n int, source string) ([]core.Decision, error) {
 	return f.ask(core.ScaleTo{Target: n, Source: source}), nil
+}
+
+// Upgrade answers with f.upgrade, and refuses without one.
+func (f *fakeCluster) Upgrade(ctx context.Context, binary string) (UpgradeStarted, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.upgrades = append(f.upgrades, binary)
+	if f.upgrade == nil {
+		return UpgradeStarted{}, errors.New("upgrade refused: not in this test")
+	}
+	return f.upgrade(binary)
 }
 
 // waitInput waits until the cluster has taken an input of type T.

@@ -37,6 +37,35 @@
 // reached the same points then, it only did not report them), and a
 // version 1 journal that holds one of them is a *FormatError. A journal
 // recorded by a real master in version 1 stays a valid regression test.
+// Version 3, written now, adds the upgrade lines (below); a version 1 or 2
+// journal that holds one is a *FormatError.
+//
+// # Upgrades
+//
+// A master upgraded in place (dutchmaster ctl upgrade) keeps one journal
+// across the exec. The old image writes an upgrade line at the instant
+// its core was handed over (Recorder.Upgrade: the old and new binary and
+// version, the core state's format) and hands the file's descriptor over
+// with a State; the new image takes the descriptor over (Continue), counts
+// its times on from the handover's offset plus the pause of the exec, and
+// writes a resumed line at the instant its core resumed, with the timers
+// the resume set again (Recorder.Resumed):
+//
+//	{"at":"4s","upgrade":{"from":{"binary":"/usr/bin/dutchmaster","version":"v1.2.0"},
+//	 "to":{"binary":"/usr/bin/dutchmaster"},"state_format":1,"handed_at":"…"}}
+//	{"at":"4.35s","resumed":{"version":"v1.3.0","timers":[{"type":"SetTimer",…}]}}
+//
+// An exec that failed is an upgrade_failed line instead of the resumed
+// one (Recorder.UpgradeFailed): the old image went on, its core
+// untouched. Replay, at a resumed line, hands its own core over at the
+// upgrade's instant and resumes it at the resumed line's (the pause cut
+// out of the core's time line, as in the master), compares the timers,
+// and goes on: every later decision must match. A step between an
+// upgrade line and its resumed or upgrade_failed line, a resumed line
+// without an upgrade, or an upgrade record that is incomplete or has an
+// unknown field is a *FormatError; a journal that ends at an upgrade
+// line (the new image did not go on recording) replays, and its Summary
+// says so.
 //
 // The encoding is explicit, type by type (inputs.go, decisions.go): a
 // field added to a core type does not reach journals until it is added

@@ -14,7 +14,7 @@ const Magic = "dutchmaster"
 
 // Version is the format version written. Replay reads it and every
 // earlier one (see the package documentation).
-const Version = 2
+const Version = 3
 
 // recordedIn says whether a journal of the given version records
 // decisions like d. Version 1 predates the facts Ready, Refused and
@@ -174,9 +174,17 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// stepLine is every line after the header.
+// stepLine is every line after the header: a step (input and
+// decisions), or from version 3 on one of the upgrade lines (upgrade.go).
 type stepLine struct {
 	At        Duration          `json:"at"`
-	Input     json.RawMessage   `json:"input"`
+	Input     json.RawMessage   `json:"input,omitempty"`
 	Decisions []json.RawMessage `json:"decisions,omitempty"`
+
+	Upgrade       json.RawMessage `json:"upgrade,omitempty"`
+	Resumed       json.RawMessage `json:"resumed,omitempty"`
+	UpgradeFailed json.RawMessage `json:"upgrade_failed,omitempty"`
 }
+
+// upgradesFrom is the first version that records upgrades.
+const upgradesFrom = 3

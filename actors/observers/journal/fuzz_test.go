@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/dutchmaster/dutchmaster/actors/core"
 	"github.com/dutchmaster/dutchmaster/actors/observers/journal"
@@ -20,6 +21,7 @@ func FuzzReplay(f *testing.F) {
 	first, _, _ := bytes.Cut(j, []byte("\n"))
 	f.Add(append(append(first, '\n'), `{"at":"1s","input":{"type":"Start","target":2},"decisions":[]}`+"\n"...))
 	f.Add([]byte(""))
+	f.Add(recordUpgradeDuringRollout(f, time.Second))
 	f.Add([]byte(`{"journal":"dutchmaster","version":99}` + "\n"))
 	f.Add(append(append(first, '\n'), "{\"at\":\n"...))
 	f.Fuzz(func(t *testing.T, file []byte) {

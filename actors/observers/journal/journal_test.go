@@ -266,8 +266,8 @@ func TestReplayFormatErrors(t *testing.T) {
 	cases := []struct{ name, journal, want string }{
 		{"empty", "", "empty file"},
 		{"not a journal", `{"hello":1}` + "\n", "not a dutchmaster journal"},
-		{"other version", strings.Replace(header, `"version":2`, `"version":9`, 1) + "\n", "journal version 9"},
-		{"fact in version 1", strings.Replace(header, `"version":2`, `"version":1`, 1) + "\n" +
+		{"other version", strings.Replace(header, `"version":3`, `"version":9`, 1) + "\n", "journal version 9"},
+		{"fact in version 1", strings.Replace(header, `"version":3`, `"version":1`, 1) + "\n" +
 			`{"at":"0s","input":{"type":"Start","target":1},"decisions":[{"type":"Ready","generation":1,"workers":1}]}` + "\n",
 			"line 2: decision 1: a core.Ready in a version 1 journal"},
 		{"unknown input", header + "\n" + `{"at":"0s","input":{"type":"Nope"}}` + "\n", "line 2: input: unknown input type"},
@@ -377,7 +377,7 @@ var factTags = []string{
 // Refused) and replays with them; an edited fact is a mismatch at its line.
 func TestReplayFacts(t *testing.T) {
 	j := string(record(t, core.Config{}, withFacts(t)))
-	if !strings.HasPrefix(j, `{"journal":"dutchmaster","version":2,`) {
+	if !strings.HasPrefix(j, `{"journal":"dutchmaster","version":3,`) {
 		t.Fatalf("header: %s", j[:strings.Index(j, "\n")])
 	}
 	for _, want := range factTags {
@@ -418,10 +418,12 @@ func TestReplayFacts(t *testing.T) {
 
 // TestReplayVersion1: a version 1 journal (the same run without the facts
 // version 2 added) replays: the replayed facts are left out before
-// comparing, and the summary counts the decisions compared.
+// comparing, and the summary counts the decisions compared. A version 2
+// journal (version 3 added only the upgrade lines) replays as written.
 func TestReplayVersion1(t *testing.T) {
-	v2 := string(record(t, core.Config{}, withFacts(t)))
-	v1 := strings.Replace(v2, `"version":2`, `"version":1`, 1)
+	v3 := string(record(t, core.Config{}, withFacts(t)))
+	v2 := strings.Replace(v3, `"version":3`, `"version":2`, 1)
+	v1 := strings.Replace(v3, `"version":3`, `"version":1`, 1)
 	for _, fact := range factTags {
 		for _, sep := range []string{fact + ",", "," + fact, fact} {
 			v1 = strings.ReplaceAll(v1, sep, "")

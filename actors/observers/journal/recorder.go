@@ -28,6 +28,7 @@ type Recorder struct {
 	mu     sync.Mutex
 	w      *bufio.Writer
 	closer io.Closer
+	path   string // the file Create opened or Continue took over
 	start  time.Time
 	err    error
 	closed bool
@@ -46,7 +47,7 @@ func Create(path string, h Header, cfg core.Config, start time.Time) (*Recorder,
 		f.Close()
 		return nil, err
 	}
-	r.closer = f
+	r.closer, r.path = f, path
 	return r, nil
 }
 

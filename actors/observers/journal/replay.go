@@ -48,6 +48,14 @@ type Summary struct {
 	// Truncated: the journal's last line was cut short (the master died
 	// while writing it); it was ignored.
 	Truncated bool
+	// Upgrades counts the upgrades replayed (a handover and a resume of
+	// the core), FailedUpgrades those whose exec failed (the old image
+	// went on).
+	Upgrades, FailedUpgrades int
+	// UpgradeUnfinished: the journal ends at an upgrade that neither
+	// resumed nor failed (the new image did not start, or did not go on
+	// recording).
+	UpgradeUnfinished bool
 }
 
 // FormatError is a journal that cannot be read: not a journal, another
@@ -157,9 +165,12 @@ func Replay(r io.Reader, opts ReplayOptions) (Summary, error) {
 		return sum, &FormatError{Line: 1, Err: err}
 	}
 	c := core.New(cfg)
+	var up *pendingUpgrade // an upgrade line not yet resumed or failed
+	var lastAt time.Duration
 	for {
 		b, complete, err := next()
 		if err == io.EOF {
+			sum.UpgradeUnfinished = up != nil
 			return sum, nil
 		}
 		if err != nil {
@@ -176,9 +187,23 @@ func Replay(r io.Reader, opts ReplayOptions) (Summary, error) {
 			}
 			return sum, &FormatError{Line: line, Err: err}
 		}
+		if kinds := s.kinds(); kinds != 1 {
+			return sum, &FormatError{Line: line, Err: fmt.Errorf(`%d kinds of line in one: a line is a step ("input") or one upgrade line ("upgrade", "resumed", "upgrade_failed")`, kinds)}
+		}
+		if s.Input == nil {
+			if c, up, err = replayUpgrade(c, h.Version, line, lastAt, up, s, &sum); err != nil {
+				return sum, err
+			}
+			lastAt = time.Duration(s.At)
+			continue
+		}
+		if up != nil {
+			return sum, &FormatError{Line: line, Err: fmt.Errorf("a step between the upgrade at line %d and its resumed (or upgrade_failed) line", up.line)}
+		}
 		if err := replayStep(c, h.Version, line, s, opts, &sum); err != nil {
 			return sum, err
 		}
+		lastAt = time.Duration(s.At)
 	}
 }
 

@@ -28,6 +28,15 @@ import (
 //	STOPPING=1              at the first stop request
 //	STATUS=…                one line with each of the above, and when the target changes
 //
+// Around an in-place upgrade of the master (ctl upgrade), the master calls
+// Reloading before the exec and, after it, Ready (the exec failed: the old
+// image goes on) or, in the new image, Resumed:
+//
+//	RELOADING=1             Reloading: the upgrade begins (sent before it returns)
+//	MONOTONIC_USEC=…
+//	READY=1                 Ready, Resumed: the upgrade is over, unless a rolling
+//	                        restart is under way (its end sends READY=1)
+//
 // Rollouts a worker asked for (its own replacement) are no reload of the
 // service: they change STATUS only.
 //
@@ -36,7 +45,7 @@ import (
 type Notifier struct {
 	send func(state string) error
 	log  zerolog.Logger
-	q    chan string
+	q    chan notification
 	done chan struct{}
 
 	mu         sync.Mutex
@@ -47,6 +56,13 @@ type Notifier struct {
 	target     int
 	generation int
 	warned     bool
+}
+
+// notification is one datagram; sent, if not nil, is closed once it went
+// out (or failed).
+type notification struct {
+	state string
+	sent  chan struct{}
 }
 
 // queueLen bounds the notifications waiting to be sent; systemd reads
@@ -69,16 +85,19 @@ func NewNotifier(log zerolog.Logger) *Notifier {
 }
 
 func newNotifier(log zerolog.Logger, send func(string) error) *Notifier {
-	n := &Notifier{send: send, log: log, q: make(chan string, queueLen), done: make(chan struct{})}
+	n := &Notifier{send: send, log: log, q: make(chan notification, queueLen), done: make(chan struct{})}
 	go n.run()
 	return n
 }
 
 func (n *Notifier) run() {
 	defer close(n.done)
-	for state := range n.q {
-		if err := n.send(state); err != nil && !n.warnedOnce() {
-			n.log.Warn().Err(err).Str("state", firstLine(state)).Msg("sd_notify failed; systemd may not see the master's state")
+	for m := range n.q {
+		if err := n.send(m.state); err != nil && !n.warnedOnce() {
+			n.log.Warn().Err(err).Str("state", firstLine(m.state)).Msg("sd_notify failed; systemd may not see the master's state")
+		}
+		if m.sent != nil {
+			close(m.sent)
 		}
 	}
 }
@@ -93,13 +112,77 @@ func (n *Notifier) warnedOnce() bool {
 
 // notify queues one notification; n.mu is held.
 func (n *Notifier) notify(lines ...string) {
+	n.queue(notification{state: strings.Join(lines, "\n")})
+}
+
+// queue queues m, or drops it (logged) when the queue is full; false when
+// it was not queued. n.mu is held.
+func (n *Notifier) queue(m notification) bool {
 	if n.closed {
+		return false
+	}
+	select {
+	case n.q <- m:
+		return true
+	default:
+		n.log.Warn().Str("state", firstLine(m.state)).Msg("sd_notify queue full; notification dropped")
+		return false
+	}
+}
+
+// sendWait bounds how long Reloading waits for its notification to go
+// out: systemd reads at once; a wedged one must not hold the upgrade.
+const sendWait = 2 * time.Second
+
+// Reloading tells systemd that the master reloads: an in-place upgrade
+// begins. It returns once the notification went out (after those queued
+// before it), or after a bound of sendWait, since the exec that follows
+// ends the goroutine that sends. Before the first generation is ready,
+// or once stopping, there is nothing to reload and it sends nothing.
+func (n *Notifier) Reloading() {
+	m := notification{state: strings.Join([]string{"RELOADING=1", fmt.Sprintf("MONOTONIC_USEC=%d", monotonicUsec()),
+		"STATUS=upgrading the master"}, "\n"), sent: make(chan struct{})}
+	n.mu.Lock()
+	queued := n.ready && !n.stopping && n.queue(m)
+	n.mu.Unlock()
+	if !queued {
 		return
 	}
 	select {
-	case n.q <- strings.Join(lines, "\n"):
-	default:
-		n.log.Warn().Str("state", lines[0]).Msg("sd_notify queue full; notification dropped")
+	case <-m.sent:
+	case <-time.After(sendWait):
+		n.log.Warn().Dur("waited", sendWait).Msg("sd_notify: RELOADING=1 not sent yet; upgrading anyway")
+	}
+}
+
+// Ready tells systemd that the upgrade is over (the old image calls it
+// when the exec failed): READY=1 with the status, unless a rolling
+// restart is under way, whose end sends READY=1 (the unit stays
+// reloading until then, as it was before the upgrade). Before the first
+// generation is ready, the core's Ready sends it, as at any start.
+func (n *Notifier) Ready() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.upgradeOver("")
+}
+
+// Resumed is Ready in the new image of an upgrade. Its Notifier is new,
+// so it first takes the resumed cluster's view as the old one had
+// followed it: ready, stopping, the target, the generation, and whether a
+// rolling restart is under way (the unit then stays reloading).
+func (n *Notifier) Resumed(v core.View) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.ready, n.stopping, n.target, n.generation = v.Ready, v.Stopping, v.Target, v.Generation
+	n.reloading = v.Ready && !v.Stopping && v.Rollout != nil && v.Rollout.Generation != 0
+	n.upgradeOver("master upgraded")
+}
+
+// upgradeOver sends READY=1 after an upgrade if the unit is to be ready
+// now; n.mu is held.
+func (n *Notifier) upgradeOver(note string) {
+	if n.ready && !n.stopping && !n.reloading {
+		n.notify("READY=1", "STATUS="+n.status(note))
 	}
 }
 

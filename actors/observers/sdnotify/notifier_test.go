@@ -170,3 +170,78 @@ func TestNotifierSends(t *testing.T) {
 
 // TestListenFDs: the variables are taken only when LISTEN_PID is this
 // process, and unset in every case.
+
+// TestUpgradeNotifications: around an in-place upgrade, Reloading sends
+// RELOADING=1 (with MONOTONIC_USEC) before it returns, since an exec
+// follows; Ready (the exec failed) sends READY=1, but not while a rolling
+// restart is under way, whose end sends it; in the new image, Resumed
+// takes the resumed cluster's view (a new Notifier knows nothing) and
+// behaves alike. Before the first generation is ready both are silent.
+func TestUpgradeNotifications(t *testing.T) {
+	s := make(sent, 100)
+	old := newNotifier(zerolog.Nop(), s.send)
+	cur := old // the image the cluster's steps reach
+	d := scenarios.NewDriver()
+	defer d.Close()
+	check := func(step string, want ...string) {
+		t.Helper()
+		if got := s.next(t, len(want)); !slices.Equal(got, want) {
+			t.Fatalf("%s:\n got %q\nwant %q", step, got, want)
+		}
+	}
+	none := func(step string) {
+		t.Helper()
+		if len(s) != 0 {
+			t.Fatalf("%s: unexpected %q", step, s.next(t, len(s)))
+		}
+	}
+	old.Reloading()
+	old.Ready()
+	none("before ready")
+
+	d.Start(actors.Options{Logger: zerolog.Nop(), Observe: func(now time.Time, in core.Input, out []core.Decision) { cur.Observe(now, in, out) },
+		Workers: func() int { return 2 }},
+		func(o actors.Options) scenarios.Host { return scenarios.NewSyncHost(o) })
+	must(t, d.SettleWorkers())
+	check("first generation ready", "READY=1|STATUS=ready: 2 workers, generation 1")
+
+	old.Reloading()
+	if len(s) != 1 {
+		t.Fatalf("Reloading returned with %d notifications sent, want RELOADING=1 sent", len(s))
+	}
+	check("upgrade", "RELOADING=1|MONOTONIC_USEC=N|STATUS=upgrading the master")
+	old.Ready()
+	check("exec failed", "READY=1|STATUS=ready: 2 workers, generation 1")
+
+	// An upgrade during a rolling restart: the unit stays reloading until
+	// the rollout ends, in the old image (exec failed) as in the new one.
+	must(t, d.Signal(syscall.SIGUSR2))
+	check("restart", "RELOADING=1|MONOTONIC_USEC=N|STATUS=restarting: rolling to generation 2 (SIGUSR2), 2 workers")
+	old.Reloading()
+	check("upgrade during the restart", "RELOADING=1|MONOTONIC_USEC=N|STATUS=upgrading the master")
+	old.Ready()
+	none("exec failed during the restart")
+
+	cur = newNotifier(zerolog.Nop(), s.send)
+	cur.Resumed(d.Host.View())
+	none("resumed during the restart")
+	must(t, d.SettleWorkers())
+	check("restart done in the new image", "READY=1|STATUS=ready: 2 workers, generation 2; restart complete")
+
+	old.Close()
+	old = cur
+	old.Reloading()
+	check("second upgrade", "RELOADING=1|MONOTONIC_USEC=N|STATUS=upgrading the master")
+	cur = newNotifier(zerolog.Nop(), s.send)
+	cur.Resumed(d.Host.View())
+	check("resumed", "READY=1|STATUS=ready: 2 workers, generation 2; master upgraded")
+	old.Close()
+
+	must(t, d.Signal(syscall.SIGTERM))
+	must(t, d.SettleWorkers())
+	check("stop in the new image", "STOPPING=1|STATUS=stopping (SIGTERM): draining the workers", "STATUS=stopped")
+	cur.Reloading()
+	cur.Ready()
+	cur.Close()
+	none("after the stop")
+}
