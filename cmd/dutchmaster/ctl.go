@@ -28,10 +28,10 @@ $DUTCHMASTER_CONTROL, else the default socket of the master --name NAME
 (dutchmaster[-NAME].sock in $XDG_RUNTIME_DIR/dutchmaster, /run/dutchmaster
 for root, else /tmp/dutchmaster-UID).
 
-  status     the master (uptime, listeners, command, last rollout) and its
-             workers: id, pid, processes, memory, CPU, heartbeat age
-             (--watchdog), slot, generation, state, uptime, restarts, the
-             slot's last exit
+  status     the master (uptime, listeners, command, last rollout, its
+             upgrades) and its workers: id, pid, processes, memory, CPU,
+             heartbeat age (--watchdog), slot, generation, state, uptime,
+             restarts, the slot's last exit
   status --watch, top
              the same, refreshed every --interval: on a terminal the table
              is redrawn in place until Ctrl-C (exit 0); elsewhere one
@@ -374,6 +374,9 @@ func printStatus(w io.Writer, s *control.Status) {
 		}
 		fmt.Fprintln(w, line)
 	}
+	if u := s.Upgrades; u != nil && (u.Count > 0 || u.Failed > 0) {
+		fmt.Fprintln(w, upgradesText(s, u))
+	}
 	if len(s.Listeners) > 0 {
 		var ls []string
 		for _, l := range s.Listeners {
@@ -443,6 +446,21 @@ func printStatus(w io.Writer, s *control.Status) {
 			human(time.Duration(wk.Uptime*float64(time.Second))), wk.Restarts, exit)
 	}
 	tw.Flush()
+}
+
+// upgradesText is status's line on the master's in-place upgrades.
+func upgradesText(s *control.Status, u *control.UpgradeStatus) string {
+	line := fmt.Sprintf("upgrades: %d", u.Count)
+	if u.Count > 0 {
+		line += fmt.Sprintf(", the last %s ago", human(s.Now.Sub(u.Last)))
+	}
+	if s.Version != "" {
+		line += ", version " + s.Version
+	}
+	if u.Failed > 0 {
+		line += fmt.Sprintf("; %d failed, the last: %s", u.Failed, u.LastError)
+	}
+	return line
 }
 
 // generations says which generation serves: the one asked for, or, when

@@ -232,3 +232,23 @@ func TestCtlUpgradeUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusUpgradesLine: ctl status says how often the master was
+// upgraded in place, its version, and the last failure; nothing before
+// any upgrade was asked.
+func TestStatusUpgradesLine(t *testing.T) {
+	now := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	s := &control.Status{Name: "web", PID: 42, Now: now, Target: 1, Policy: "rolling", Ready: true, Version: "v1.3.0",
+		Upgrades: &control.UpgradeStatus{Count: 2, Last: now.Add(-5 * time.Minute), Failed: 1, LastError: "exec /opt/x: exec format error"}}
+	var b bytes.Buffer
+	printStatus(&b, s)
+	if want := "\nupgrades: 2, the last 5m0s ago, version v1.3.0; 1 failed, the last: exec /opt/x: exec format error\n"; !strings.Contains(b.String(), want) {
+		t.Fatalf("want %q in:\n%s", want, b.String())
+	}
+	s.Upgrades = &control.UpgradeStatus{}
+	b.Reset()
+	printStatus(&b, s)
+	if strings.Contains(b.String(), "upgrades") {
+		t.Fatalf("an upgrades line before any upgrade:\n%s", b.String())
+	}
+}
