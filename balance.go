@@ -73,6 +73,11 @@ func nodeServers(p plan, mode string, listeners []*sockets.Listener, groups []*r
 	if !p.nodeCluster {
 		return nil
 	}
+	return nodecluster.NewBalancedRegistry(listeners, nodeBalancing(mode, groups, log))
+}
+
+// nodeBalancing is how the Node.js servers are balanced in mode.
+func nodeBalancing(mode string, groups []*reuseport.Group, log zerolog.Logger) nodecluster.Balancing {
 	b := nodecluster.Balancing{Mode: nodecluster.Shared, Groups: groups, Log: log}
 	switch mode {
 	case BalanceKernel:
@@ -80,7 +85,7 @@ func nodeServers(p plan, mode string, listeners []*sockets.Listener, groups []*r
 	case BalanceRoundRobin:
 		b.Mode = nodecluster.RoundRobin
 	}
-	return nodecluster.NewBalancedRegistry(listeners, b)
+	return b
 }
 
 func isTCP(s sockets.Spec) bool {

@@ -38,6 +38,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -47,6 +48,7 @@ import (
 	"github.com/dutchmaster/dutchmaster/actors/osproc"
 	"github.com/dutchmaster/dutchmaster/fsm"
 	"github.com/dutchmaster/dutchmaster/sockets"
+	"github.com/dutchmaster/dutchmaster/sockets/nodecluster"
 	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
 )
 
@@ -61,14 +63,25 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	// The recycles' jitter: a seed per master, which the journal records.
-	plan.core.Seed = rand.Uint64()
+	// The new image of an upgrade in place takes over what the old one
+	// handed over instead of binding and forking.
+	handed, err := takeHandedState()
+	if err != nil {
+		return fmt.Errorf("taking over from the previous master: %w", err)
+	}
+	if handed != nil {
+		start = handed.Started
+		plan.core.Seed = handed.Cluster.Core.Config.Seed
+	} else {
+		// The recycles' jitter: a seed per master, which the journal records.
+		plan.core.Seed = rand.Uint64()
+	}
 	// Signals are taken before anything is created, so that a stop during
 	// start-up is a graceful stop, not a default death that leaves the pid
 	// file and sockets behind; they queue until the loop below reads them.
 	// Stopped last, once everything is cleaned up.
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, handledSignals(plan.restartSignal)...)
+	signal.Notify(sigs, handledSignals(plan.restartSignal, opts.UpgradeSignal)...)
 	defer signal.Stop(sigs)
 	// A closed log pipe (a log shipper that died, a `| tee` that ended)
 	// must not end the master, and its workers with it. With SIGPIPE
@@ -82,8 +95,15 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Logger = opts.Logger.With().Str("name", opts.Name).Logger()
 	}
 	log := opts.Logger
+	m := &master{opts: opts, plan: plan, started: start, handed: handed}
+	m.executable, _ = os.Executable()
 	if opts.PIDFile != "" {
-		pf, err := osproc.CreatePIDFile(opts.PIDFile)
+		var pf *osproc.PIDFile
+		if handed != nil && handed.PIDFile >= 0 {
+			pf, err = osproc.AdoptPIDFile(opts.PIDFile, handed.PIDFile)
+		} else {
+			pf, err = osproc.CreatePIDFile(opts.PIDFile)
+		}
 		if errors.Is(err, osproc.ErrPIDFileHeld) {
 			return fieldErr("PIDFile", "Options.PIDFile %w; stop it first, or give this one another Options.PIDFile", err)
 		}
@@ -91,72 +111,96 @@ func Run(ctx context.Context, opts Options) error {
 			return fieldErr("PIDFile", "Options.PIDFile %w", err)
 		}
 		defer pf.Remove()
+		m.pidfile = pf
 	}
 	// Launchers leak descriptors without close-on-exec; none of them may
-	// reach a worker. Done before binding, which sets the flag itself.
+	// reach a worker. Done before binding, which sets the flag itself. The
+	// descriptors an old image handed over are among them: each is taken
+	// over below, and passed to a worker only as the runtime plans.
 	if err := sockets.CloseOnExecAll(); err != nil {
 		return fmt.Errorf("marking inherited descriptors close-on-exec: %w", err)
 	}
-	mode, why, err := balanceMode(plan)
+	if handed != nil {
+		err = m.adoptSockets()
+	} else {
+		err = m.openSockets()
+	}
 	if err != nil {
 		return err
 	}
-	var (
-		listeners []*sockets.Listener
-		activated map[*sockets.Listener]bool
-		groups    []*reuseport.Group // by listener; nil for a shared one
-	)
-	if mode == BalanceKernel {
-		listeners, groups, err = openBalanced(plan.specs, plan.workers())
-	} else {
-		listeners, activated, err = openListeners(plan.specs, log)
-	}
-	if err != nil {
-		return &ConfigError{Field: "Listen", Err: err}
-	}
-	defer closeBalanced(listeners, groups)
-	for _, l := range listeners {
+	defer closeBalanced(m.listeners, m.groups)
+	for _, l := range m.listeners {
+		if handed != nil {
+			break // listening since the first master of this line
+		}
 		log.Info().Str("listener", l.Name()).Str("spec", l.String()).Str("address", l.Addr().String()).
-			Bool("socket_activated", activated[l]).Msg("listening")
+			Bool("socket_activated", m.activated[l]).Msg("listening")
 	}
-	rcfg := runtimeConfig(opts, plan, listeners)
+	rcfg := runtimeConfig(opts, plan, m.listeners)
 	if opts.LogTail > 0 {
 		rcfg.Tail = osproc.NewOutputLog(opts.LogTail, 0, -1)
 	}
-	rcfg.NodeServers = nodeServers(plan, mode, listeners, groups, log)
-	balancer := balanceObserver(log, mode, groups, rcfg.NodeServers)
-	withRetire(&rcfg, mode, groups, balancer, plan.core.KillTimeout)
-	rt, err := osproc.New(rcfg)
+	rcfg.NodeServers = m.registry
+	balancer := balanceObserver(log, m.mode, m.groups, m.registry)
+	withRetire(&rcfg, m.mode, m.groups, balancer, plan.core.KillTimeout)
+	var rt *osproc.Runtime
+	if handed != nil {
+		rt, err = osproc.Adopt(rcfg, handed.Runtime)
+	} else {
+		rt, err = osproc.New(rcfg)
+	}
 	if err != nil {
-		if rcfg.NodeServers != nil {
-			rcfg.NodeServers.Close()
+		if m.registry != nil {
+			m.registry.Close()
 		}
 		return &ConfigError{Err: err}
 	}
-	osproc.WarnDescriptorLimit(log, plan.workers(), plan.core.MaxSurge)
-	osproc.WarnProcessLimit(log, plan.workers(), plan.core.MaxSurge)
+	m.runtime = rt
+	if handed == nil {
+		osproc.WarnDescriptorLimit(log, plan.workers(), plan.core.MaxSurge)
+		osproc.WarnProcessLimit(log, plan.workers(), plan.core.MaxSurge)
+	}
 	defer rt.Close()
-	ops, err := openOperations(opts, plan, log, start, rt, listeners, rcfg.Tail)
+	ops, err := openOperations(opts, plan, log, start, rt, m.listeners, rcfg.Tail, m)
 	if err != nil {
 		return err
 	}
+	m.ops = ops
 
-	logBalance(log, mode, why, len(listeners), plan.nodeCluster, groups)
-	system := actors.NewSystem(log)
-	defer system.Shutdown()
-	m := &master{opts: opts, plan: plan, runtime: rt, listeners: listeners}
-	m.cluster = actors.Start(system, actors.Options{
+	aopts := actors.Options{
 		Runtime: rt, Logger: log, Workers: plan.workers, Core: plan.core, Ready: plan.ready, Drain: plan.drain,
 		Observe: withBalance(balancer, ops.observe),
-	})
+	}
+	system := actors.NewSystem(log)
+	defer system.Shutdown()
+	if handed == nil {
+		logBalance(log, m.mode, m.modeWhy, len(m.listeners), plan.nodeCluster, m.groups)
+		m.cluster = actors.Start(system, aopts)
+	} else {
+		aopts.Resume = &handed.Cluster
+		aopts.Resumed = func(now time.Time, timers []core.Decision) {
+			if ops.journal != nil {
+				ops.journal.Resumed(now, m.version(), timers)
+			}
+		}
+		m.resumeObservers(balancer)
+		if m.cluster, err = actors.StartResumed(system, aopts); err != nil {
+			ops.close()
+			return fmt.Errorf("taking over from the previous master: %w", err)
+		}
+	}
 	defer m.cluster.Shutdown()
 	// Runs first: no more control requests, notifications or journal
 	// lines once the cluster is gone.
 	defer ops.close()
 	restarts := make(chan restartRequest)
-	ops.serve(m.cluster, restarts)
+	upgrades := make(chan upgradeRequest)
+	ops.serve(m.cluster, restarts, upgrades)
 	m.sampleMemory()
 	defer m.stopSampling()
+	if handed != nil {
+		m.upgraded()
+	}
 
 	signals := actors.Signals{Restart: plan.restartSignal}
 	done := ctx.Done()
@@ -164,6 +208,11 @@ func Run(ctx context.Context, opts Options) error {
 		select {
 		case sig := <-sigs:
 			s := sig.(syscall.Signal)
+			if s == opts.UpgradeSignal {
+				log.Info().Str("signal", fsm.SignalName(s)).Msg("signal received: upgrade")
+				m.upgrade(upgradeRequest{})
+				continue
+			}
 			in, ok := signals.Input(s)
 			if !ok {
 				log.Warn().Str("signal", fsm.SignalName(s)).Msg("signal ignored")
@@ -181,6 +230,8 @@ func Run(ctx context.Context, opts Options) error {
 				continue
 			}
 			m.restart(pendingRestart{req: &req})
+		case req := <-upgrades:
+			m.upgrade(req)
 		case res := <-m.reloading.done:
 			m.reloaded(res)
 		case <-m.reloading.timeout:
@@ -194,18 +245,58 @@ func Run(ctx context.Context, opts Options) error {
 	}
 }
 
-// master is a running Run: what a configuration reload changes.
+// master is a running Run: what a configuration reload changes, and what
+// an upgrade hands over.
 type master struct {
-	opts      Options
-	plan      plan
-	runtime   *osproc.Runtime
-	cluster   *actors.Cluster
+	opts    Options
+	plan    plan
+	runtime *osproc.Runtime
+	cluster *actors.Cluster
+	ops     *operations
+	// The sockets: listeners in the order workers inherit them, those
+	// systemd passed, the reuseport groups (by listener, nil for a shared
+	// one) and the Node.js cluster servers (nil for fds workers).
 	listeners []*sockets.Listener
-	reloading reloading
+	activated map[*sockets.Listener]bool
+	groups    []*reuseport.Group
+	registry  *nodecluster.Registry
+	// mode is the balance in force, modeWhy why it was taken.
+	mode, modeWhy string
+	reloading     reloading
 	// sampling: the workers' memory is sampled while MaxMemory is set
 	// (a reload may set or clear it).
 	sampling     atomic.Bool
 	stopSampling func()
+	// started is when the first master of this line started (an upgrade
+	// keeps it); executable is the binary as it was started, the default
+	// for an upgrade; handed is what the previous image handed over (nil
+	// for a fresh start).
+	started    time.Time
+	executable string
+	pidfile    *osproc.PIDFile
+	handed     *handedState
+	upgradesMu sync.Mutex
+	upgrades   UpgradeStatus
+}
+
+// openSockets binds the listeners (or takes systemd's) in the balance
+// mode the master takes, and makes the Node.js servers' registry.
+func (m *master) openSockets() error {
+	mode, why, err := balanceMode(m.plan)
+	if err != nil {
+		return err
+	}
+	m.mode, m.modeWhy = mode, why
+	if mode == BalanceKernel {
+		m.listeners, m.groups, err = openBalanced(m.plan.specs, m.plan.workers())
+	} else {
+		m.listeners, m.activated, err = openListeners(m.plan.specs, m.opts.Logger)
+	}
+	if err != nil {
+		return &ConfigError{Field: "Listen", Err: err}
+	}
+	m.registry = nodeServers(m.plan, mode, m.listeners, m.groups, m.opts.Logger)
+	return nil
 }
 
 // sampleMemory samples the workers' memory for the cluster's recycling,
@@ -235,10 +326,12 @@ func runtimeConfig(opts Options, p plan, listeners []*sockets.Listener) osproc.C
 // and scale signals, and the other would-be restart signals, which would
 // otherwise end the master by default (SIGHUP from a closed terminal, a
 // unit's `kill -HUP`): they are logged and ignored.
-func handledSignals(restart syscall.Signal) []os.Signal {
+func handledSignals(restart, upgrade syscall.Signal) []os.Signal {
 	out := []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP, syscall.SIGUSR1}
-	if !slices.Contains(out, os.Signal(restart)) {
-		out = append(out, restart)
+	for _, s := range []syscall.Signal{restart, upgrade} {
+		if s != 0 && !slices.Contains(out, os.Signal(s)) {
+			out = append(out, s)
+		}
 	}
 	return out
 }

@@ -3,11 +3,13 @@ package dutchmaster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -35,16 +37,18 @@ type Observer = func(now time.Time, in core.Input, out []core.Decision)
 // journal, systemd's notify socket and the reaping of adopted orphans.
 // Each feeds on the cluster's steps through one Observe fan-out.
 type operations struct {
-	log      zerolog.Logger
-	control  *control.Server
-	metrics  *metrics.Collector
-	httpLn   net.Listener
-	http     *http.Server
-	journal  *journal.Recorder
-	notifier *sdnotify.Notifier
-	reaper   *osproc.Reaper
-	guard    *clientGuard
-	cluster  *actors.Cluster // set by serve, before anything asks for the view
+	log     zerolog.Logger
+	control *control.Server
+	metrics *metrics.Collector
+	httpLn  net.Listener
+	// metricsFD is the metrics listener's descriptor, for an upgrade.
+	metricsFD int
+	http      *http.Server
+	journal   *journal.Recorder
+	notifier  *sdnotify.Notifier
+	reaper    *osproc.Reaper
+	guard     *clientGuard
+	cluster   *actors.Cluster // set by serve, before anything asks for the view
 
 	observers []Observer
 	stopBg    context.CancelFunc
@@ -55,8 +59,15 @@ type operations struct {
 // before any worker starts; errors are *ConfigError.
 // workers and listeners are what the control socket's status reports
 // beyond the cluster's view.
-func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, workers *osproc.Runtime, listeners []*sockets.Listener, tail *osproc.OutputLog) (ops *operations, err error) {
-	ops = &operations{log: log, guard: newClientGuard(p.workers(), p.core.MaxSurge, workers.SlotSockets())}
+//
+// The new image of an upgrade (m.handed set) takes over the control and
+// metrics sockets and continues the journal instead.
+func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, workers *osproc.Runtime, listeners []*sockets.Listener, tail *osproc.OutputLog, m *master) (ops *operations, err error) {
+	ops = &operations{log: log, guard: newClientGuard(p.workers(), p.core.MaxSurge, workers.SlotSockets()), metricsFD: -1}
+	var handed *handedOps
+	if m.handed != nil {
+		handed = &m.handed.Ops
+	}
 	defer func() {
 		if err != nil {
 			ops.close()
@@ -66,22 +77,32 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, w
 		// The default directory is created, and refused if another user
 		// could have planted it (an explicit path's directory is the
 		// operator's).
-		listenErr := ctlsock.PrepareDir(opts.ControlSocket)
-		if listenErr == nil {
-			copts := control.Options{
-				Path: opts.ControlSocket, Name: opts.Name, Logger: log, Usage: workerUsage(workers),
-				Started: start, Command: opts.Command, Listeners: listenerStatus(listeners),
-				MaxConns: maxControlConns, IdleTimeout: idleTimeout, Room: ops.guard.room,
+		copts := control.Options{
+			Path: opts.ControlSocket, Name: opts.Name, Logger: log, Usage: workerUsage(workers),
+			Started: start, Command: opts.Command, Listeners: listenerStatus(listeners),
+			MaxConns: maxControlConns, IdleTimeout: idleTimeout, Room: ops.guard.room,
+			Version: m.version(), Upgrades: m.controlUpgrades,
+		}
+		if tail != nil {
+			copts.Logs = tail
+		}
+		var listenErr error
+		switch {
+		case handed != nil && handed.Control >= 0:
+			ops.control, listenErr = control.ListenFD(copts, handed.Control)
+		case handed != nil:
+			listenErr = errors.New("the previous master had none")
+		default:
+			if listenErr = ctlsock.PrepareDir(opts.ControlSocket); listenErr == nil {
+				ops.control, listenErr = control.Listen(copts)
 			}
-			if tail != nil {
-				copts.Logs = tail
-			}
-			ops.control, listenErr = control.Listen(copts)
 		}
 		switch {
 		case listenErr == nil:
 			ops.observers = append(ops.observers, ops.control.Observe)
-			log.Info().Str("path", opts.ControlSocket).Msg("control socket listening")
+			if handed == nil {
+				log.Info().Str("path", opts.ControlSocket).Msg("control socket listening")
+			}
 		case opts.ControlSocketOptional:
 			// Only the binary's default path is optional: the hint is in its
 			// terms.
@@ -91,10 +112,15 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, w
 		}
 	}
 	if opts.MetricsAddress != "" {
-		ops.httpLn, err = net.Listen("tcp", opts.MetricsAddress)
+		if handed != nil && handed.Metrics >= 0 {
+			ops.httpLn, err = inheritedListener(handed.Metrics, "metrics")
+		} else {
+			ops.httpLn, err = net.Listen("tcp", opts.MetricsAddress)
+		}
 		if err != nil {
 			return ops, fieldErr("MetricsAddress", "Options.MetricsAddress %s: %v", opts.MetricsAddress, errors.Unwrap(err))
 		}
+		ops.metricsFD = listenerFD(ops.httpLn)
 		ops.httpLn = ops.guard.listener(ops.httpLn, "metrics", maxMetricsConns, log, nil)
 		mo := metrics.Options{Name: opts.Name, View: ops.clusterView, LogDropped: opts.LogDropped, Logger: log}
 		if workers != nil { // only Node.js cluster workers are asked
@@ -102,11 +128,17 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, w
 		}
 		ops.metrics = metrics.New(mo)
 		ops.observers = append(ops.observers, ops.metrics.Observe)
-		log.Info().Str("address", ops.httpLn.Addr().String()).Msg("metrics listening")
+		if handed == nil {
+			log.Info().Str("address", ops.httpLn.Addr().String()).Msg("metrics listening")
+		}
 	}
 	if opts.Record != "" {
 		h := journal.Header{Name: opts.Name, PID: os.Getpid(), Command: opts.Command, Ready: p.ready.String(), Drain: string(p.drain)}
-		ops.journal, err = journal.Create(opts.Record, h, p.core, start)
+		if handed != nil && handed.Journal != nil {
+			ops.journal, err = journal.Continue(*handed.Journal, time.Now())
+		} else {
+			ops.journal, err = journal.Create(opts.Record, h, p.core, start)
+		}
 		if err != nil {
 			var pe *fs.PathError
 			if errors.As(err, &pe) {
@@ -168,12 +200,12 @@ func (ops *operations) observe(now time.Time, in core.Input, out []core.Decision
 }
 
 // serve starts serving once the cluster runs.
-func (ops *operations) serve(c *actors.Cluster, restarts chan<- restartRequest) {
+func (ops *operations) serve(c *actors.Cluster, restarts chan<- restartRequest, upgrades chan<- upgradeRequest) {
 	ops.cluster = c
 	ctx, cancel := context.WithCancel(context.Background())
 	ops.stopBg = cancel
 	if ops.control != nil {
-		ops.control.Serve(controlPort{cluster: c, restarts: restarts})
+		ops.control.Serve(controlPort{cluster: c, restarts: restarts, upgrades: upgrades})
 	}
 	if ops.httpLn != nil {
 		ops.http = &http.Server{
@@ -259,6 +291,7 @@ type restartReply struct {
 type controlPort struct {
 	cluster  *actors.Cluster
 	restarts chan<- restartRequest
+	upgrades chan<- upgradeRequest
 }
 
 func (p controlPort) View(ctx context.Context) (core.View, error) { return p.cluster.View(ctx) }
@@ -284,6 +317,94 @@ func (p controlPort) Restart(ctx context.Context, source string) ([]core.Decisio
 	case <-ctx.Done():
 		return nil, errors.New("the master is exiting")
 	}
+}
+
+// Upgrade asks Run's loop for an upgrade to binary ("" for the binary
+// the master was started from). Accepted, the loop executes the new
+// binary once the answer is written (Exec); Exec returns only if that
+// failed.
+func (p controlPort) Upgrade(ctx context.Context, binary string) (control.UpgradeStarted, error) {
+	req := upgradeRequest{binary: binary, reply: make(chan upgradeReply, 1)}
+	select {
+	case p.upgrades <- req:
+	case <-ctx.Done():
+		return control.UpgradeStarted{}, errors.New("the master is exiting")
+	}
+	select {
+	case rep := <-req.reply:
+		if rep.err != nil {
+			return control.UpgradeStarted{}, rep.err
+		}
+		return control.UpgradeStarted{Binary: rep.binary, Version: rep.from, Exec: func() {
+			close(rep.proceed)
+			<-rep.failed
+		}}, nil
+	case <-ctx.Done():
+		return control.UpgradeStarted{}, errors.New("the master is exiting")
+	}
+}
+
+// inheritedListener is the listening socket fd an old image handed over.
+func inheritedListener(fd int, name string) (net.Listener, error) {
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close() // net.FileListener keeps its own duplicate
+	return net.FileListener(f)
+}
+
+// listenerFD is the descriptor under a net.Listener (through the
+// guard's wrapping), -1 if it has none.
+func listenerFD(l net.Listener) int {
+	sc, ok := l.(syscall.Conn)
+	if !ok {
+		return -1
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	rc.Control(func(s uintptr) { fd = int(s) })
+	return fd
+}
+
+// handedOps are the operations' descriptors an upgrade hands over.
+type handedOps struct {
+	Control int `json:"control"` // -1: none
+	Metrics int `json:"metrics"` // -1: none
+	// Journal is the recording's state, nil when there is none.
+	Journal *journal.State `json:"journal,omitempty"`
+}
+
+// handOver gives the operations' state and descriptors to the new image;
+// the journal records the upgrade (rec) at the core's handover instant.
+func (ops *operations) handOver(at time.Time, rec journal.UpgradeRecord) (handedOps, []int, error) {
+	h := handedOps{Control: -1, Metrics: -1}
+	var keep []int
+	if ops.control != nil {
+		h.Control = ops.control.ListenerFD()
+		keep = append(keep, h.Control)
+	}
+	if ops.metricsFD >= 0 {
+		h.Metrics = ops.metricsFD
+		keep = append(keep, h.Metrics)
+	}
+	if ops.journal != nil {
+		j, err := ops.journal.Upgrade(at, rec)
+		if err != nil {
+			return h, nil, fmt.Errorf("the journal: %w", err)
+		}
+		h.Journal = &j
+		if j.FD >= 0 {
+			keep = append(keep, j.FD)
+		}
+	}
+	return h, keep, nil
+}
+
+// controlUpgrades is the status's word on upgrades.
+func (m *master) controlUpgrades() ctlsock.UpgradeStatus {
+	u := m.upgradeStatus()
+	return ctlsock.UpgradeStatus{Count: u.Count, Last: u.Last, Failed: u.Failed, LastError: u.LastError}
 }
 
 // openListeners takes the listeners systemd passed (socket activation)

@@ -205,6 +205,25 @@ type Options struct {
 	// Observe, if set, sees every step of the cluster (an input and the
 	// decisions it produced), on the cluster actor's goroutine.
 	Observe Observer
+
+	// The options below are for an upgrade in place (docs/upgrade.md):
+	// `dutchmaster ctl upgrade` or UpgradeSignal make the master execute
+	// a new binary of itself in the same process, workers untouched. It
+	// needs a program whose main serves forks on the main thread
+	// (ServeMainThread) and whose binary answers `upgrade-check`
+	// (the dutchmaster binary does both); otherwise it is refused.
+
+	// Version is this binary's version, reported by status and logged
+	// at an upgrade. Default: none.
+	Version string
+	// UpgradeSignal, if set, asks for an upgrade to the binary the master
+	// was started from, as `dutchmaster ctl upgrade` does. Default: none
+	// (SIGUSR2 is the rolling restart).
+	UpgradeSignal syscall.Signal
+	// LogFlush, if set, writes out the log lines Logger's writer holds;
+	// called before the exec of an upgrade, whose new image would not
+	// have them.
+	LogFlush func()
 }
 
 // Policy decides the steps of rolling restarts; see docs/policies.md.
@@ -340,6 +359,14 @@ func prepare(opts Options) (plan, error) {
 	}
 	if !slices.Contains(restartSignals, p.restartSignal) {
 		return p, fieldErr("RestartSignal", "Options.RestartSignal %s: want SIGUSR2, SIGHUP, SIGUSR1, SIGQUIT or SIGWINCH", fsm.SignalName(p.restartSignal))
+	}
+	if u := opts.UpgradeSignal; u != 0 {
+		switch {
+		case u == p.restartSignal:
+			return p, fieldErr("UpgradeSignal", "Options.UpgradeSignal %s: it is the restart signal", fsm.SignalName(u))
+		case !slices.Contains(restartSignals, u):
+			return p, fieldErr("UpgradeSignal", "Options.UpgradeSignal %s: want SIGUSR2, SIGHUP, SIGUSR1, SIGQUIT or SIGWINCH, other than the restart signal", fsm.SignalName(u))
+		}
 	}
 	switch opts.StopSignal {
 	case syscall.SIGKILL, syscall.SIGSTOP:

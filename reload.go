@@ -145,8 +145,9 @@ func (m *master) apply(res reloadResult) error {
 		log.Error().Err(err).Msg("restart refused: the configuration does not load; the workers are left as they are")
 		return err
 	}
-	if !slices.Equal(next.Listen, m.opts.Listen) || plan.restartSignal != m.plan.restartSignal || plan.balance != m.plan.balance {
-		log.Warn().Msg("listeners, their balance and the restart signal change only with a new master; keeping the current ones")
+	if !slices.Equal(next.Listen, m.opts.Listen) || plan.restartSignal != m.plan.restartSignal || plan.balance != m.plan.balance ||
+		next.UpgradeSignal != m.opts.UpgradeSignal {
+		log.Warn().Msg("listeners, their balance and the restart and upgrade signals change only with a new master; keeping the current ones")
 	}
 	if next.Name != m.opts.Name || next.ControlSocket != m.opts.ControlSocket || next.MetricsAddress != m.opts.MetricsAddress ||
 		next.Record != m.opts.Record || next.PIDFile != m.opts.PIDFile || next.Subreaper != m.opts.Subreaper || next.LogTail != m.opts.LogTail {
@@ -156,6 +157,7 @@ func (m *master) apply(res reloadResult) error {
 	next.MetricsAddress = m.opts.MetricsAddress
 	next.Record, next.PIDFile, next.Subreaper, next.Observe, next.LogTail = m.opts.Record, m.opts.PIDFile, m.opts.Subreaper, m.opts.Observe, m.opts.LogTail
 	next.Reload, next.Logger, next.LogDropped = m.opts.Reload, m.opts.Logger, m.opts.LogDropped
+	next.Version, next.UpgradeSignal, next.LogFlush = m.opts.Version, m.opts.UpgradeSignal, m.opts.LogFlush
 	plan.restartSignal, plan.balance, next.Balance = m.plan.restartSignal, m.plan.balance, m.opts.Balance
 	m.opts, m.plan = next, plan
 	m.runtime.Reconfigure(runtimeConfig(next, plan, m.listeners))

@@ -33,6 +33,9 @@ type Options struct {
 	// a first generation. Core must be the configuration handed over,
 	// and Runtime a Reattacher that knows every handed-over worker.
 	Resume *Snapshot
+	// Resumed, if set, is told the instant the core resumed at and the
+	// timers its resume set again (for the journal), before any step.
+	Resumed func(now time.Time, timers []core.Decision)
 }
 
 // NewSystem returns an actor system whose own logging goes through log at

@@ -29,6 +29,10 @@ import (
 type Snapshot struct {
 	Core    core.State    `json:"core"`
 	Workers []WorkerState `json:"workers"` // every worker actor alive, by ID
+	// At is the instant the core was handed over at (its offsets count
+	// from it): what the journal records. Its monotonic reading, if any,
+	// does not survive JSON.
+	At time.Time `json:"at"`
 }
 
 // WorkerState is one worker actor's machine: its lifecycle state and
@@ -70,6 +74,7 @@ func DecodeSnapshot(data []byte) (Snapshot, error) {
 	var raw struct {
 		Core    json.RawMessage `json:"core"`
 		Workers []WorkerState   `json:"workers"`
+		At      time.Time       `json:"at"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -83,7 +88,7 @@ func DecodeSnapshot(data []byte) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, err
 	}
-	return Snapshot{Core: st, Workers: raw.Workers}, nil
+	return Snapshot{Core: st, Workers: raw.Workers, At: raw.At}, nil
 }
 
 // UnmarshalJSON is DecodeSnapshot, so that a snapshot inside a larger
@@ -257,7 +262,7 @@ func (a *clusterActor) snapshot(states map[core.WorkerID]flushed) (Snapshot, err
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("cluster freeze: %w", err)
 	}
-	snap := Snapshot{Core: cs}
+	snap := Snapshot{Core: cs, At: now}
 	for _, f := range states {
 		st := f.state
 		if st.PID == 0 {
@@ -357,9 +362,13 @@ func NewResumedExecutor(opts Options) (*Executor, error) {
 	if err := snap.agree(); err != nil {
 		return nil, fmt.Errorf("resume: %w", err)
 	}
-	c, timers, err := core.Resume(e.opts.Core, snap.Core, e.opts.Clock.Now())
+	now := e.opts.Clock.Now()
+	c, timers, err := core.Resume(e.opts.Core, snap.Core, now)
 	if err != nil {
 		return nil, err
+	}
+	if e.opts.Resumed != nil {
+		e.opts.Resumed(now, timers)
 	}
 	e.core = c
 	e.handed = &handedOver{timers: timers}

@@ -1,31 +1,27 @@
 package osproc
 
 import (
-	"encoding/json"
-	"errors"
-
 	"github.com/dutchmaster/dutchmaster/sockets"
 	"github.com/dutchmaster/dutchmaster/sockets/nodecluster"
 )
 
-// This file is the one place where a Node.js cluster worker's session (the
-// primary's side of its channel) is handed over and adopted, through
-// package nodecluster's (*Session).Handover and AdoptSession. Until those
-// are built, a runtime with a Node.js cluster worker refuses the handover.
+// A Node.js cluster worker's session (the primary's side of its channel)
+// is handed over and adopted through package nodecluster.
 
-// sessionState is a session's handed state (nodecluster.SessionState).
-type sessionState = json.RawMessage
+// sessionState is a session's handed state.
+type sessionState = nodecluster.SessionState
 
-// errSessionHandover: the session's handover is not built.
-var errSessionHandover = errors.New("a Node.js cluster session cannot be handed over yet")
-
-// handoverSession is s.Handover(): s's state, or an error while it cannot
-// be handed over (a handle waiting for its acknowledgement: retry).
+// handoverSession is s's state, or an error while it cannot be handed
+// over (a handle waiting for its acknowledgement: nodecluster.ErrBusy).
 func handoverSession(s *nodecluster.Session) (*sessionState, error) {
-	return nil, errSessionHandover
+	st, err := s.Handover()
+	if err != nil {
+		return nil, err
+	}
+	return &st, nil
 }
 
-// adoptSession is nodecluster.AdoptSession(ch, reg, w, *st).
+// adoptSession takes over a handed-over session on the adopted channel.
 func adoptSession(ch *sockets.Channel, reg *nodecluster.Registry, w nodecluster.Worker, st *sessionState) (*nodecluster.Session, error) {
-	return nil, errSessionHandover
+	return nodecluster.AdoptSession(ch, reg, w, *st), nil
 }

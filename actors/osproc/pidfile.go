@@ -79,3 +79,20 @@ func (p *PIDFile) Remove() {
 	}
 	p.f.Close()
 }
+
+// FD is the descriptor that holds the file's lock: an upgrade in place
+// hands it to the new image, which keeps the lock (AdoptPIDFile).
+func (p *PIDFile) FD() int { return int(p.f.Fd()) }
+
+// AdoptPIDFile takes over the pidfile at path whose locked descriptor fd
+// an old image of this master handed over (an upgrade in place: same
+// pid, same file, the lock never dropped).
+func AdoptPIDFile(path string, fd int) (*PIDFile, error) {
+	f := os.NewFile(uintptr(fd), path)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: the handed-over descriptor: %w", path, err)
+	}
+	return &PIDFile{path: path, f: f, dev: st.Dev, ino: st.Ino}, nil
+}

@@ -123,6 +123,8 @@ func runUpgrade(path, binary string, stdout, stderr io.Writer, asJSON bool, time
 		}
 		s, err := a.s, a.err
 		switch {
+		case err != nil && masterGone(pid):
+			return fail("the master (pid %d) exited during the upgrade (%v): its log says why", pid, err)
 		case err != nil:
 			last = err
 		case s.PID != pid:
@@ -152,6 +154,12 @@ func runUpgrade(path, binary string, stdout, stderr io.Writer, asJSON bool, time
 			return interrupted(sig)
 		}
 	}
+}
+
+// masterGone reports whether the process pid no longer exists (a master
+// whose new image failed to take over exits).
+func masterGone(pid int) bool {
+	return pid > 0 && errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 }
 
 // upgradeStatus asks for the status on a connection of its own, the

@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,7 +41,10 @@ const (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	// Workers are forked on the main thread, and an upgrade executes the
+	// new binary there: a worker's parent-death signal follows the thread
+	// that forked it, and the exec ends every other thread.
+	os.Exit(dutchmaster.ServeMainThread(func() int { return run(os.Args[1:], os.Stderr) }))
 }
 
 func run(args []string, stderr io.Writer) int {
@@ -61,6 +65,8 @@ func run(args []string, stderr io.Writer) int {
 			return runCtl(args[1:], os.Stdout, stderr)
 		case "replay":
 			return runReplay(args[1:], os.Stdout, stderr)
+		case "upgrade-check":
+			return runUpgradeCheck(args[1:], os.Stdin, os.Stdout, stderr)
 		}
 	}
 	// The master: Run stops taking signals when it returns; a stop or
@@ -109,8 +115,15 @@ func run(args []string, stderr io.Writer) int {
 		})
 	})
 	opts.Observe = func(time.Time, core.Input, []core.Decision) { startLog() }
+	if _, upgrade := os.LookupEnv(dutchmaster.UpgradeStateEnv); upgrade {
+		// The new image of an upgrade: the master has long started, and
+		// its cluster may take no step for a while.
+		startLog()
+	}
 	defer logw.close()
 	opts.LogDropped = logw.Dropped
+	opts.Version = versionString()
+	opts.LogFlush = func() { logw.flush() }
 	stderr = logw
 	if s.configFile != "" {
 		// Every rolling restart re-reads the file (and keeps the flags).
@@ -151,6 +164,39 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dutchmaster: %v\n", err)
 		return exitError
 	}
+	return exitOK
+}
+
+// runUpgradeCheck is `dutchmaster upgrade-check`, which a running master
+// asks of a new binary before it executes it (an upgrade in place): on
+// stdin the master's state formats, arguments and configuration
+// (dutchmaster.UpgradeCheck); on stdout this binary's version, exit 0, if
+// it can take over; else one line on stderr saying why, exit 1.
+func runUpgradeCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "dutchmaster upgrade-check: %v\n", err)
+		return exitError
+	}
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "dutchmaster upgrade-check: no arguments wanted (a running master gives its state on stdin), got %q\n", strings.Join(args, " "))
+		return exitUsage
+	}
+	var in dutchmaster.UpgradeCheck
+	if err := json.NewDecoder(io.LimitReader(stdin, 1<<20)).Decode(&in); err != nil {
+		return fail(fmt.Errorf("reading the master's state on stdin: %w", err))
+	}
+	s, err := parse(in.Args)
+	if err != nil {
+		return fail(fmt.Errorf("the master's arguments: %w", err))
+	}
+	opts, err := s.resolve()
+	if err != nil {
+		return fail(fmt.Errorf("the master's arguments: %w", err))
+	}
+	if err := dutchmaster.CheckUpgrade(in, opts); err != nil {
+		return fail(inFlagTerms(err))
+	}
+	fmt.Fprintln(stdout, versionString())
 	return exitOK
 }
 

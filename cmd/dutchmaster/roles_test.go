@@ -19,6 +19,7 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/dutchmaster/dutchmaster"
 	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 	"github.com/dutchmaster/dutchmaster/sockets/worker"
 )
@@ -31,7 +32,10 @@ import (
 //	systemd-worker  a worker that speaks only systemd's protocols
 //	listen-pid-master  (ops_test.go) the master, started the way systemd starts it
 func init() {
-	testproc.Register("master", func(args []string) int { return run(args, os.Stderr) })
+	// As main runs it: forks (and an upgrade's exec) on the main thread.
+	testproc.Register("master", func(args []string) int {
+		return dutchmaster.ServeMainThread(func() int { return run(args, os.Stderr) })
+	})
 	testproc.Register("systemd-worker", func([]string) int {
 		systemdWorker(misbehave())
 		return 0

@@ -28,6 +28,7 @@ type settings struct {
 	Workers         string   `yaml:"workers"`
 	Listen          []string `yaml:"listen"`
 	RestartSignal   string   `yaml:"restart-signal"`
+	UpgradeSignal   string   `yaml:"upgrade-signal"`
 	StopSignal      string   `yaml:"stop-signal"`
 	KillTimeout     string   `yaml:"kill-timeout"`
 	Ready           string   `yaml:"ready"`
@@ -94,6 +95,7 @@ var options = []option{
 	{name: "max-surge", field: "MaxSurge", usage: "replacements starting at once (rolling, canary)", text: func(s *settings) *string { return &s.MaxSurge }},
 	{name: "canary-soak", field: "CanarySoak", usage: "how long the canary must stay up before the rest roll (canary)", text: func(s *settings) *string { return &s.CanarySoak }},
 	{name: "restart-signal", field: "RestartSignal", usage: "signal that starts a rolling restart: SIGUSR2, SIGHUP, SIGUSR1, SIGQUIT or SIGWINCH", text: func(s *settings) *string { return &s.RestartSignal }},
+	{name: "upgrade-signal", field: "UpgradeSignal", usage: "signal that upgrades the master in place to the binary it was started from, as ctl upgrade does (default: none)", text: func(s *settings) *string { return &s.UpgradeSignal }},
 	{name: "stop-signal", field: "StopSignal", usage: "signal that drains a worker that does not speak IPC", text: func(s *settings) *string { return &s.StopSignal }},
 	{name: "kill-timeout", field: "KillTimeout", usage: "SIGKILL a draining worker still alive after this long", text: func(s *settings) *string { return &s.KillTimeout }},
 	{name: "ready", field: "Ready", usage: "what counts as ready: auto, ipc, notify or timer:DURATION", text: func(s *settings) *string { return &s.Ready }},
@@ -284,6 +286,11 @@ func (s settings) resolve() (dutchmaster.Options, error) {
 	o.Listen = s.Listen
 	if o.RestartSignal, err = parseSignalFlag("restart-signal", s.RestartSignal); err != nil {
 		return o, err
+	}
+	if s.UpgradeSignal != "" {
+		if o.UpgradeSignal, err = parseSignalFlag("upgrade-signal", s.UpgradeSignal); err != nil {
+			return o, err
+		}
 	}
 	if o.StopSignal, err = parseSignalFlag("stop-signal", s.StopSignal); err != nil {
 		return o, err
@@ -526,7 +533,7 @@ var helpGroups = []struct {
 	}},
 	{"Operations (config file, control, metrics, journal)", []helpEntry{
 		{"config", "FILE"}, {"name", "NAME"}, {"control", "PATH"}, {"metrics", "ADDR"},
-		{"record", "FILE"}, {"pidfile", "FILE"}, {"subreaper", ""},
+		{"record", "FILE"}, {"pidfile", "FILE"}, {"subreaper", ""}, {"upgrade-signal", "SIGNAL"},
 	}},
 	{"Logging (the master's log on stderr)", []helpEntry{
 		{"log-format", "FORMAT"}, {"log-level", "LEVEL"}, {"log-worker-output", ""}, {"log-tail", "N"},

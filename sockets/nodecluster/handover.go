@@ -71,6 +71,9 @@ type SessionState struct {
 	// Broken is the failed send that ended the session's sending: the
 	// adopted session sends nothing either (the framing may be lost).
 	Broken string `json:"broken,omitempty"`
+	// SchedNone is the worker's Worker.SchedNone, read from its
+	// environment at its fork.
+	SchedNone bool `json:"sched_none,omitempty"`
 }
 
 // ErrBusy is the error of a Session.Handover caught between a message and
@@ -332,7 +335,7 @@ func (s *Session) Handover() (SessionState, error) {
 	case len(s.handed) > 0:
 		return SessionState{}, fmt.Errorf("%w: %d connections handed over wait for the worker's answer; retry", ErrBusy, len(s.handed))
 	}
-	st := SessionState{
+	st := SessionState{SchedNone: s.worker.SchedNone,
 		Online: s.online, Listening: s.listening, Disconnecting: s.disconnecting, Leaving: s.leaving, Gone: s.gone,
 		Seq: s.seq, Keys: slices.Clone(s.keys),
 	}
@@ -348,6 +351,7 @@ func (s *Session) Handover() (SessionState, error) {
 // Online, the metrics request and Close behave as they would have in the
 // old image.
 func AdoptSession(out Sender, reg *Registry, w Worker, st SessionState) *Session {
+	w.SchedNone = w.SchedNone || st.SchedNone
 	s := NewWorkerSession(out, reg, w)
 	s.online, s.listening, s.disconnecting, s.leaving, s.gone = st.Online, st.Listening, st.Disconnecting, st.Leaving, st.Gone
 	s.seq, s.keys = st.Seq, slices.Clone(st.Keys)

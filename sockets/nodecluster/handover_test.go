@@ -274,7 +274,7 @@ func TestSessionHandoverRefusesWhileBusy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := SessionState{Online: true, Listening: true, Seq: 1, Keys: []string{"127.0.0.1:0:4:undefined:0"}}
+	want := SessionState{Online: true, Listening: true, Seq: 1, SchedNone: true, Keys: []string{"127.0.0.1:0:4:undefined:0"}}
 	if fmt.Sprint(st) != fmt.Sprint(want) {
 		t.Errorf("state %+v, want %+v", st, want)
 	}
