@@ -95,7 +95,7 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Logger = opts.Logger.With().Str("name", opts.Name).Logger()
 	}
 	log := opts.Logger
-	m := &master{opts: opts, plan: plan, started: start, handed: handed}
+	m := &master{opts: opts, plan: plan, started: start, handed: handed, sigs: sigs}
 	m.executable, _ = os.Executable()
 	if opts.PIDFile != "" {
 		var pf *osproc.PIDFile
@@ -200,6 +200,10 @@ func Run(ctx context.Context, opts Options) error {
 	defer m.stopSampling()
 	if handed != nil {
 		m.upgraded()
+		// Signals the old image had taken and not yet handled: now.
+		for _, s := range handed.Signals {
+			sigs <- syscall.Signal(s)
+		}
 	}
 
 	signals := actors.Signals{Restart: plan.restartSignal}
@@ -275,6 +279,7 @@ type master struct {
 	executable string
 	pidfile    *osproc.PIDFile
 	handed     *handedState
+	sigs       chan os.Signal // the signals Run takes, for an upgrade to hand over
 	upgradesMu sync.Mutex
 	upgrades   UpgradeStatus
 }

@@ -45,7 +45,11 @@ func (m *master) adoptSockets() (err error) {
 		if err != nil {
 			return fmt.Errorf("taking over %s: %w", hl.Spec, os.NewSyscallError("fcntl F_GETFL", err))
 		}
-		l, err := sockets.Adopt(hl.FD, spec)
+		adopt := sockets.TakeOver // bound by this master: its unix file too
+		if hl.Activated {
+			adopt = sockets.Adopt // systemd's, which outlives the master
+		}
+		l, err := adopt(hl.FD, spec)
 		if err != nil {
 			return fmt.Errorf("taking over %s: %w", hl.Spec, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -50,6 +51,9 @@ type handedState struct {
 	Started  time.Time `json:"started"`
 	HandedAt time.Time `json:"handed_at"`
 	Upgrades int       `json:"upgrades"` // done before this one
+	// Signals are the signals taken and not yet handled at the handover
+	// (Run's loop was busy with the upgrade), for the new image to handle.
+	Signals []int `json:"signals,omitempty"`
 	// PIDFile is the locked pidfile's descriptor, -1 when there is none.
 	PIDFile int `json:"pidfile"`
 	// Balance is the mode in force and why it was taken.
@@ -399,6 +403,12 @@ func (m *master) handOver(binary, version string) (keep []int, memfd int, undo f
 	}
 	st.Ops = ops
 	keep = append(keep, fds...)
+	st.Signals = m.takePendingSignals()
+	undos = append(undos, func() {
+		for _, s := range st.Signals {
+			m.sigs <- syscall.Signal(s)
+		}
+	})
 
 	data, err := json.Marshal(st)
 	if err != nil {
@@ -410,6 +420,21 @@ func (m *master) handOver(binary, version string) (keep []int, memfd int, undo f
 	}
 	undos = append(undos, func() { unix.Close(memfd) })
 	return append(keep, memfd), memfd, undo, nil
+}
+
+// takePendingSignals empties the queue of signals Run has taken and not
+// handled (it was busy with the upgrade), for the new image: one that
+// arrives after this, in the instant before the exec, is lost.
+func (m *master) takePendingSignals() []int {
+	var out []int
+	for {
+		select {
+		case s := <-m.sigs:
+			out = append(out, int(s.(syscall.Signal)))
+		default:
+			return out
+		}
+	}
 }
 
 // stateMemfd writes data to a new memfd, read from its start by the new

@@ -71,6 +71,22 @@ func Adopt(fd int, want Spec) (*Listener, error) {
 	return &Listener{spec: spec, file: os.NewFile(uintptr(fd), spec.String()), addr: addr}, nil
 }
 
+// TakeOver is Adopt for a listening socket this master bound itself, in
+// the new image of an upgrade in place: a unix socket's file is the
+// master's, removed by Close as a bound one's is (if the path still names
+// the same file then).
+func TakeOver(fd int, want Spec) (*Listener, error) {
+	l, err := Adopt(fd, want)
+	if err != nil || l.spec.Network != "unix" {
+		return l, err
+	}
+	var st unix.Stat_t
+	if unix.Lstat(l.spec.Address, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+		l.socket = &unixSocketFile{path: l.spec.Address, dev: st.Dev, ino: st.Ino}
+	}
+	return l, nil
+}
+
 // socketNetwork names a socket's kind the way specs do.
 func socketNetwork(domain, typ int) (string, error) {
 	switch {

@@ -76,6 +76,28 @@ func TestAdoptUnixKeepsFile(t *testing.T) {
 	}
 }
 
+// TestTakeOverUnixOwnsFile: a unix socket the master bound, taken over
+// in the new image of an upgrade, is still the master's to remove: Close
+// removes its file (and leaves one that replaced it).
+func TestTakeOverUnixOwnsFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.sock")
+	bound, err := Bind(Spec{Name: "app", Network: "unix", Address: path, Mode: 0o660})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := TakeOver(dupFD(t, bound.File()), Spec{Name: "app", Network: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound.file.Close() // the old image's copy: gone at the exec, its file left
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("socket file still there after Close of the taken-over listener: %v", err)
+	}
+}
+
 // TestAdoptRefuses: what is not a listening socket of the wanted kind is
 // refused with a reason.
 func TestAdoptRefuses(t *testing.T) {

@@ -281,3 +281,64 @@ func TestSystemd(t *testing.T) {
 		t.Fatalf("unexpected sd_notify %q from pid %d", d.payload, d.pid)
 	}
 }
+
+// TestSystemdUpgrade: under the example unit, with its socket passed by
+// socket activation and --upgrade-signal SIGWINCH, the signal (what
+// `systemctl kill --kill-whom=main --signal=SIGWINCH web` sends) upgrades
+// the master in place to the binary it was started from: RELOADING=1 then
+// READY=1 from the same pid (MAINPID does not change), the workers go on,
+// a reload afterwards is a rolling restart as before, and a stop ends the
+// master with the socket left to systemd.
+func TestSystemdUpgrade(t *testing.T) {
+	flags, fdName, _ := exampleUnits(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sock, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	addr := ln.Addr().String()
+	notify, datagrams := notifySocket(t)
+	args := masterArgs(t, "systemd-worker", nil, append(localize(flags, fdName, addr, t.TempDir()), "--upgrade-signal", "SIGWINCH")...)
+	env := []string{roleEnv + "=listen-pid-master", "LISTEN_FDS=1", "LISTEN_FDNAMES=" + fdName, "NOTIFY_SOCKET=" + notify}
+	m := launchMaster(t, env, []*os.File{sock}, args...)
+	pid := m.PID()
+	expect(t, datagrams, pid, "READY=1", "STATUS=ready: 2 workers, generation 1")
+	_, next := m.waitFor(0, "cluster ready", nil)
+	workers, _ := listeningPIDs(m, 0, 2)
+
+	m.signal(syscall.SIGWINCH)
+	expect(t, datagrams, pid, "RELOADING=1", "MONOTONIC_USEC=*", "STATUS=*")
+	expect(t, datagrams, pid, "READY=1", "STATUS=*")
+	e, next := m.waitFor(next, "upgrade: took over", nil)
+	if e.num("pid") != pid || e.num("workers") != 2 {
+		t.Fatalf("took over: %v, want pid %d with 2 workers", e, pid)
+	}
+	for _, w := range workers {
+		if !alive(w) {
+			t.Fatalf("worker pid %d did not survive the upgrade", w)
+		}
+	}
+	if body, err := get(addr, "/"); err != nil || body == "" {
+		t.Fatalf("GET / after the upgrade: %q, %v", body, err)
+	}
+
+	m.signal(syscall.SIGUSR2)
+	expect(t, datagrams, pid, "RELOADING=1", "MONOTONIC_USEC=*", "STATUS=restarting: rolling to generation 2 (SIGUSR2), 2 workers")
+	expect(t, datagrams, pid, "READY=1", "STATUS=ready: 2 workers, generation 2; restart complete")
+	m.waitFor(next, "restart complete", nil)
+	waitGone(t, values(workers)...)
+	m.signal(syscall.SIGTERM)
+	expect(t, datagrams, pid, "STOPPING=1", "STATUS=stopping (SIGTERM): draining the workers")
+	expect(t, datagrams, pid, "STATUS=stopped")
+	if code := m.wait(); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	if _, err := net.Dial("tcp", addr); err != nil {
+		t.Fatalf("the socket did not outlive the master: %v", err)
+	}
+}
