@@ -56,3 +56,33 @@ func TestRollingRestartsLoseNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestParseUpgraded: ctl upgrade's report is found among other lines and
+// read whole; anything else is an error that quotes the output.
+func TestParseUpgraded(t *testing.T) {
+	got, err := parseUpgraded("upgrading pid 4242 to /tmp/dutchmaster-vB\nupgraded: pid 4242 kept, vA → vB, master unavailable 12.345ms\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (upgradedLine{PID: 4242, From: "vA", To: "vB", Unavailable: 12345 * time.Microsecond}); got != want {
+		t.Errorf("parseUpgraded = %+v, want %+v", got, want)
+	}
+	for _, out := range []string{
+		"",
+		"ctl: upgrade refused: a fork is under way\n",
+		"upgraded: pid 4242 kept, vA → vB, master unavailable soon\n",
+	} {
+		if _, err := parseUpgraded(out); err == nil {
+			t.Errorf("parseUpgraded(%q): no error", out)
+		}
+	}
+}
+
+func TestSpanOf(t *testing.T) {
+	if got, want := spanOf([]float64{40, 10, 30, 20}), (minMedMax{N: 4, Min: 10, Median: 20, Max: 40}); got != want {
+		t.Errorf("spanOf = %+v, want %+v", got, want)
+	}
+	if got := spanOf(nil); got != (minMedMax{}) {
+		t.Errorf("spanOf(nil) = %+v", got)
+	}
+}
