@@ -173,22 +173,11 @@ func upgradeBench(cfg config, counts []int, modes []string, upgrades, soak int, 
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	bin := upgradeBinaries{Hello: hello}
 	cfg.note("building dutchmaster %s and %s", upgradeVersions[0], upgradeVersions[1])
-	for i, v := range upgradeVersions {
-		bin.Dutchmaster[i] = filepath.Join(dir, "dutchmaster-"+v)
-		if err := loadtest.BuildVersion(bin.Dutchmaster[i], v); err != nil {
-			fmt.Fprintf(stderr, "dmbench: %v\n", err)
-			return 1
-		}
-	}
-	if bin.Hello == "" {
-		built, err := loadtest.Build(dir)
-		if err != nil {
-			fmt.Fprintf(stderr, "dmbench: %v\n", err)
-			return 1
-		}
-		bin.Hello = built.Hello
+	bin, err := buildUpgradeBinaries(dir, hello)
+	if err != nil {
+		fmt.Fprintf(stderr, "dmbench: %v\n", err)
+		return 1
 	}
 
 	var runs []upgradeConfig
@@ -229,6 +218,23 @@ func upgradeBench(cfg config, counts []int, modes []string, upgrades, soak int, 
 	}
 	printUpgradeTable(stdout, results)
 	return status
+}
+
+// buildUpgradeBinaries builds the two versions of dutchmaster into dir,
+// and the example worker unless hello names one.
+func buildUpgradeBinaries(dir, hello string) (upgradeBinaries, error) {
+	bin := upgradeBinaries{Hello: hello}
+	for i, v := range upgradeVersions {
+		bin.Dutchmaster[i] = filepath.Join(dir, "dutchmaster-"+v)
+		if err := loadtest.BuildVersion(bin.Dutchmaster[i], v); err != nil {
+			return bin, err
+		}
+	}
+	if bin.Hello == "" {
+		bin.Hello = filepath.Join(dir, "hello")
+		return bin, loadtest.BuildHello(bin.Hello)
+	}
+	return bin, nil
 }
 
 // upgradeRun is one run in progress.

@@ -40,6 +40,9 @@ func BuildVersion(path, version string) error {
 	return goBuild(path, pkgDutchmaster, "-ldflags", "-X main.version="+version)
 }
 
+// BuildHello compiles the example worker into path.
+func BuildHello(path string) error { return goBuild(path, pkgHello) }
+
 func goBuild(out, pkg string, flags ...string) error {
 	args := append(append([]string{"build"}, flags...), "-o", out, pkg)
 	if msg, err := exec.Command("go", args...).CombinedOutput(); err != nil {
