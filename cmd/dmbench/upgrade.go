@@ -208,6 +208,8 @@ func upgradeBench(cfg config, counts []int, modes []string, upgrades, soak int, 
 		if err != nil {
 			fmt.Fprintf(stderr, "dmbench: %s, %d workers, %s: %v\n", c.Kind, c.Workers, c.Mode, err)
 			status = 1
+		}
+		if res == nil {
 			continue
 		}
 		if res.Failed > 0 {
@@ -262,14 +264,17 @@ func runUpgrades(cfg upgradeConfig, bin upgradeBinaries, dir string) (*upgradeRe
 	}
 	u.m = m
 	u.master.PID = m.PID()
-	err = u.collect()
-	if serr := m.Stop(cfg.Patience); err == nil {
-		err = serr
-	}
-	if err != nil {
+	if err := u.collect(); err != nil {
+		m.Stop(cfg.Patience)
 		return nil, m.Log(), err
 	}
-	return u.analyze(m.Snapshot()), m.Log(), nil
+	// A master that does not stop fails the run, but its upgrades were
+	// measured: the result goes with the error.
+	err = m.Stop(cfg.Patience)
+	if err != nil {
+		err = fmt.Errorf("after the upgrades: %w", err)
+	}
+	return u.analyze(m.Snapshot()), m.Log(), err
 }
 
 func (u *upgradeRun) collect() error {
