@@ -74,7 +74,7 @@ fuzz:
 # workers (~5 min; docs/performance.md, "Node.js apps"). Exits 1 only if a run fails.
 # Then `dmbench -upgrade`: 4 workers under load, 10 in-place upgrades (ctl upgrade)
 # per connection mode, one during a rolling restart, then 100 in one run for the
-# master's RSS and descriptors (~2 min). Exits 1 if a request fails.
+# master's RSS and descriptors (~30 s). Exits 1 if a request fails.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./actors/... ./scenarios/...
 	$(GO) run ./cmd/dmbench
