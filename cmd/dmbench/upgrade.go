@@ -74,8 +74,10 @@ type upgradeResult struct {
 		Upgrade latencyStats `json:"upgrade"` // requests overlapping a ctl upgrade
 	} `json:"latency_ms"`
 	// The master unavailable per upgrade, ms: PausedMs by the new image's
-	// log ("paused"), CtlMs as ctl upgrade reports it, LogGapMs between the
-	// two images' log lines' times.
+	// log ("paused"), CtlMs as ctl upgrade reports it (from its receipt of
+	// the master's acceptance to the first status the new image answers,
+	// asked every 20 ms, so it can be less than PausedMs when ctl was
+	// scheduled late), LogGapMs between the two images' log lines' times.
 	PausedMs minMedMax `json:"paused_ms"`
 	CtlMs    minMedMax `json:"ctl_unavailable_ms"`
 	LogGapMs minMedMax `json:"log_gap_ms"`
@@ -121,7 +123,9 @@ type rolloutStats struct {
 
 // upgradeMaster is the master's pid and its readings: before the first
 // upgrade, after the first, after the last (each after -between more
-// requests, so no ctl connection is still open).
+// requests, so no ctl connection is still open). Before also counts the
+// descriptors the first image inherited open from dmbench's own parent,
+// which the first exec closes: the first and last readings compare.
 type upgradeMaster struct {
 	PID        int     `json:"pid"`
 	Before     reading `json:"before"`
