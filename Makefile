@@ -72,10 +72,14 @@ fuzz:
 # Then `dmbench -node`: a Node.js app under dutchmaster, a node:cluster primary and
 # PM2 (installed from npm into a temporary directory, skipped if that fails), 2/4
 # workers (~5 min; docs/performance.md, "Node.js apps"). Exits 1 only if a run fails.
+# Then `dmbench -upgrade`: 4 workers under load, 10 in-place upgrades (ctl upgrade)
+# per connection mode, one during a rolling restart, then 100 in one run for the
+# master's RSS and descriptors (~30 s). Exits 1 if a request fails.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./actors/... ./scenarios/...
 	$(GO) run ./cmd/dmbench
 	$(GO) run ./cmd/dmbench -node
+	$(GO) run ./cmd/dmbench -upgrade
 
 # cmd/dmsoak: 200 rolling restarts of 4 workers under keep-alive and
 # new-connection load with random worker SIGKILLs (~1 min), then 64/128/256

@@ -30,6 +30,18 @@
 // side. Its exit status is 1 only if a run could not complete: failed
 // requests are figures there, since the other primaries are expected to
 // fail some.
+//
+//	dmbench -upgrade [-workers 4] [-upgrades 10] [-soak-upgrades 100]
+//	        [-between 200] [-mode close,keepalive]
+//
+// upgrades the master in place under load instead (upgrade.go): two builds
+// of dutchmaster with different version strings take turns through `ctl
+// upgrade`, -upgrades times per connection mode (the middle one during a
+// rolling restart, which completes under the new image), then
+// -soak-upgrades times in one run. It reports failed requests, how long
+// the master was unavailable per upgrade (by its log and by ctl), and the
+// master's RSS and descriptors after the first upgrade and after the last.
+// Its exit status is 1 if a request failed or a run could not complete.
 package main
 
 import (
@@ -75,6 +87,10 @@ func mainRun(args []string, stdout, stderr io.Writer) int {
 	quiet := fs.Bool("q", false, "no progress notes on stderr")
 	pm2Bin := fs.String("pm2", "", "with -node: the PM2 CLI to use (default: npm install pm2@latest into a temporary directory; skipped if that fails)")
 	nodeMode := fs.Bool("node", false, "instead: the Node.js comparison (dutchmaster, a node:cluster primary, PM2) with -workers 2,4 by default (node.go)")
+	upgradeMode := fs.Bool("upgrade", false, "instead: in-place upgrades of the master (ctl upgrade) under load, with -workers 4 by default (upgrade.go)")
+	upgrades := fs.Int("upgrades", 10, "with -upgrade: upgrades per worker count and mode, the middle one during a rolling restart")
+	soakUpgrades := fs.Int("soak-upgrades", 100, "with -upgrade: upgrades of the soak run (first worker count and mode), which compares the master's RSS and descriptors after the first and the last (0: no soak)")
+	fs.Int64Var(&cfg.Between, "between", 200, "with -upgrade: requests finished before the first upgrade and between two")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -89,6 +105,9 @@ func mainRun(args []string, stdout, stderr io.Writer) int {
 	if *nodeMode && !workersSet {
 		*workers = "2,4"
 	}
+	if *upgradeMode && !workersSet {
+		*workers = "4"
+	}
 	counts, err := parseCounts(*workers)
 	if err == nil {
 		err = checkModes(*modes)
@@ -96,11 +115,17 @@ func mainRun(args []string, stdout, stderr io.Writer) int {
 	if err == nil && (cfg.Clients < 1 || cfg.Restarts < 0 || cfg.Duration <= 0) {
 		err = errors.New("-clients must be at least 1, -restarts at least 0, -duration positive")
 	}
+	if err == nil && *upgradeMode {
+		err = checkUpgradeFlags(*nodeMode, *dmBin, *upgrades, *soakUpgrades, cfg.Between)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "dmbench: %v\n", err)
 		return 2
 	}
 
+	if *upgradeMode {
+		return upgradeBench(cfg, counts, strings.Split(*modes, ","), *upgrades, *soakUpgrades, *helloBin, stdout, stderr, *logDir)
+	}
 	if *nodeMode {
 		return nodeBench(cfg, counts, *dmBin, *pm2Bin, stdout, stderr)
 	}
@@ -173,6 +198,18 @@ func checkModes(s string) error {
 		if m != loadtest.ModeClose && m != loadtest.ModeKeepAlive {
 			return fmt.Errorf("-mode %q: want %s, %s, or both separated by a comma", s, loadtest.ModeClose, loadtest.ModeKeepAlive)
 		}
+	}
+	return nil
+}
+
+func checkUpgradeFlags(node bool, dutchmaster string, upgrades, soak int, between int64) error {
+	switch {
+	case node:
+		return errors.New("-upgrade and -node: one or the other")
+	case dutchmaster != "":
+		return errors.New("-dutchmaster: not with -upgrade, which builds two versions of it")
+	case upgrades < 1 || soak < 0 || between < 1:
+		return errors.New("-upgrades and -between must be at least 1, -soak-upgrades at least 0")
 	}
 	return nil
 }

@@ -26,10 +26,27 @@ func Build(dir string) (Binaries, error) {
 		Hello:       filepath.Join(dir, "hello"),
 	}
 	for _, p := range []struct{ pkg, out string }{{pkgDutchmaster, b.Dutchmaster}, {pkgHello, b.Hello}} {
-		out, err := exec.Command("go", "build", "-o", p.out, p.pkg).CombinedOutput()
-		if err != nil {
-			return b, fmt.Errorf("go build %s: %v\n%s", p.pkg, err, out)
+		if err := goBuild(p.out, p.pkg); err != nil {
+			return b, err
 		}
 	}
 	return b, nil
+}
+
+// BuildVersion compiles dutchmaster into path with version stamped in, as
+// a release build does (main.version): two builds that differ only in it
+// let a run see which one a master is.
+func BuildVersion(path, version string) error {
+	return goBuild(path, pkgDutchmaster, "-ldflags", "-X main.version="+version)
+}
+
+// BuildHello compiles the example worker into path.
+func BuildHello(path string) error { return goBuild(path, pkgHello) }
+
+func goBuild(out, pkg string, flags ...string) error {
+	args := append(append([]string{"build"}, flags...), "-o", out, pkg)
+	if msg, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)
+	}
+	return nil
 }

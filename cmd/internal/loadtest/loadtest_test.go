@@ -58,6 +58,17 @@ func TestStats(t *testing.T) {
 	}
 }
 
+// TestEventDur: a duration field as Go writes it, or as zerolog's Dur
+// does (milliseconds, a number).
+func TestEventDur(t *testing.T) {
+	e := Event{Fields: map[string]any{"boot": "306.689459ms", "paused": 12.5, "name": "x"}}
+	for k, want := range map[string]time.Duration{"boot": 306689459, "paused": 12500 * time.Microsecond, "name": 0, "absent": 0} {
+		if got := e.Dur(k); got != want {
+			t.Errorf("Dur(%q) = %v, want %v", k, got, want)
+		}
+	}
+}
+
 func TestServedBy(t *testing.T) {
 	h := http.Header{}
 	if got := servedBy(h, []byte("hello from worker 3 (pid 1234, generation 2, up 1s)\n")); got != 1234 {

@@ -27,8 +27,12 @@ func (e Event) Str(k string) string { s, _ := e.Fields[k].(string); return s }
 // Num is a numeric field, 0 if absent.
 func (e Event) Num(k string) int { f, _ := e.Fields[k].(float64); return int(f) }
 
-// Dur reads a duration field ("306.689459ms").
+// Dur reads a duration field: Go's text ("306.689459ms"), or a number of
+// milliseconds (zerolog's Dur, its default unit); 0 if absent.
 func (e Event) Dur(k string) time.Duration {
+	if ms, ok := e.Fields[k].(float64); ok {
+		return time.Duration(ms * float64(time.Millisecond))
+	}
 	d, _ := time.ParseDuration(e.Str(k))
 	return d
 }
