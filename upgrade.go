@@ -208,9 +208,24 @@ func (m *master) upgrade(req upgradeRequest) {
 			m.ops.notifier.Ready()
 		}
 	}
-	keep, memfd, undo, err := m.handOver(binary, version)
+	// A Node.js session waiting for a worker's answer (a handle's
+	// acknowledgement, a metrics request) cannot be handed over: the
+	// handover is tried again, for a while.
+	var (
+		keep  []int
+		memfd int
+		undo  func(reason error)
+	)
+	for deadline := time.Now().Add(upgradeBusyWait); ; {
+		keep, memfd, undo, err = m.handOver(binary, version)
+		if err == nil || !errors.Is(err, nodecluster.ErrBusy) || time.Now().After(deadline) {
+			break
+		}
+		undo(err)
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil {
-		undo()
+		undo(err)
 		ready()
 		m.upgradeRefused(err)
 		if req.reply != nil {
@@ -236,12 +251,9 @@ func (m *master) upgrade(req upgradeRequest) {
 	err = fmt.Errorf("executing %s: %w", binary, execHanded(binary, keep, memfd))
 	// Still here: the kernel refused the exec before its point of no
 	// return, and this image goes on as it was.
-	undo()
+	undo(err)
 	if m.ops.control != nil {
 		m.ops.control.Unpause()
-	}
-	if m.ops.journal != nil {
-		m.ops.journal.UpgradeFailed(time.Now(), err)
 	}
 	ready()
 	m.upgradesMu.Lock()
@@ -330,11 +342,11 @@ func firstLine(s string) string {
 // every part gives its state and descriptors. keep are the descriptors
 // the new image takes (memfd among them); undo lets the master go on as
 // it was, should the exec fail (or the handover itself).
-func (m *master) handOver(binary, version string) (keep []int, memfd int, undo func(), err error) {
-	var undos []func()
-	undo = func() {
+func (m *master) handOver(binary, version string) (keep []int, memfd int, undo func(reason error), err error) {
+	var undos []func(reason error)
+	undo = func(reason error) {
 		for i := len(undos) - 1; i >= 0; i-- {
-			undos[i]()
+			undos[i](reason)
 		}
 		undos = nil
 	}
@@ -348,14 +360,14 @@ func (m *master) handOver(binary, version string) (keep []int, memfd int, undo f
 	if err := m.runtime.Pause(); err != nil {
 		return nil, -1, undo, err
 	}
-	undos = append(undos, m.runtime.Unpause)
+	undos = append(undos, func(error) { m.runtime.Unpause() })
 	ctx, cancel := context.WithTimeout(context.Background(), upgradeBusyWait)
 	defer cancel()
 	snap, err := m.cluster.Freeze(ctx)
 	if err != nil {
 		return nil, -1, undo, fmt.Errorf("the cluster could not be stopped at one instant: %w", err)
 	}
-	undos = append(undos, m.cluster.Thaw)
+	undos = append(undos, func(error) { m.cluster.Thaw() })
 	st := handedState{
 		Format: UpgradeFormat, Version: m.version(), Binary: binary, Started: m.started, HandedAt: snap.At,
 		Upgrades: m.upgradeStatus().Count, Balance: m.mode, BalanceWhy: m.modeWhy, Cluster: snap, PIDFile: -1,
@@ -403,8 +415,11 @@ func (m *master) handOver(binary, version string) (keep []int, memfd int, undo f
 	}
 	st.Ops = ops
 	keep = append(keep, fds...)
+	if m.ops.journal != nil {
+		undos = append(undos, func(reason error) { m.ops.journal.UpgradeFailed(time.Now(), reason) })
+	}
 	st.Signals = m.takePendingSignals()
-	undos = append(undos, func() {
+	undos = append(undos, func(error) {
 		for _, s := range st.Signals {
 			m.sigs <- syscall.Signal(s)
 		}
@@ -418,7 +433,7 @@ func (m *master) handOver(binary, version string) (keep []int, memfd int, undo f
 	if err != nil {
 		return nil, -1, undo, err
 	}
-	undos = append(undos, func() { unix.Close(memfd) })
+	undos = append(undos, func(error) { unix.Close(memfd) })
 	return append(keep, memfd), memfd, undo, nil
 }
 

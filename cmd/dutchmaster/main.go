@@ -4,7 +4,7 @@
 // it owns, and replaces them without dropping a connection.
 //
 //	dutchmaster [OPTIONS] -- COMMAND [ARG...]
-//	dutchmaster ctl [--control PATH | --name NAME] [--json] [--timeout D] status|top|restart [wN]|reload [wN]|stop|scale N|logs [wN]|ls
+//	dutchmaster ctl [--control PATH | --name NAME] [--json] [--timeout D] status|top|restart [wN]|reload [wN]|stop|scale N|logs [wN]|ls|upgrade [--binary PATH]
 //	dutchmaster replay FILE
 //	dutchmaster version | --version
 //	dutchmaster help | --help | -h

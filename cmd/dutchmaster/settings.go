@@ -541,7 +541,7 @@ var helpGroups = []struct {
 }
 
 const helpHead = `usage: dutchmaster [OPTIONS] -- COMMAND [ARG...]
-       dutchmaster ctl [--control PATH | --name NAME] [--json] status|top|restart [wN]|reload [wN]|stop|scale N|logs [wN]|ls
+       dutchmaster ctl [--control PATH | --name NAME] [--json] status|top|restart [wN]|reload [wN]|stop|scale N|logs [wN]|ls|upgrade [--binary PATH]
        dutchmaster replay FILE
        dutchmaster version | --version
        dutchmaster help [ctl|replay] | --help | -h

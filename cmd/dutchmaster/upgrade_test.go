@@ -304,3 +304,57 @@ func TestUpgradeNodeCluster(t *testing.T) {
 	restartsCleanUnderKeepAlive(t, m, addr, old, m.Mark(), 1)
 	m.stop()
 }
+
+// TestUpgradeExecFails: a binary that passes its check and is gone when
+// the master executes it (it removes itself during upgrade-check): the
+// exec fails, and the master takes everything back and goes on as it was,
+// under load without a failed request; the journal records the failure
+// and still replays; a real upgrade afterwards works.
+func TestUpgradeExecFails(t *testing.T) {
+	next := upgradeBinary(t)
+	dir := t.TempDir()
+	sock, journal := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "journal")
+	m := startMaster(t, "worker", nil, "--workers", "2", "--control", sock, "--record", journal, "--listen", "http=tcp://127.0.0.1:0")
+	addr := m.address()
+	m.waitFor(0, "cluster ready", nil)
+	pids, _ := listeningPIDs(m, 0, 2)
+	load := loadtest.Start(loadtest.Spec{Addr: addr, Clients: 2, Mode: loadtest.ModeKeepAlive, Timeout: 10 * time.Second,
+		MaxRequests: 1 << 30, Deadline: time.Now().Add(2 * time.Minute)})
+	defer load.Finish()
+
+	vanishing := filepath.Join(dir, "vanishing")
+	if err := os.WriteFile(vanishing, []byte("#!/bin/sh\nrm -f \"$0\"\necho v0-gone\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := ctl(t, sock, "upgrade", "--binary", vanishing)
+	if r.code != 1 || !strings.Contains(r.stderr, "upgrade failed: executing "+vanishing) {
+		t.Fatalf("ctl upgrade to a binary gone at the exec: want exit 1, upgrade failed\n%s", r)
+	}
+	st := status(t, sock)
+	if st.PID != m.PID() || st.Upgrades.Count != 0 || st.Upgrades.Failed != 1 {
+		t.Errorf("status after the failed exec: pid %d (want %d), upgrades %+v", st.PID, m.PID(), st.Upgrades)
+	}
+	if got := statusPIDs(t, sock); !maps.Equal(got, pids) {
+		t.Errorf("workers after the failed exec %v, want %v", got, pids)
+	}
+	// Everything the handover paused goes on: requests, the workers'
+	// reports (a scale), the control socket, and a real upgrade.
+	done := load.DoneCount()
+	if !load.WaitDone(done+50, patience) {
+		t.Fatal("no requests answered after the failed exec")
+	}
+	mark := m.Mark()
+	if r := ctl(t, sock, "scale", "3"); r.code != 0 {
+		t.Fatalf("ctl scale 3 after the failed exec: %s", r)
+	}
+	m.waitFor(mark, "worker listening", nil)
+	upgrade(t, m, sock, next, upgradeVersion)
+	load.Finish()
+	if n := load.FailedCount(); n != 0 {
+		t.Errorf("%d requests failed across the failed and the real upgrade", n)
+	}
+	m.stop()
+	if r := runDutchmaster(t, 0, "replay", journal); r.code != 0 {
+		t.Errorf("replay of the journal with a failed and a real upgrade:\n%s", r)
+	}
+}
