@@ -20,13 +20,15 @@ import (
 func badValues(dir string) map[string][][2]string {
 	missing := filepath.Join(dir, "missing", "x")
 	return map[string][][2]string{
-		"workers":             {{"many", `--workers "many"`}, {"0", `--workers "0"`}, {"-3", `--workers "-3"`}, {"5000", `--workers "5000"`}},
-		"listen":              {{"tcp://127.0.0.1", `--listen "tcp://127.0.0.1"`}, {"ftp://127.0.0.1:21", `--listen "ftp://127.0.0.1:21"`}},
-		"policy":              {{"random", `--policy "random"`}},
-		"max-surge":           {{"0", `--max-surge "0"`}, {"two", `--max-surge "two"`}},
-		"canary-soak":         {{"5", `--canary-soak "5"`}, {"-1s", `--canary-soak "-1s"`}},
-		"restart-signal":      {{"SIGNOPE", `--restart-signal "SIGNOPE"`}, {"SIGKILL", `--restart-signal`}},
-		"stop-signal":         {{"SIGNOPE", `--stop-signal "SIGNOPE"`}},
+		"workers":        {{"many", `--workers "many"`}, {"0", `--workers "0"`}, {"-3", `--workers "-3"`}, {"5000", `--workers "5000"`}},
+		"listen":         {{"tcp://127.0.0.1", `--listen "tcp://127.0.0.1"`}, {"ftp://127.0.0.1:21", `--listen "ftp://127.0.0.1:21"`}},
+		"policy":         {{"random", `--policy "random"`}},
+		"max-surge":      {{"0", `--max-surge "0"`}, {"two", `--max-surge "two"`}},
+		"canary-soak":    {{"5", `--canary-soak "5"`}, {"-1s", `--canary-soak "-1s"`}},
+		"restart-signal": {{"SIGNOPE", `--restart-signal "SIGNOPE"`}, {"SIGKILL", `--restart-signal`}},
+		"stop-signal":    {{"SIGNOPE", `--stop-signal "SIGNOPE"`}},
+		"upgrade-signal": {{"SIGNOPE", `--upgrade-signal "SIGNOPE"`}, {"SIGUSR2", `--upgrade-signal SIGUSR2: it is the restart signal`},
+			{"SIGKILL", `--upgrade-signal SIGKILL: want SIGUSR2, SIGHUP, SIGUSR1, SIGQUIT or SIGWINCH`}},
 		"kill-timeout":        {{"30", `--kill-timeout "30"`}, {"0s", `--kill-timeout "0s"`}},
 		"ready":               {{"soon", `--ready: ready mode "soon"`}, {"timer:0s", `--ready`}},
 		"ready-timeout":       {{"-1s", `--ready-timeout "-1s"`}, {"1 minute", `--ready-timeout "1 minute"`}},
