@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,7 +28,7 @@ func TestChannelInterruptKeepsThePartialLine(t *testing.T) {
 	}()
 	// Wait until the reader has the partial line: nothing left unread in
 	// the socket.
-	waitFor(t, "the reader to take the partial line", func() bool {
+	testproc.WaitFor(t, testTimeout, "the reader to take the partial line", func() bool {
 		n, err := unix.IoctlGetInt(ch.FD(), unix.SIOCINQ)
 		return err == nil && n == 0
 	})
@@ -156,16 +157,4 @@ func osPipe(t *testing.T) (int, int, error) {
 	var p [2]int
 	err := unix.Pipe2(p[:], unix.O_CLOEXEC)
 	return p[0], p[1], err
-}
-
-// waitFor polls cond until it holds, failing after testTimeout.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }

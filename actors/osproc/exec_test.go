@@ -81,16 +81,7 @@ func roleExecMaster(args []string) int {
 // another thread with the same signal, dies at the exec: execve ends that
 // thread, and the signal fires.
 func TestWorkersSurviveTheMastersExec(t *testing.T) {
-	master := helperCommand(t, "execmaster")
-	out, err := master.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := master.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer master.Wait()
-	defer master.Process.Kill()
+	master, out := startHelper(t, "execmaster")
 	lines := bufio.NewReader(out)
 
 	line, err := lines.ReadString('\n')

@@ -75,23 +75,11 @@ func (c *collector) snapshot() []any {
 	return append([]any(nil), c.events...)
 }
 
-// waitFor polls cond until it holds, failing after testTimeout.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // exitedOf waits for the worker's Exited.
 func (c *collector) exited(t *testing.T) actors.Exited {
 	t.Helper()
 	var e actors.Exited
-	waitFor(t, "the worker's exit", func() bool {
+	testproc.WaitFor(t, testTimeout, "the worker's exit", func() bool {
 		for _, msg := range c.snapshot() {
 			if x, ok := msg.(actors.Exited); ok {
 				e = x
@@ -198,16 +186,6 @@ func checkOutput(t *testing.T, logs string, worker int, stream, prefix string, n
 	checkRounds(t, fmt.Sprintf("worker %d %s", worker, stream), rounds, n)
 }
 
-// openFDs counts this process's open descriptors.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries) - 1 // the directory's own
-}
-
 // queued is how many bytes wait unread on a socket or pipe descriptor.
 func queued(fd int) int {
 	n, err := unix.IoctlGetInt(fd, unix.SIOCINQ) // FIONREAD, for pipes too
@@ -236,7 +214,7 @@ func startStreamers(t *testing.T, rt *osproc.Runtime, n int) ([]*collector, []in
 		rt.Fork(actors.WorkerSpec{ID: core.WorkerID(i + 1), Slot: i}, cols[i].add)
 	}
 	for i, c := range cols {
-		waitFor(t, "a few rounds", func() bool {
+		testproc.WaitFor(t, testTimeout, "a few rounds", func() bool {
 			s := streamOf(t, c.snapshot())
 			return len(s.seqs) >= 5 && len(s.statuses) >= 5
 		})
@@ -258,9 +236,9 @@ func startStreamers(t *testing.T, rt *osproc.Runtime, n int) ([]*collector, []in
 // its code. Worker 2 is drained and worker 3 killed through the second
 // runtime. No descriptor is left open.
 func TestHandoverLosesNothing(t *testing.T) {
-	before := openFDs(t)
+	before := testproc.OpenFDs(t)
 	t.Cleanup(func() { // last: after the test's own pidfds are closed
-		if after := openFDs(t); after != before {
+		if after := testproc.OpenFDs(t); after != before {
 			t.Errorf("%d descriptors open after both runtimes closed, %d before", after, before)
 		}
 	})
@@ -296,11 +274,11 @@ func TestHandoverLosesNothing(t *testing.T) {
 	}
 	// Workers 2 and 3 go on writing: it waits in the kernel.
 	for _, w := range st.Workers[1:] {
-		waitFor(t, "lines written while paused", func() bool {
+		testproc.WaitFor(t, testTimeout, "lines written while paused", func() bool {
 			return queued(w.Channel) > 0 && queued(w.Stdout) > 0 && queued(w.Stderr) > 0
 		})
 	}
-	waitFor(t, "datagrams sent while paused", func() bool { return queued(st.Notify.FD) > 0 })
+	testproc.WaitFor(t, testTimeout, "datagrams sent while paused", func() bool { return queued(st.Notify.FD) > 0 })
 	for i, c := range cols {
 		if n := len(c.snapshot()); n != delivered[i] {
 			t.Fatalf("worker %d: %d events delivered while paused", i+1, n-delivered[i])
@@ -357,7 +335,7 @@ func TestHandoverLosesNothing(t *testing.T) {
 	if e := cols[1].exited(t); e.Code != 7 || e.Signal != 0 {
 		t.Errorf("worker 2 exit %+v, want code 7", e)
 	}
-	waitFor(t, "worker 3's lines after the handover", func() bool {
+	testproc.WaitFor(t, testTimeout, "worker 3's lines after the handover", func() bool {
 		return len(cols[2].snapshot()) > delivered[2]+10
 	})
 	rt2.Kill(3)
@@ -404,14 +382,14 @@ func TestUnpauseGoesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := st.Workers[0]
-	waitFor(t, "lines written while paused", func() bool {
+	testproc.WaitFor(t, testTimeout, "lines written while paused", func() bool {
 		return queued(w.Channel) > 0 && queued(w.Stdout) > 0 && queued(st.Notify.FD) > 0
 	})
 	if n := len(cols[0].snapshot()); n != delivered {
 		t.Fatalf("%d events delivered while paused", n-delivered)
 	}
 	rt.Unpause()
-	waitFor(t, "lines after Unpause", func() bool { return len(cols[0].snapshot()) > delivered+10 })
+	testproc.WaitFor(t, testTimeout, "lines after Unpause", func() bool { return len(cols[0].snapshot()) > delivered+10 })
 	// A Handover does not keep the readers from being stopped again.
 	pauseWithin(t, rt)
 	rt.Unpause()
@@ -437,13 +415,13 @@ func TestPauseRefusedWhileForking(t *testing.T) {
 	})
 	rec := newRecorder()
 	rt.Fork(actors.WorkerSpec{ID: 1}, rec.events)
-	waitFor(t, "the fork to count", func() bool { return rt.Forking() == 1 })
+	testproc.WaitFor(t, testTimeout, "the fork to count", func() bool { return rt.Forking() == 1 })
 	if err := rt.Pause(); err == nil {
 		t.Fatal("Pause during a fork: no error")
 	}
 	close(release)
 	expect[actors.Spawned](t, rec)
-	waitFor(t, "the fork to end", func() bool { return rt.Forking() == 0 })
+	testproc.WaitFor(t, testTimeout, "the fork to end", func() bool { return rt.Forking() == 0 })
 	if err := rt.Pause(); err != nil {
 		t.Fatal(err)
 	}

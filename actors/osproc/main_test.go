@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -264,6 +265,25 @@ func alive(t *testing.T, fd int) bool {
 func helperCommand(t *testing.T, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	return testproc.Command(t, name, args...)
+}
+
+// startHelper starts this binary in a role and returns it and its
+// stdout; it is killed and waited for when the test ends.
+func startHelper(t *testing.T, name string, args ...string) (*exec.Cmd, io.Reader) {
+	t.Helper()
+	cmd := helperCommand(t, name, args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd, out
 }
 
 // syncBuffer is a log destination safe for the runtime's goroutines.

@@ -19,16 +19,7 @@ import (
 // role: a Runtime that forks one sleeper worker, prints its pid and the
 // notify address, and blocks.
 func TestWorkerDiesWithTheMaster(t *testing.T) {
-	master := helperCommand(t, "master")
-	out, err := master.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := master.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer master.Wait()
-	defer master.Process.Kill()
+	master, out := startHelper(t, "master")
 
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {

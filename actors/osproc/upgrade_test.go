@@ -278,16 +278,7 @@ func openDescriptors() []string {
 // drains one worker (its exit code reported) and kills the other, and
 // once closed holds no descriptor the first did not have before it began.
 func TestUpgradeAcrossExec(t *testing.T) {
-	master := helperCommand(t, "upgrader")
-	out, err := master.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := master.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer master.Wait()
-	defer master.Process.Kill()
+	master, out := startHelper(t, "upgrader")
 	lines := bufio.NewReader(out)
 	var reps [2]upgradeReport
 	for i := range reps {

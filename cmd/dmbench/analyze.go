@@ -87,6 +87,29 @@ const maxDetail = 20
 
 type window struct{ start, end int64 }
 
+// splitLatencies sorts the samples' latencies (ms): those of requests
+// overlapping one of the windows, and the steady ones (the others, started
+// at warm or later); counts[i] is how many requests overlapped window i.
+func splitLatencies(samples []loadtest.Sample, warm int64, windows []window) (steady, during []float64, counts []int) {
+	counts = make([]int, len(windows))
+	for _, s := range samples {
+		in := false
+		for i, w := range windows {
+			if s.Start < w.end && s.Start+s.Latency > w.start {
+				in = true
+				counts[i]++
+			}
+		}
+		switch {
+		case in:
+			during = append(during, float64(s.Latency)/1e6)
+		case s.Start >= warm:
+			steady = append(steady, float64(s.Latency)/1e6)
+		}
+	}
+	return steady, during, counts
+}
+
 func (r *raw) analyze() *result {
 	cfg := r.cfg
 	l := r.load
@@ -115,20 +138,9 @@ func (r *raw) analyze() *result {
 
 	warm := l.Began.Add(cfg.Warmup).UnixNano()
 	var steady, restart []float64
-	for _, s := range l.Samples {
-		in := false
-		for i, w := range windows {
-			if s.Start < w.end && s.Start+s.Latency > w.start {
-				in = true
-				res.Restarts[i].Requests++
-			}
-		}
-		switch {
-		case in:
-			restart = append(restart, float64(s.Latency)/1e6)
-		case s.Start >= warm:
-			steady = append(steady, float64(s.Latency)/1e6)
-		}
+	steady, restart, counts := splitLatencies(l.Samples, warm, windows)
+	for i, n := range counts {
+		res.Restarts[i].Requests += n
 	}
 	res.Latency.Steady, res.Latency.Restart = stats(steady), stats(restart)
 

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -47,15 +48,16 @@ func printTable(w io.Writer, results []*result) {
 	}
 	tw.Flush()
 	for _, r := range results {
-		var names []string
-		for name := range r.Targets {
-			names = append(names, name)
-		}
-		slices.Sort(names)
-		for _, name := range names {
-			if t := r.Targets[name]; !t.Met {
-				fmt.Fprintf(w, "missed: %d workers, %s: %s = %v (limit %v)\n", r.Workers, r.Mode, name, t.Value, t.Limit)
-			}
+		printMissed(w, fmt.Sprintf("%d workers, %s", r.Workers, r.Mode), r.Targets)
+	}
+}
+
+// printMissed writes a line for each target of a run that was missed, by
+// name; run says which run.
+func printMissed(w io.Writer, run string, targets map[string]target) {
+	for _, name := range slices.Sorted(maps.Keys(targets)) {
+		if t := targets[name]; !t.Met {
+			fmt.Fprintf(w, "missed: %s: %s = %v (limit %v)\n", run, name, t.Value, t.Limit)
 		}
 	}
 }

@@ -491,21 +491,13 @@ func (u *upgradeRun) analyze(events []loadtest.Event) *upgradeResult {
 	res.PausedMs, res.CtlMs, res.LogGapMs, res.CommandMs = spanOf(paused), spanOf(ctl), spanOf(gap), spanOf(command)
 
 	warm := l.Began.Add(cfg.Warmup).UnixNano()
-	var steady, during []float64
-	for _, s := range l.Samples {
-		in := false
-		for i, up := range res.Upgrades {
-			if s.Start < up.end && s.Start+s.Latency > up.start {
-				in = true
-				res.Upgrades[i].Requests++
-			}
-		}
-		switch {
-		case in:
-			during = append(during, float64(s.Latency)/1e6)
-		case s.Start >= warm:
-			steady = append(steady, float64(s.Latency)/1e6)
-		}
+	var windows []window
+	for _, up := range res.Upgrades {
+		windows = append(windows, window{up.start, up.end})
+	}
+	steady, during, counts := splitLatencies(l.Samples, warm, windows)
+	for i, n := range counts {
+		res.Upgrades[i].Requests += n
 	}
 	res.Latency.Steady, res.Latency.Upgrade = stats(steady), stats(during)
 
@@ -592,15 +584,6 @@ func printUpgradeTable(w io.Writer, results []*upgradeResult) {
 	}
 	tw.Flush()
 	for _, r := range results {
-		var names []string
-		for name := range r.Targets {
-			names = append(names, name)
-		}
-		slices.Sort(names)
-		for _, name := range names {
-			if t := r.Targets[name]; !t.Met {
-				fmt.Fprintf(w, "missed: %s, %d workers, %s: %s = %v (limit %v)\n", r.Kind, r.Workers, r.Mode, name, t.Value, t.Limit)
-			}
-		}
+		printMissed(w, fmt.Sprintf("%s, %d workers, %s", r.Kind, r.Workers, r.Mode), r.Targets)
 	}
 }

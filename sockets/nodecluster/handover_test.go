@@ -22,6 +22,7 @@ import (
 
 	"github.com/dutchmaster/dutchmaster/sockets"
 	"github.com/dutchmaster/dutchmaster/sockets/reuseport"
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 	"github.com/dutchmaster/dutchmaster/sockets/wire"
 )
 
@@ -34,22 +35,8 @@ const handoverTimeout = 30 * time.Second
 // originals as the exec would (or lets them be), the copies live on.
 func execCopy(t *testing.T, st RegistryState, fds []int) RegistryState {
 	t.Helper()
-	dup := map[int]int{}
-	for _, fd := range fds {
-		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dup[fd] = nfd
-	}
-	b, err := json.Marshal(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back RegistryState
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatal(err)
-	}
+	dup := testproc.DupFDs(t, fds)
+	back := testproc.ThroughJSON(t, st)
 	remap := func(fd *int) {
 		nfd, ok := dup[*fd]
 		if !ok {
@@ -89,15 +76,6 @@ func inode(t *testing.T, f *os.File) uint64 {
 		t.Fatal(err)
 	}
 	return st.Ino
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents) - 1
 }
 
 // TestRegistryHandoverEveryKind: every kind of server a registry holds
@@ -211,7 +189,7 @@ func TestAdoptRegistryRefuses(t *testing.T) {
 		}, "not net.Native"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := openFDs(t)
+			before := testproc.OpenFDs(t)
 			st, fds, err := old.Handover()
 			if err != nil {
 				t.Fatal(err)
@@ -228,7 +206,7 @@ func TestAdoptRegistryRefuses(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q, want it to say %q", err, tc.want)
 			}
-			if after := openFDs(t); after != before {
+			if after := testproc.OpenFDs(t); after != before {
 				t.Errorf("%d descriptors open after the refusal, %d before the handover: the copies were not all closed", after, before)
 			}
 		})

@@ -391,10 +391,18 @@ func TestClosedSlotQueueMovesToAnEligibleSlot(t *testing.T) {
 	if !g.Migrates() {
 		t.Skip("this kernel has no SELECT_OR_MIGRATE programs (Linux 5.14 on)")
 	}
+	queueThenClose(t, g, "[0 0 6]")
+}
+
+// queueThenClose queues 6 connections on slot 0 (alone eligible), makes
+// slot 2 alone eligible, closes slot 0, and requires the accepts per slot
+// to be want (the queue moved to slot 2). It returns the clients.
+func queueThenClose(t *testing.T, g *Group, want string) []net.Conn {
+	t.Helper()
 	if err := g.SetEligible([]int{0}); err != nil {
 		t.Fatal(err)
 	}
-	dialTogether(t, g.Addr(), 6)
+	clients := dialTogether(t, g.Addr(), 6)
 	if n, err := g.QueueLen(0); err != nil || n != 6 {
 		t.Fatalf("QueueLen(0) = %d, %v; want 6", n, err)
 	}
@@ -404,7 +412,8 @@ func TestClosedSlotQueueMovesToAnEligibleSlot(t *testing.T) {
 	if err := g.CloseSlot(0); err != nil {
 		t.Fatalf("CloseSlot(0): %v", err)
 	}
-	if counts := acceptCounts(t, g, 6); fmt.Sprint(counts) != "[0 0 6]" {
-		t.Errorf("per slot %v after closing slot 0 with 6 queued and slot 2 alone eligible, want [0 0 6]", counts)
+	if counts := acceptCounts(t, g, 6); fmt.Sprint(counts) != want {
+		t.Errorf("per slot %v after closing slot 0 with 6 queued and slot 2 alone eligible, want %s", counts, want)
 	}
+	return clients
 }

@@ -1,25 +1,14 @@
 package reuseport
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"testing"
 
+	"github.com/dutchmaster/dutchmaster/sockets/testproc"
 	"golang.org/x/sys/unix"
 )
-
-// openFDs counts this process's open descriptors.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents) - 1 // the directory's own, open while it was read
-}
 
 // handOverDup is Handover through JSON with every descriptor duplicated,
 // as the exec would leave them to the new image while the old image's
@@ -31,22 +20,8 @@ func handOverDup(t *testing.T, g *Group) GroupState {
 	if want := Descriptors + g.Open(); len(fds) != want {
 		t.Fatalf("Handover gave %d descriptors, want %d (%v)", len(fds), want, fds)
 	}
-	dup := map[int]int{}
-	for _, fd := range fds {
-		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dup[fd] = nfd
-	}
-	b, err := json.Marshal(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back GroupState
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatal(err)
-	}
+	dup := testproc.DupFDs(t, fds)
+	back := testproc.ThroughJSON(t, st)
 	back.Program, back.SocketArray = dup[back.Program], dup[back.SocketArray]
 	back.EligibleMap, back.StateMap = dup[back.EligibleMap], dup[back.StateMap]
 	for slot, fd := range back.Sockets {
@@ -71,7 +46,7 @@ func TestHandoverAdoptedGroupBalancesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	warm.Close()
-	before := openFDs(t)
+	before := testproc.OpenFDs(t)
 
 	spec := loopback(t)
 	old, err := Bind(spec, 4)
@@ -125,22 +100,7 @@ func TestHandoverAdoptedGroupBalancesOn(t *testing.T) {
 	spread(4, "[0 0 0 0 4]")
 
 	if g.Migrates() {
-		if err := g.SetEligible([]int{0}); err != nil {
-			t.Fatal(err)
-		}
-		clients = append(clients, dialTogether(t, g.Addr(), 6)...)
-		if n, err := g.QueueLen(0); err != nil || n != 6 {
-			t.Fatalf("QueueLen(0) = %d, %v; want 6", n, err)
-		}
-		if err := g.SetEligible([]int{2}); err != nil {
-			t.Fatal(err)
-		}
-		if err := g.CloseSlot(0); err != nil {
-			t.Fatalf("CloseSlot(0): %v", err)
-		}
-		if counts := acceptCounts(t, g, 6); fmt.Sprint(counts) != "[0 0 6 0 0]" {
-			t.Errorf("per slot %v after closing slot 0 with 6 queued and slot 2 alone eligible, want [0 0 6 0 0]", counts)
-		}
+		clients = append(clients, queueThenClose(t, g, "[0 0 6 0 0]")...)
 	} else {
 		t.Log("this kernel has no SELECT_OR_MIGRATE programs: the migration after CloseSlot is not checked")
 	}
@@ -151,7 +111,7 @@ func TestHandoverAdoptedGroupBalancesOn(t *testing.T) {
 	if err := g.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if after := openFDs(t); after != before {
+	if after := testproc.OpenFDs(t); after != before {
 		t.Errorf("%d descriptors open after Close, %d before Bind", after, before)
 	}
 }
@@ -194,7 +154,7 @@ func TestAdoptGroupRefusesMixedUpState(t *testing.T) {
 		{"address", func(st *GroupState) []int { st.Addr = "127.0.0.1:1"; return nil }, "is bound to port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := openFDs(t)
+			before := testproc.OpenFDs(t)
 			st := handOverDup(t, g)
 			for _, fd := range tc.change(&st) {
 				unix.Close(fd)
@@ -207,7 +167,7 @@ func TestAdoptGroupRefusesMixedUpState(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q, want it to say %q", err, tc.want)
 			}
-			if after := openFDs(t); after != before {
+			if after := testproc.OpenFDs(t); after != before {
 				t.Errorf("%d descriptors open after the refusal, %d before the handover: the copies handed over were not all closed", after, before)
 			}
 		})
