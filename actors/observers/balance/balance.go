@@ -31,6 +31,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dutchmaster/dutchmaster/actors/core"
+	"github.com/dutchmaster/dutchmaster/fsm"
 )
 
 // Target is what the observer updates: a reuseport.Group, one per balanced
@@ -54,6 +55,7 @@ type Observer struct {
 	mu       sync.Mutex
 	slotOf   map[core.WorkerID]int
 	serving  map[core.WorkerID]bool // listening and not draining
+	stopping map[core.WorkerID]bool // told to drain or killed, until it exits
 	eligible []int                  // the last set given to the targets
 	workers  []int                  // the serving workers last given to the worker targets
 }
@@ -61,7 +63,8 @@ type Observer struct {
 // New returns an Observer for targets; log receives a failure to update
 // one (the kernel then keeps the previous set).
 func New(log zerolog.Logger, targets ...Target) *Observer {
-	return &Observer{targets: targets, log: log, slotOf: map[core.WorkerID]int{}, serving: map[core.WorkerID]bool{}}
+	return &Observer{targets: targets, log: log, slotOf: map[core.WorkerID]int{}, serving: map[core.WorkerID]bool{},
+		stopping: map[core.WorkerID]bool{}}
 }
 
 // Observe is actors.Options.Observe. It runs on the cluster's goroutine
@@ -77,9 +80,11 @@ func (o *Observer) Observe(_ time.Time, in core.Input, out []core.Decision) {
 		}
 	case core.WorkerDraining:
 		delete(o.serving, in.Worker)
+		o.stopping[in.Worker] = true
 	case core.WorkerExited:
 		delete(o.serving, in.Worker)
 		delete(o.slotOf, in.Worker)
+		delete(o.stopping, in.Worker)
 	}
 	for _, d := range out {
 		switch d := d.(type) {
@@ -87,8 +92,10 @@ func (o *Observer) Observe(_ time.Time, in core.Input, out []core.Decision) {
 			o.slotOf[d.Worker] = d.Slot
 		case core.Drain:
 			delete(o.serving, d.Worker)
+			o.stopping[d.Worker] = true
 		case core.Kill:
 			delete(o.serving, d.Worker)
+			o.stopping[d.Worker] = true
 		case core.WatchdogMissed:
 			delete(o.serving, d.Worker)
 		case core.Abort:
@@ -110,29 +117,31 @@ func (o *Observer) Resume(workers []core.Worker) {
 		if w.Serves() {
 			o.serving[w.ID] = true
 		}
+		if w.State == fsm.Draining {
+			o.stopping[w.ID] = true
+		}
 	}
 	o.update()
 }
 
 // Retired says whether slot has left the kernel's choice for good, as
 // seen after the step being carried out: out of the eligible slots while
-// others remain, with no worker of it but the one being drained (a scale
-// down, not a replacement). With no slot eligible (a stop) the kernel
-// spreads over every slot anyway, and nothing is retired. For
-// osproc.Config.Retired.
+// others remain, with every worker of it told to go (a scale down; in a
+// replacement the new worker of the slot is not). With no slot eligible
+// (a stop) the kernel spreads over every slot anyway, and nothing is
+// retired. For osproc.Config.Retired.
 func (o *Observer) Retired(slot int) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if len(o.eligible) == 0 || slices.Contains(o.eligible, slot) {
 		return false
 	}
-	workers := 0
-	for _, s := range o.slotOf {
-		if s == slot {
-			workers++
+	for w, s := range o.slotOf {
+		if s == slot && !o.stopping[w] {
+			return false
 		}
 	}
-	return workers <= 1
+	return true
 }
 
 // Eligible is the set of slots last given to the targets, in order.

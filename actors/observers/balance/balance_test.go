@@ -125,6 +125,17 @@ func TestRetiredOnlyOnAScaleDown(t *testing.T) {
 	if !o.Retired(2) {
 		t.Errorf("slot 2 not retired by a scale down (eligible %v)", o.Eligible())
 	}
+	// A scale up into slot 2 and down again before the new worker
+	// listens, while slot 2's old worker still drains: both are told to
+	// go, so the slot is retired (its sockets close once both are gone).
+	step(o, core.ScaleTo{Target: 3}, core.Fork{Worker: 5, Slot: 2})
+	if o.Retired(2) {
+		t.Error("slot 2 retired while its new worker boots")
+	}
+	step(o, core.ScaleTo{Target: 2}, core.Drain{Worker: 5})
+	if !o.Retired(2) {
+		t.Errorf("slot 2 not retired with both its workers drained (eligible %v)", o.Eligible())
+	}
 	// A stop drains everyone: nothing is eligible, nothing retired.
 	step(o, core.StopRequested{}, core.Drain{Worker: 1}, core.Drain{Worker: 4})
 	if o.Retired(0) || o.Retired(1) {
