@@ -130,11 +130,10 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer closeBalanced(m.listeners, m.groups)
 	for _, l := range m.listeners {
-		if handed != nil {
-			break // listening since the first master of this line
+		if handed == nil { // else listening since the first master of this line
+			log.Info().Str("listener", l.Name()).Str("spec", l.String()).Str("address", l.Addr().String()).
+				Bool("socket_activated", m.activated[l]).Msg("listening")
 		}
-		log.Info().Str("listener", l.Name()).Str("spec", l.String()).Str("address", l.Addr().String()).
-			Bool("socket_activated", m.activated[l]).Msg("listening")
 	}
 	rcfg := runtimeConfig(opts, plan, m.listeners)
 	if opts.LogTail > 0 {

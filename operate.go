@@ -120,7 +120,10 @@ func openOperations(opts Options, p plan, log zerolog.Logger, start time.Time, w
 		if err != nil {
 			return ops, fieldErr("MetricsAddress", "Options.MetricsAddress %s: %v", opts.MetricsAddress, errors.Unwrap(err))
 		}
-		ops.metricsFD = listenerFD(ops.httpLn)
+		ops.metricsFD = -1
+		if sc, ok := ops.httpLn.(syscall.Conn); ok {
+			ops.metricsFD = sockets.FD(sc)
+		}
 		ops.httpLn = ops.guard.listener(ops.httpLn, "metrics", maxMetricsConns, log, nil)
 		mo := metrics.Options{Name: opts.Name, View: ops.clusterView, LogDropped: opts.LogDropped, Logger: log}
 		if workers != nil { // only Node.js cluster workers are asked
@@ -349,22 +352,6 @@ func inheritedListener(fd int, name string) (net.Listener, error) {
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close() // net.FileListener keeps its own duplicate
 	return net.FileListener(f)
-}
-
-// listenerFD is the descriptor under a net.Listener (through the
-// guard's wrapping), -1 if it has none.
-func listenerFD(l net.Listener) int {
-	sc, ok := l.(syscall.Conn)
-	if !ok {
-		return -1
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1
-	}
-	fd := -1
-	rc.Control(func(s uintptr) { fd = int(s) })
-	return fd
 }
 
 // handedOps are the operations' descriptors an upgrade hands over.

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/dutchmaster/dutchmaster/actors/core"
-	"golang.org/x/sys/unix"
 
 	"github.com/dutchmaster/dutchmaster/actors/observers/balance"
 	"github.com/dutchmaster/dutchmaster/sockets"
@@ -37,25 +36,9 @@ func (m *master) adoptSockets() (err error) {
 		if got := spec.URL(); got != hl.Spec {
 			return fmt.Errorf("taking over: listener %d was %s, the options give %s", i, hl.Spec, got)
 		}
-		// The socket's open file description is the workers' too, and
-		// they run on it in whatever mode they set (a Go worker makes it
-		// non-blocking; a blocking accept could not be interrupted by its
-		// drain): the takeover leaves the mode as it is.
-		flags, err := unix.FcntlInt(uintptr(hl.FD), unix.F_GETFL, 0)
-		if err != nil {
-			return fmt.Errorf("taking over %s: %w", hl.Spec, os.NewSyscallError("fcntl F_GETFL", err))
-		}
-		adopt := sockets.TakeOver // bound by this master: its unix file too
-		if hl.Activated {
-			adopt = sockets.Adopt // systemd's, which outlives the master
-		}
-		l, err := adopt(hl.FD, spec)
+		l, err := sockets.TakeOver(hl.FD, spec, !hl.Activated) // systemd's outlives the master
 		if err != nil {
 			return fmt.Errorf("taking over %s: %w", hl.Spec, err)
-		}
-		if _, err := unix.FcntlInt(uintptr(hl.FD), unix.F_SETFL, flags); err != nil {
-			l.Close()
-			return fmt.Errorf("taking over %s: %w", hl.Spec, os.NewSyscallError("fcntl F_SETFL", err))
 		}
 		m.listeners = append(m.listeners, l)
 		if hl.Activated {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -519,7 +520,7 @@ func takeHandedState() (*handedState, error) {
 	var head struct {
 		Format *int `json:"format"`
 	}
-	data, err := readAll(f)
+	data, err := io.ReadAll(f)
 	if err != nil {
 		return nil, fmt.Errorf("reading the handed-over state: %w", err)
 	}
@@ -534,10 +535,4 @@ func takeHandedState() (*handedState, error) {
 		return nil, fmt.Errorf("the handed-over state: %w", err)
 	}
 	return &st, nil
-}
-
-func readAll(f *os.File) ([]byte, error) {
-	var b bytes.Buffer
-	_, err := b.ReadFrom(f)
-	return b.Bytes(), err
 }

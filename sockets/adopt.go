@@ -71,14 +71,29 @@ func Adopt(fd int, want Spec) (*Listener, error) {
 	return &Listener{spec: spec, file: os.NewFile(uintptr(fd), spec.String()), addr: addr}, nil
 }
 
-// TakeOver is Adopt for a listening socket this master bound itself, in
-// the new image of an upgrade in place: a unix socket's file is the
-// master's, removed by Close as a bound one's is (if the path still names
-// the same file then).
-func TakeOver(fd int, want Spec) (*Listener, error) {
+// TakeOver is Adopt for a listener the previous image of this master
+// held, in the new image of an upgrade in place. The socket's open file
+// description is the workers' too, and they run on it in whatever mode
+// they set (a Go worker makes it non-blocking; made blocking under it, its
+// accept could not be interrupted by its drain): the takeover leaves the
+// mode as it is. ownsFile says the master bound it (not systemd): a unix
+// socket's file is then the master's, removed by Close as a bound one's is
+// (if the path still names the same file then).
+func TakeOver(fd int, want Spec, ownsFile bool) (*Listener, error) {
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return nil, fmt.Errorf("inherited fd %d (%s): %w", fd, want.Name, os.NewSyscallError("fcntl F_GETFL", err))
+	}
 	l, err := Adopt(fd, want)
-	if err != nil || l.spec.Network != "unix" {
-		return l, err
+	if err != nil {
+		return nil, err
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("inherited fd %d (%s): %w", fd, want.Name, os.NewSyscallError("fcntl F_SETFL", err))
+	}
+	if !ownsFile || l.spec.Network != "unix" {
+		return l, nil
 	}
 	var st unix.Stat_t
 	if unix.Lstat(l.spec.Address, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {

@@ -85,7 +85,7 @@ func TestTakeOverUnixOwnsFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := TakeOver(dupFD(t, bound.File()), Spec{Name: "app", Network: "unix"})
+	l, err := TakeOver(dupFD(t, bound.File()), Spec{Name: "app", Network: "unix"}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +95,30 @@ func TestTakeOverUnixOwnsFile(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("socket file still there after Close of the taken-over listener: %v", err)
+	}
+}
+
+// TestTakeOverKeepsTheMode: a listener a worker made non-blocking stays
+// so when the new image takes it over (Adopt alone would make it blocking
+// under the worker).
+func TestTakeOverKeepsTheMode(t *testing.T) {
+	bound, err := Bind(Spec{Name: "http", Network: "tcp", Address: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bound.Close()
+	fd := dupFD(t, bound.File())
+	if err := unix.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	l, err := TakeOver(fd, Spec{Name: "http", Network: "tcp"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || flags&unix.O_NONBLOCK == 0 {
+		t.Fatalf("flags %#x, %v after TakeOver: want O_NONBLOCK kept", flags, err)
 	}
 }
 

@@ -247,7 +247,7 @@ func (c *Channel) Pending() []byte { return c.lines.Pending() }
 
 // FD is the number of the master's end's descriptor, for a handover
 // across an exec; it stays the Channel's.
-func (c *Channel) FD() int { return connFD(c.conn) }
+func (c *Channel) FD() int { return FD(c.conn) }
 
 // pastDeadline is a read deadline long past: a read returns at once.
 var pastDeadline = time.Unix(1, 0)
@@ -256,8 +256,11 @@ var pastDeadline = time.Unix(1, 0)
 // deadline), after which reading may go on.
 func Interrupted(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
-// connFD is the descriptor under a connection, or -1.
-func connFD(c syscall.Conn) int {
+// FD is the descriptor number under a connection, listener or file, or
+// -1. Unlike (*os.File).Fd it leaves the descriptor's mode alone (Fd makes
+// it blocking for good, so that its reads could no longer be interrupted),
+// as a handover across an exec needs.
+func FD(c syscall.Conn) int {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return -1

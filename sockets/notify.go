@@ -154,7 +154,7 @@ func NotifySocketFromFD(fd int, path string) (*NotifySocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("notify socket fd %d: %w", fd, err)
 	}
-	if err := unix.SetsockoptInt(connFD(conn), unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+	if err := unix.SetsockoptInt(FD(conn), unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("notify socket fd %d: setsockopt SO_PASSCRED: %w", fd, err)
 	}
@@ -171,7 +171,7 @@ func (n *NotifySocket) Resume() error { return n.conn.SetReadDeadline(time.Time{
 
 // FD is the number of the socket's descriptor, for a handover across an
 // exec; it stays the NotifySocket's.
-func (n *NotifySocket) FD() int { return connFD(n.conn) }
+func (n *NotifySocket) FD() int { return FD(n.conn) }
 
 // Close closes the socket, which frees its name; a blocked Read returns.
 func (n *NotifySocket) Close() error {

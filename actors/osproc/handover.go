@@ -299,7 +299,7 @@ func (r *Runtime) Handover() (State, []int, error) {
 		fds = append(fds, ps.Channel)
 		for i, fd := range []*int{&ps.Stdout, &ps.Stderr} {
 			if pipe := p.output.pipes[i]; pipe != nil {
-				*fd = fileFD(pipe)
+				*fd = sockets.FD(pipe)
 				fds = append(fds, *fd)
 			}
 		}
@@ -516,15 +516,4 @@ func (o *output) pending(i int) []byte {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return slices.Clone(w.partial)
-}
-
-// fileFD is f's descriptor number. (*os.File).Fd would put f in blocking
-// mode, for good: its reads could no longer be interrupted, here or in the
-// next image.
-func fileFD(f *os.File) int {
-	fd := -1
-	if rc, err := f.SyscallConn(); err == nil {
-		_ = rc.Control(func(u uintptr) { fd = int(u) })
-	}
-	return fd
 }

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -257,39 +254,14 @@ func crashUnderLoad(t *testing.T, keepAlive bool) {
 	kill(t, victim, syscall.SIGSTOP)
 	waitStopped(t, victim)
 	slot, held := heldBy(t, victim, port)
-	probes := make([]net.Conn, 8)
-	for i := range probes {
-		c, err := net.DialTimeout("tcp", addr, patience)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(2 * patience))
-		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		probes[i] = c
-	}
+	probes := sendRequests(t, addr, 8)
 	for queueOf(t, slot) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("no connection waits in the stopped worker's queue")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	probed := make([]int, len(probes))
-	probeErrs := make([]error, len(probes))
-	var probing sync.WaitGroup
-	for i, c := range probes {
-		probing.Go(func() {
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err == nil {
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				probed[i], err = strconv.Atoi(string(body))
-			}
-			probeErrs[i] = err
-		})
-	}
+	probing := readAnswers(probes)
 
 	kill(t, victim, syscall.SIGKILL)
 	_, next = m.waitFor(next, "worker exited", map[string]any{"pid": victim})
@@ -319,7 +291,7 @@ func crashUnderLoad(t *testing.T, keepAlive bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	probing.Wait()
+	probed, probeErrs := probing()
 	load.finish()
 	fromReplacement := load.answeredBy(replacement)
 	for i, err := range probeErrs {

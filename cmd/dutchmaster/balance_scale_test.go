@@ -150,18 +150,7 @@ func TestKernelBalanceScaleDownServesTheQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Round-robin over 4 slots: 2 of 8 wait in the stopped worker's queue.
-	conns := make([]net.Conn, 8)
-	for i := range conns {
-		c, err := net.DialTimeout("tcp", addr, patience)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		conns[i] = c
-	}
+	conns := sendRequests(t, addr, 8)
 	m.signal(syscall.SIGTTOU)
 	e, _ := m.waitFor(next, "drain", nil)
 	if e.num("pid") != oldest {
@@ -170,23 +159,7 @@ func TestKernelBalanceScaleDownServesTheQueue(t *testing.T) {
 	if err := syscall.Kill(oldest, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(conns))
-	answeredBy := make([]int, len(conns))
-	for i, c := range conns {
-		wg.Go(func() {
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			answeredBy[i], errs[i] = strconv.Atoi(string(body))
-		})
-	}
-	wg.Wait()
+	answeredBy, errs := readAnswers(conns)()
 	fromOldest := 0
 	for i, err := range errs {
 		if err != nil {
@@ -225,19 +198,7 @@ func TestKernelBalanceScaleDownMovesAStuckQueue(t *testing.T) {
 	slot, _ := heldBy(t, oldest, port)
 
 	// Round-robin over 4 slots: 4 of 16 wait in the stopped worker's queue.
-	conns := make([]net.Conn, 16)
-	for i := range conns {
-		c, err := net.DialTimeout("tcp", addr, patience)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(2 * patience))
-		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		conns[i] = c
-	}
+	conns := sendRequests(t, addr, 16)
 	deadline := time.Now().Add(patience)
 	for queueOf(t, slot) != 4 {
 		if time.Now().After(deadline) {
@@ -251,22 +212,7 @@ func TestKernelBalanceScaleDownMovesAStuckQueue(t *testing.T) {
 	if e.num("pid") != oldest {
 		t.Fatalf("the scale down drained pid %d, want the oldest worker's %d", e.num("pid"), oldest)
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(conns))
-	answeredBy := make([]int, len(conns))
-	for i, c := range conns {
-		wg.Go(func() {
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			answeredBy[i], errs[i] = strconv.Atoi(string(body))
-		})
-	}
-	wg.Wait()
+	answeredBy, errs := readAnswers(conns)()
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("connection %d, queued before the scale down, was not answered: %v", i, err)
@@ -279,4 +225,49 @@ func TestKernelBalanceScaleDownMovesAStuckQueue(t *testing.T) {
 		t.Errorf("the stopped worker exited with %q, want killed at the kill timeout", x.str("reason"))
 	}
 	m.stop()
+}
+
+// sendRequests opens n connections to addr, one after the other, and
+// writes one request on each without reading its answer (readAnswers
+// does): where each waits is the kernel's choice. They close with the
+// test.
+func sendRequests(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		c, err := net.DialTimeout("tcp", addr, patience)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(2 * patience))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	return conns
+}
+
+// readAnswers starts reading every connection's answer at once; the
+// returned wait gives, for each, the pid of the worker that answered (the
+// test worker's body) or why none did.
+func readAnswers(conns []net.Conn) (wait func() (answeredBy []int, errs []error)) {
+	answeredBy, errs := make([]int, len(conns)), make([]error, len(conns))
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Go(func() {
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err == nil {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				answeredBy[i], err = strconv.Atoi(string(body))
+			}
+			errs[i] = err
+		})
+	}
+	return func() ([]int, []error) {
+		wg.Wait()
+		return answeredBy, errs
+	}
 }

@@ -122,6 +122,20 @@ func TestBalanceShared(t *testing.T) {
 	m.stop()
 }
 
+// fellBackTo checks that m took mode because the socket-selection
+// program could not be loaded, and serves at addr; then it stops m.
+func fellBackTo(t *testing.T, m *master, mode, addr string) {
+	t.Helper()
+	e := balanceLine(t, m)
+	if e.str("balance") != mode || !strings.HasPrefix(e.str("reason"), "the socket-selection program could not be loaded: ") {
+		t.Errorf("balance line %v, want %s because the program could not be loaded", e, mode)
+	}
+	if body, err := get(addr, "/"); err != nil || body == "" {
+		t.Errorf("GET /: %q, %v", body, err)
+	}
+	m.stop()
+}
+
 // withoutBPF runs the rest of a command line without CAP_BPF and
 // CAP_SYS_ADMIN (dropped from the bounding set, so a root master loses
 // them too): the socket-selection program cannot be loaded.
@@ -147,14 +161,7 @@ func TestBalanceFallsBackWithoutBPF(t *testing.T) {
 	m := startMasterVia(t, via, []string{self}, "--env", roleEnv+"=worker", "--workers", "2", "--listen", "http=tcp://127.0.0.1:0")
 	addr := m.address()
 	m.waitFor(0, "cluster ready", nil)
-	e := balanceLine(t, m)
-	if e.str("balance") != "shared" || !strings.HasPrefix(e.str("reason"), "the socket-selection program could not be loaded: ") {
-		t.Errorf("balance line %v, want shared because the program could not be loaded", e)
-	}
-	if body, err := get(addr, "/"); err != nil || body == "" {
-		t.Errorf("GET /: %q, %v", body, err)
-	}
-	m.stop()
+	fellBackTo(t, m, "shared", addr)
 
 	m = startMasterVia(t, via, []string{self}, "--control", "none", "--balance", "kernel", "--listen", "http=tcp://127.0.0.1:0")
 	if code := m.wait(); code != exitUsage {

@@ -148,16 +148,7 @@ func TestNodePreloadWebSocket(t *testing.T) {
 			}
 			var clients []client
 			for range 4 {
-				c, _, err := websocket.Dial(ctx, "ws://"+addr+"/", nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.CloseNow()
-				_, hello, err := c.Read(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				pid, _ := strconv.Atoi(strings.TrimPrefix(string(hello), "hello "))
+				c, pid := dialHello(ctx, t, addr)
 				clients = append(clients, client{c, pid})
 			}
 
@@ -184,16 +175,8 @@ func TestNodePreloadWebSocket(t *testing.T) {
 
 			// The clients come back, to the new workers.
 			fresh, _ := listeningPIDs(m, next, 2)
-			c, _, err := websocket.Dial(ctx, "ws://"+addr+"/", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.CloseNow()
-			_, hello, err := c.Read(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if pid, _ := strconv.Atoi(strings.TrimPrefix(string(hello), "hello ")); pid != fresh[3] && pid != fresh[4] {
+			c, pid := dialHello(ctx, t, addr)
+			if pid != fresh[3] && pid != fresh[4] {
 				t.Errorf("after the restart a client was greeted by pid %d, want one of %v", pid, fresh)
 			}
 			c.Close(websocket.StatusNormalClosure, "")
@@ -287,4 +270,21 @@ func TestNodePreloadMaxRequests(t *testing.T) {
 		t.Errorf("%d recycles asked for, want 1", n)
 	}
 	m.stop()
+}
+
+// dialHello opens a WebSocket to the app and reads its greeting, "hello
+// PID": the connection (closed with the test) and the pid.
+func dialHello(ctx context.Context, t *testing.T, addr string) (*websocket.Conn, int) {
+	t.Helper()
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	_, hello, err := c.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimPrefix(string(hello), "hello "))
+	return c, pid
 }
