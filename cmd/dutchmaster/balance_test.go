@@ -58,18 +58,7 @@ func TestKernelBalanceSpreadsConnections(t *testing.T) {
 		t.Fatalf("balance line %v, want kernel, migrate %v", e, reuseport.Migrates())
 	}
 
-	perPID := map[int]int{}
-	for _, pid := range keepAlivePIDs(t, addr, 16) {
-		perPID[pid]++
-	}
-	for id, pid := range workers {
-		if n := perPID[pid]; n == 0 || n > 5 {
-			t.Errorf("worker %d (pid %d) got %d of 16 connections, want 1 to 5 (per pid %v)", id, pid, n, perPID)
-		}
-	}
-	if len(perPID) != 4 {
-		t.Errorf("answers came from %d pids, want the 4 workers: %v", len(perPID), perPID)
-	}
+	checkSpread(t, addr, workers) // every one of the 4 workers answers
 	m.stop()
 }
 
@@ -85,15 +74,7 @@ func TestKernelBalanceRollingRestart(t *testing.T) {
 
 	fresh := restartUnderLoad(t, m, addr, old, next)
 
-	perPID := map[int]int{}
-	for _, pid := range keepAlivePIDs(t, addr, 16) {
-		perPID[pid]++
-	}
-	for id, pid := range fresh {
-		if n := perPID[pid]; n == 0 || n > 5 {
-			t.Errorf("after the restart, worker %d (pid %d) got %d of 16 connections, want 1 to 5 (per pid %v)", id, pid, n, perPID)
-		}
-	}
+	checkSpread(t, addr, fresh)
 	m.stop()
 	waitGone(t, values(fresh)...)
 }

@@ -38,7 +38,7 @@ func nodeBalanceApp(t *testing.T, mode string) (m *master, addr string, pids map
 
 // checkSpread opens 16 keep-alive connections together and checks that
 // every worker got some and none more than 5 (a fair share is 4; round-
-// robin allows 1.25 × that).
+// robin allows 1.25 × that), and that no other pid answered.
 func checkSpread(t *testing.T, addr string, workers map[int]int) {
 	t.Helper()
 	perPID := map[int]int{}
